@@ -1,0 +1,31 @@
+"""The mitmproxy addons of modgate, in the order a request meets them:
+
+    Settings   options, rules file, store and upstream client (no hooks on flows)
+    Router     is this a module-proxy request? parse it, or answer 400/404/405
+    CacheGate  answer it from the store or the upstream chain
+
+`all_addons()` builds them wired together; `addons/modgate_addons.py` is the one-line
+script for `mitmdump -s` / `mitmweb -s`.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+
+def all_addons() -> list[object]:
+    from modgate.addons.cache import CacheGate
+    from modgate.addons.router import Router
+    from modgate.addons.settings import Settings
+
+    settings = Settings()
+    return [settings, Router(settings), CacheGate(settings)]
+
+
+def plain(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:
+    """An error answer the go command prints after "server response:" (text/plain, and
+    one line: go stops at the first blank line and keeps at most 8 lines)."""
+    line = " ".join(message.split())
+    return http.Response.make(
+        status, f"{line}\n", {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
+    )

@@ -1,0 +1,138 @@
+"""modgate's options, rules and shared resources (store, fetcher, gateway); load with the
+other modgate addons: `mitmdump -s addons/modgate_addons.py --set modgate_rules=rules.yaml`.
+
+Other addons read `Settings.runtime`; nothing else opens files or sockets at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import mode_specs
+
+from modgate.blobs import BlobServer
+from modgate.config import Config, Proxy, load_config, proxies_from_goproxy
+from modgate.errors import ModgateError
+from modgate.gateway import Gateway
+from modgate.store import DiskStore
+from modgate.upstream import HttpFetcher
+
+log = logging.getLogger("modgate")
+
+OPTIONS = ("modgate_rules", "modgate_cache_dir", "modgate_goproxy", "modgate_intercept_all")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("MODGATE_HOME") or Path.home() / ".modgate")
+
+
+@dataclass
+class Runtime:
+    config: Config
+    proxies: tuple[Proxy, ...]
+    store: DiskStore
+    gateway: Gateway
+
+
+class Settings:
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.blobs = BlobServer()
+        self.fetcher = HttpFetcher()
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option("modgate_rules", str, "rules.yaml", "modgate rules file; '' for none.")
+        loader.add_option(
+            "modgate_cache_dir", str, str(default_home() / "cache"), "modgate cache directory."
+        )
+        loader.add_option(
+            "modgate_goproxy", str, "",
+            "The proxies to gate when the rules file names none; default: `go env GOPROXY`.",
+        )  # fmt: skip
+        loader.add_option(
+            "modgate_intercept_all", bool, False,
+            "Intercept TLS to every host, not only module proxies (to watch all traffic).",
+        )  # fmt: skip
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & set(OPTIONS):
+            self._reload()
+        if updated & {"mode", *OPTIONS} and self.runtime is not None:
+            self._limit_interception()
+
+    def _reload(self) -> None:
+        try:
+            config = load_config(Path(ctx.options.modgate_rules)) if ctx.options.modgate_rules \
+                else Config()  # fmt: skip
+            proxies = config.proxies
+            if proxies is None:
+                proxies = proxies_from_goproxy(ctx.options.modgate_goproxy or goenv_goproxy())
+            if not proxies:
+                raise ModgateError(
+                    f"{config.source}: proxies: no module proxy to gate; list them in the "
+                    "rules file or set GOPROXY"
+                )
+            cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
+            store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
+        except (ModgateError, ValueError) as e:
+            raise exceptions.OptionsError(str(e)) from e
+        self._close_resources()
+        gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
+        self.runtime = Runtime(config, proxies, store, gateway)
+        log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
+
+    def _limit_interception(self) -> None:
+        """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):
+        every other host is tunnelled untouched, certificate and all."""
+        assert self.runtime is not None
+        if ctx.options.modgate_intercept_all:
+            return
+        hosts = [(p.host, p.port) for p in self.runtime.proxies]
+        for spec in ctx.options.mode:
+            mode = mode_specs.ProxyMode.parse(spec)
+            if isinstance(mode, mode_specs.ReverseMode):
+                hosts.append((mode.address[0], mode.address[1]))
+        allow = sorted({f"^{re.escape(h)}:{port}$" for h, port in hosts})
+        if ctx.options.allow_hosts != allow:
+            ctx.options.update(allow_hosts=allow)
+
+    async def running(self) -> None:
+        if self.runtime is None:  # loaded with add(), and no option was ever set
+            self._reload()
+            self._limit_interception()
+        await self.blobs.start()
+
+    async def done(self) -> None:
+        await self.blobs.stop()
+        await self.fetcher.close()
+        self._close_resources()
+
+    def _close_resources(self) -> None:
+        if self.runtime is not None:
+            self.runtime.store.close()
+            self.runtime = None
+
+
+def goenv_goproxy() -> str:
+    """GOPROXY as the go command on this machine resolves it (environment, go.env, default)."""
+    if os.environ.get("GOPROXY"):
+        return os.environ["GOPROXY"]
+    go = shutil.which("go")
+    if go is None:
+        raise ModgateError(
+            "no rules file lists proxies, GOPROXY is unset and there is no go command to ask; "
+            "list your module proxies under 'proxies:' in rules.yaml"
+        )
+    out = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+addons = [Settings()]

@@ -1,0 +1,185 @@
+"""The modgate command line.
+
+    modgate run    start the gate: an HTTPS proxy for `go`, and a GOPROXY= endpoint
+    modgate env    print the shell lines that point `go` at a running modgate
+
+Exit status: 0 success, 1 a check failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+
+from modgate import __version__
+from modgate.errors import ModgateError
+
+DEFAULT_PORT = 8080
+DEFAULT_GOPROXY_PORT = 8081
+# The reverse-mode target is never contacted: modgate answers every request on the
+# GOPROXY endpoint itself. The name only has to be one that cannot resolve.
+REVERSE_TARGET = "http://goproxy.modgate.invalid"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except ModgateError as e:
+        print(f"modgate: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from modgate.addons.settings import default_home
+
+    parser = argparse.ArgumentParser(prog="modgate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"modgate {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def where(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--listen-host", default="127.0.0.1", help="default: %(default)s")
+        p.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+        p.add_argument("--confdir", type=Path, default=default_home(),
+                       help="modgate's CA and state (default: %(default)s, or $MODGATE_HOME)")  # fmt: skip
+
+    run = sub.add_parser("run", help="start modgate")
+    where(run)
+    run.add_argument("--goproxy-port", type=int, default=DEFAULT_GOPROXY_PORT,
+                     help="port of the plain GOPROXY= endpoint, -1 for none (default: %(default)s)")  # fmt: skip
+    run.add_argument("--cache-dir", type=Path, default=None,
+                     help="default: CONFDIR/cache")  # fmt: skip
+    run.add_argument("--rules", type=Path, default=None,
+                     help="rules file (default: ./rules.yaml if it exists)")  # fmt: skip
+    run.add_argument("--http2", action=argparse.BooleanOptionalAction, default=True,
+                     help="offer HTTP/2 to clients (default: on)")  # fmt: skip
+    run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
+    run.set_defaults(func=cmd_run)
+
+    env = sub.add_parser("env", help="print shell lines that send go through modgate")
+    where(env)
+    env.add_argument("--goproxy", metavar="URL", nargs="?", const="http://127.0.0.1:%d"
+                     % DEFAULT_GOPROXY_PORT,
+                     help="print GOPROXY=URL for the GOPROXY endpoint instead of proxy settings")  # fmt: skip
+    env.set_defaults(func=cmd_env)
+    return parser
+
+
+# --- modgate run ---------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from modgate.config import load_config
+
+    rules = args.rules
+    if rules is None and Path("rules.yaml").is_file():
+        rules = Path("rules.yaml")
+    if rules is not None:
+        load_config(rules)  # refuse to start on a broken file, before anything listens
+    confdir: Path = args.confdir.expanduser()
+    cache_dir: Path = (args.cache_dir or confdir / "cache").expanduser()
+    return asyncio.run(_run(args, confdir, cache_dir, rules))
+
+
+async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: Path | None) -> int:
+    from mitmproxy import exceptions, options
+    from mitmproxy.tools.dump import DumpMaster
+
+    from modgate.addons import all_addons
+    from modgate.cabundle import write_bundle
+
+    confdir.mkdir(parents=True, exist_ok=True)
+    modes = [f"regular@{args.listen_port}"]
+    if args.goproxy_port >= 0:
+        modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
+    opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
+    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master.addons.add(*all_addons(), _Banner(confdir))
+    try:
+        opts.update(
+            # Connect upstream only when a request needs it, so cached answers are served
+            # with the upstream unreachable (the default, eager, fails on CONNECT).
+            connection_strategy="lazy",
+            http2=args.http2,
+            termlog_verbosity="warn" if args.quiet else "info",
+            modgate_rules=str(rules or ""),
+            modgate_cache_dir=str(cache_dir),
+        )
+    except exceptions.OptionsError as e:
+        print(f"modgate: {e}", file=sys.stderr)
+        return 2
+    write_bundle(confdir)
+    await master.run()
+    return 0
+
+
+class _Banner:
+    """Says, once everything listens, where and how to point go at it."""
+
+    def __init__(self, confdir: Path) -> None:
+        self.confdir = confdir
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+        from mitmproxy.proxy import mode_specs
+
+        settings = ctx.master.addons.get("settings")
+        proxy = goproxy = ""
+        for server in ctx.master.addons.get("proxyserver").servers:
+            for host, port, *_ in server.listen_addrs:
+                url = f"http://{host}:{port}"
+                if isinstance(server.mode, mode_specs.ReverseMode):
+                    goproxy = url
+                else:
+                    proxy = url
+        gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
+        line = f"modgate: proxy on {proxy}, for go: eval \"$(modgate env"
+        if self.confdir != _default_confdir():
+            line += f" --confdir {shlex.quote(str(self.confdir))}"
+        line += ")\""
+        if goproxy:
+            line += f"; GOPROXY endpoint {goproxy}"
+        print(f"{line}; gating {gated}", flush=True)
+
+
+def _default_confdir() -> Path:
+    from modgate.addons.settings import default_home
+
+    return default_home()
+
+
+# --- modgate env ---------------------------------------------------------------------
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from modgate.cabundle import write_bundle
+
+    if args.goproxy:
+        print(f"export GOPROXY={shlex.quote(args.goproxy)}")
+        return 0
+    bundle = write_bundle(args.confdir.expanduser())
+    proxy = f"http://{args.listen_host}:{args.listen_port}"
+    lines = {
+        "HTTPS_PROXY": proxy,
+        "https_proxy": proxy,  # git and curl read the lowercase one
+        # Go replaces its whole root store with this file: it holds the system's CAs too.
+        "SSL_CERT_FILE": str(bundle),
+        "GIT_SSL_CAINFO": str(bundle),
+    }
+    for name, value in lines.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""rules.yaml: read into frozen dataclasses by one pure function, `load_config`.
+
+Every error names the file, the line, the field and what was expected:
+
+    rules.yaml:7: proxies[0].upstream: 'ftp://mirror' is not an http(s) URL
+
+The YAML is composed into nodes (so each value keeps its line) and only scalars
+are constructed, with PyYAML's safe constructor: the same safety as yaml.safe_load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from modgate.errors import ConfigError
+
+T = TypeVar("T")
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One upstream proxy in a chain. `any_error` is true when the separator after it is
+    `|` (fall through on any error) rather than `,` (fall through on 404/410 only)."""
+
+    url: str
+    any_error: bool = False
+
+
+@dataclass(frozen=True)
+class Chain:
+    """An upstream chain with GOPROXY semantics ("Environment variables", GOPROXY)."""
+
+    hops: tuple[Hop, ...]
+
+    def __str__(self) -> str:
+        parts = []
+        for hop in self.hops:
+            parts += [hop.url, "|" if hop.any_error else ","]
+        return "".join(parts[:-1])
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A module proxy as clients name it in GOPROXY, and where modgate fetches from."""
+
+    url: str
+    chain: Chain
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def base_path(self) -> str:
+        """The path prefix of the proxy URL, "" or like "/go"."""
+        return urlsplit(self.url).path.rstrip("/")
+
+    def relative(self, host: str, port: int, path: str) -> str | None:
+        """The request path below this proxy's base, or None if the request is not for it."""
+        if host.lower() != self.host or port != self.port:
+            return None
+        prefix = self.base_path + "/"
+        return path[len(prefix) :] if path.startswith(prefix) else None
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    size_limit: int = 20 * GIB
+    ttl: float = 600.0
+    negative_ttl: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything rules.yaml says. `proxies` is None when the file names none: then the
+    proxies of `go env GOPROXY` apply (see `proxies_from_goproxy`)."""
+
+    source: str = "<defaults>"
+    proxies: tuple[Proxy, ...] | None = None
+    cache: CacheSettings = field(default_factory=CacheSettings)
+
+
+def load_config(path: Path) -> Config:
+    """Read and check a rules file. Raises ConfigError naming the place and the fix."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read rules file: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "rules.yaml") -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {e.problem}") from e
+    if root is None:
+        return Config(source=source)
+    top = _Node(source, root, "").mapping({"proxies", "cache"})
+    proxies = None
+    if "proxies" in top:
+        proxies = tuple(_proxy(n) for n in top["proxies"].sequence())
+        _check_unique_proxies(proxies, top["proxies"])
+    cache = _cache(top["cache"]) if "cache" in top else CacheSettings()
+    return Config(source=source, proxies=proxies, cache=cache)
+
+
+def _proxy(node: _Node) -> Proxy:
+    fields = node.mapping({"url", "upstream"}, required={"url"})
+    url = fields["url"].convert(_proxy_url)
+    chain = fields["upstream"].convert(parse_chain) if "upstream" in fields else None
+    return Proxy(url=url, chain=chain or Chain((Hop(url),)))
+
+
+def _check_unique_proxies(proxies: tuple[Proxy, ...], node: _Node) -> None:
+    seen: dict[tuple[str, int, str], int] = {}
+    for i, p in enumerate(proxies):
+        key = (p.host, p.port, p.base_path)
+        if key in seen:
+            raise node.items[i].error(f"{p.url} is listed twice (also proxies[{seen[key]}])")
+        seen[key] = i
+
+
+def _cache(node: _Node) -> CacheSettings:
+    fields = node.mapping({"size_limit", "ttl", "negative_ttl"})
+    default = CacheSettings()
+    return CacheSettings(
+        size_limit=fields["size_limit"].convert(parse_size) if "size_limit" in fields
+        else default.size_limit,
+        ttl=fields["ttl"].convert(parse_duration) if "ttl" in fields else default.ttl,
+        negative_ttl=fields["negative_ttl"].convert(parse_duration)
+        if "negative_ttl" in fields else default.negative_ttl,
+    )  # fmt: skip
+
+
+# --- value parsers: each raises ValueError with what was expected -----------------------
+
+
+def parse_chain(text: Any) -> Chain:
+    """An upstream list in GOPROXY syntax: URLs separated by `,` or `|`."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{text!r} is not an upstream list (URLs separated by ',' or '|')")
+    parts = re.split(r"([,|])", text.strip())
+    hops = []
+    for i in range(0, len(parts), 2):
+        entry = parts[i].strip()
+        if entry in ("direct", "off"):
+            raise ValueError(
+                f"{entry!r} is not supported as an upstream: modgate fetches from module "
+                f"proxies only; put '{entry}' after modgate in the client's GOPROXY instead"
+            )
+        sep = parts[i + 1] if i + 1 < len(parts) else ","
+        hops.append(Hop(_http_url(entry), any_error=sep == "|"))
+    return Chain(tuple(hops))
+
+
+def proxies_from_goproxy(goproxy: str) -> tuple[Proxy, ...]:
+    """The default proxies: each URL in a GOPROXY value, fetched from itself."""
+    urls = [u.strip() for u in re.split(r"[,|]", goproxy) if u.strip()]
+    return tuple(
+        Proxy(url=_http_url(u), chain=Chain((Hop(_http_url(u)),)))
+        for u in urls
+        if u not in ("direct", "off")
+    )
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: a proxy URL takes no query or fragment")
+    return text.rstrip("/")
+
+
+def _proxy_url(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a URL")
+    return _http_url(text)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1 << 10, "mib": 1 << 20,
+          "gib": 1 << 30, "tib": 1 << 40}  # fmt: skip
+
+
+def parse_size(value: Any) -> int:
+    """A byte count: 1073741824, "500MB", "20GiB"."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if isinstance(value, bool) or not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"{value!r} is not a size (for example 500MB or 20GiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds: 30, "30s", "10m", "1h30m", "7d"."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    text = str(value).strip()
+    terms = re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)", text)
+    if not text or "".join(n + u for n, u in terms) != text:
+        raise ValueError(f"{value!r} is not a duration (for example 30s, 10m, 1h30m)")
+    return sum(float(n) * _SECONDS[u] for n, u in terms)
+
+
+# --- YAML nodes that remember where they stand ------------------------------------------
+
+
+class _Node:
+    """A composed YAML node with its place in the document, for error messages."""
+
+    def __init__(self, source: str, node: yaml.Node, where: str) -> None:
+        self.source, self.node, self.where = source, node, where
+        self.items: list[_Node] = []
+
+    def error(self, message: str) -> ConfigError:
+        line = self.node.start_mark.line + 1
+        return ConfigError(f"{self.source}:{line}: {self.where or '(top level)'}: {message}")
+
+    def mapping(self, allowed: set[str], required: frozenset[str] | set[str] = frozenset(),
+                ) -> dict[str, _Node]:  # fmt: skip
+        if not isinstance(self.node, yaml.MappingNode):
+            raise self.error(f"expected a mapping with keys {', '.join(sorted(allowed))}")
+        out: dict[str, _Node] = {}
+        for key_node, value_node in self.node.value:
+            key = key_node.value
+            where = f"{self.where}.{key}" if self.where else str(key)
+            if key not in allowed:
+                raise _Node(self.source, key_node, where).error(
+                    f"unknown field (expected one of: {', '.join(sorted(allowed))})"
+                )
+            out[key] = _Node(self.source, value_node, where)
+        missing = sorted(set(required) - out.keys())
+        if missing:
+            raise self.error(f"missing field {missing[0]!r}")
+        return out
+
+    def sequence(self) -> list[_Node]:
+        if not isinstance(self.node, yaml.SequenceNode):
+            raise self.error("expected a list")
+        self.items = [
+            _Node(self.source, n, f"{self.where}[{i}]") for i, n in enumerate(self.node.value)
+        ]
+        return self.items
+
+    def value(self) -> Any:
+        if not isinstance(self.node, yaml.ScalarNode):
+            raise self.error("expected a single value")
+        return yaml.SafeLoader("").construct_object(self.node)
+
+    def convert(self, parse: Callable[[Any], T]) -> T:
+        try:
+            return parse(self.value())
+        except ValueError as e:
+            raise self.error(str(e)) from e

@@ -1,0 +1,135 @@
+"""Answer one proxy request from the store or the upstream chain, with no mitmproxy in
+sight: the addons translate flows into `Gateway.serve` calls and its `Served` back.
+
+    fresh entry          -> served from the store (hit / negative)
+    stale entry or none  -> one fetch per key at a time (single-flight), stored, served
+    fetch failed         -> the stale entry if there is one, else UpstreamError
+
+"GOPROXY protocol": a canonical version's .info/.mod/.zip never change, so they are
+kept forever; `list`, `@latest` and version queries change, so they live `ttl`
+seconds; 404/410 answers live `negative_ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modgate.config import CacheSettings, Chain
+from modgate.errors import CacheError, UpstreamError
+from modgate.goproxy import ModRequest
+from modgate.store import Body, Entry, Hit, Miss, Stale, Store
+from modgate.upstream import Attempt, Fetcher
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    HIT = "hit"  # fresh from the store
+    NEGATIVE = "negative"  # a stored 404/410, still fresh
+    MISS = "miss"  # not stored: fetched now
+    REFRESHED = "refreshed"  # stored but past its TTL: fetched again
+    STALE = "stale"  # past its TTL and the upstream failed: served anyway
+
+
+@dataclass(frozen=True)
+class Served:
+    """What to answer. The receiver closes `body`."""
+
+    entry: Entry
+    body: Body
+    outcome: Outcome
+    attempts: tuple[Attempt, ...] = ()
+    stale_reason: str = ""
+
+
+def cache_key(chain: Chain, req: ModRequest) -> str:
+    """Answers are kept per upstream chain: a private mirror's 404 must not hide a
+    module the public proxy has."""
+    return f"v1 {chain} {req.path}"
+
+
+class Gateway:
+    def __init__(
+        self,
+        store: Store,
+        fetcher: Fetcher,
+        spool: Path,
+        settings: CacheSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.fetcher, self.spool = store, fetcher, spool
+        self.settings, self.clock = settings, clock
+        self._flights: dict[str, asyncio.Future[tuple[Entry, tuple[Attempt, ...]]]] = {}
+        spool.mkdir(parents=True, exist_ok=True)
+
+    async def serve(self, chain: Chain, req: ModRequest) -> Served:
+        key = cache_key(chain, req)
+        looked = self.store.lookup(key, self.clock())
+        if isinstance(looked, Hit):
+            body = self.store.open(looked.entry)
+            if body is not None:
+                hit = Outcome.HIT if looked.entry.status == 200 else Outcome.NEGATIVE
+                return Served(looked.entry, body, hit)
+            log.warning("cached %s was damaged or missing on disk: fetching it again", req)
+            looked = Miss()
+        try:
+            entry, attempts = await self._fetch_once(key, chain, req)
+        except UpstreamError as e:
+            if isinstance(looked, Stale) and (body := self.store.open(looked.entry)):
+                log.warning("serving stale %s: %s", req, e)
+                return Served(looked.entry, body, Outcome.STALE, stale_reason=str(e))
+            raise
+        body = self.store.open(entry)
+        if body is None:
+            raise CacheError(f"{req}: stored answer vanished from the cache before it was read")
+        fetched = Outcome.REFRESHED if isinstance(looked, Stale) else Outcome.MISS
+        return Served(entry, body, fetched, attempts)
+
+    async def _fetch_once(
+        self, key: str, chain: Chain, req: ModRequest
+    ) -> tuple[Entry, tuple[Attempt, ...]]:
+        """Single-flight: concurrent requests for one key share one upstream fetch. The
+        fetch is shielded, so a client that hangs up does not waste it for the others."""
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fetch_and_store(key, chain, req))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda f: self._landed(key, f))
+        return await asyncio.shield(flight)
+
+    def _landed(self, key: str, flight: asyncio.Future[tuple[Entry, tuple[Attempt, ...]]]) -> None:
+        self._flights.pop(key, None)
+        if not flight.cancelled():
+            flight.exception()  # retrieved here too, in case every waiter has gone
+
+    async def _fetch_and_store(
+        self, key: str, chain: Chain, req: ModRequest
+    ) -> tuple[Entry, tuple[Attempt, ...]]:
+        fetched = await self.fetcher.fetch(chain, req, self.spool)
+        try:
+            now = self.clock()
+            entry = Entry(
+                key=key,
+                status=fetched.status,
+                content_type=req.content_type if fetched.status == 200 else "text/plain; charset=utf-8",
+                size=fetched.size,
+                sha256=fetched.sha256,
+                stored_at=now,
+                expires_at=self._expiry(req, fetched.status, now),
+                upstream=fetched.upstream,
+            )
+            await asyncio.to_thread(self.store.put, entry, fetched.body)
+        finally:
+            fetched.body.unlink(missing_ok=True)
+        return entry, fetched.attempts
+
+    def _expiry(self, req: ModRequest, status: int, now: float) -> float | None:
+        if status != 200:
+            return now + self.settings.negative_ttl
+        return None if req.immutable else now + self.settings.ttl

@@ -1,0 +1,139 @@
+"""Fetching from upstream module proxies: a chain walked with GOPROXY semantics, each
+answer spooled to a file on disk while its SHA-256 is computed.
+
+"Environment variables", GOPROXY: after a `,` the next proxy is tried only when this
+one answered 404 or 410; after a `|`, on any error (a 5xx, a reset, a timeout, ...).
+A body that stops short of its Content-Length, exceeds the protocol's size limits
+or is not well-formed (`goproxy.check_body`) counts as an error, so it is never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from modgate import __version__
+from modgate.config import Chain, Hop
+from modgate.errors import ProtocolError, UpstreamError
+from modgate.goproxy import MAX_GOMOD, Kind, ModRequest, check_body
+
+# golang.org/x/mod/zip: MaxZipFile bounds the uncompressed size; a compressed zip that
+# is larger cannot be valid either. Everything else the protocol serves is small.
+MAX_ZIP = 500 << 20
+MAX_OTHER = MAX_GOMOD
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One hop tried: the status it answered, or the error that stopped it."""
+
+    url: str
+    status: int = 0
+    error: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.error or self.status}"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A final answer from a chain: 200, or 404/410 from its last hop. The caller owns
+    (and removes) `body`."""
+
+    status: int
+    body: Path
+    size: int
+    sha256: str
+    upstream: str
+    attempts: tuple[Attempt, ...]
+
+
+class Fetcher(Protocol):
+    async def fetch(self, chain: Chain, req: ModRequest, spool: Path) -> Fetched: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpFetcher:
+    """A Fetcher over HTTP(S) with one connection pool for all upstreams."""
+
+    def __init__(self, timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
+        self._client = httpx.AsyncClient(
+            # modgate's own environment may point HTTPS_PROXY at modgate: never follow it.
+            trust_env=False,
+            # The system's trust store (honours SSL_CERT_FILE), so corporate mirrors with
+            # an internal CA work like they do for every other tool on the machine.
+            verify=ssl.create_default_context(),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            follow_redirects=True,  # "GOPROXY protocol": redirects (3xx) are followed
+            headers={"User-Agent": f"modgate/{__version__}"},
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def fetch(self, chain: Chain, req: ModRequest, spool: Path) -> Fetched:
+        attempts: list[Attempt] = []
+        for i, hop in enumerate(chain.hops):
+            last = i == len(chain.hops) - 1
+            try:
+                status, body, size, digest = await self._get(hop, req, spool)
+            except (httpx.HTTPError, ProtocolError, OSError) as e:
+                attempts.append(Attempt(hop.url, error=_describe(e)))
+                if hop.any_error and not last:
+                    continue
+                raise UpstreamError(_summary(req, attempts)) from e
+            if status == 200 or (status in (404, 410) and last):
+                return Fetched(status, body, size, digest, hop.url, (*attempts, Attempt(hop.url, status)))
+            attempts.append(Attempt(hop.url, status, error=_first_line(body, status)))
+            body.unlink(missing_ok=True)
+            if status in (404, 410) or (hop.any_error and not last):
+                continue
+            raise UpstreamError(_summary(req, attempts))
+        raise AssertionError("a chain has at least one hop")
+
+    async def _get(self, hop: Hop, req: ModRequest, spool: Path) -> tuple[int, Path, int, str]:
+        limit = MAX_ZIP if req.kind is Kind.ZIP else MAX_OTHER
+        fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async with self._client.stream("GET", f"{hop.url}/{req.path}") as r:
+                    h, size = hashlib.sha256(), 0
+                    async for chunk in r.aiter_bytes(1 << 20):
+                        size += len(chunk)
+                        if size > limit:
+                            raise ProtocolError(f"{req}: answer is over {limit} bytes")
+                        h.update(chunk)
+                        out.write(chunk)
+            if r.status_code == 200:
+                check_body(req, path)
+            return r.status_code, path, size, h.hexdigest()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, httpx.TimeoutException):
+        return f"timed out ({text})"
+    return text
+
+
+def _first_line(body: Path, status: int) -> str:
+    with body.open("rb") as f:
+        line = f.read(300).decode("utf-8", "replace").strip().split("\n", 1)[0]
+    return f"{status} {line}".strip()
+
+
+def _summary(req: ModRequest, attempts: list[Attempt]) -> str:
+    return f"{req}: no upstream answered: " + "; ".join(str(a) for a in attempts)

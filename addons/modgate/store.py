@@ -151,7 +151,7 @@ class DiskStore:
     def put(self, entry: Entry, body: Path) -> None:
         tag = json.dumps(asdict(entry), separators=(",", ":"))
         try:
-            if entry.size <= INLINE_MAX:
+            if entry.size < INLINE_MAX:
                 self._cache.set(entry.key, body.read_bytes(), tag=tag)
             else:
                 with body.open("rb") as f:

@@ -42,35 +42,52 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     from modgate.addons.settings import default_home
 
-    parser = argparse.ArgumentParser(prog="modgate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="modgate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"modgate {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     def where(p: argparse.ArgumentParser) -> None:
         p.add_argument("--listen-host", default="127.0.0.1", help="default: %(default)s")
         p.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
-        p.add_argument("--confdir", type=Path, default=default_home(),
-                       help="modgate's CA and state (default: %(default)s, or $MODGATE_HOME)")  # fmt: skip
+        p.add_argument(
+            "--confdir",
+            type=Path,
+            default=default_home(),
+            help="modgate's CA and state (default: %(default)s, or $MODGATE_HOME)",
+        )
 
     run = sub.add_parser("run", help="start modgate")
     where(run)
-    run.add_argument("--goproxy-port", type=int, default=DEFAULT_GOPROXY_PORT,
-                     help="port of the plain GOPROXY= endpoint, -1 for none (default: %(default)s)")  # fmt: skip
-    run.add_argument("--cache-dir", type=Path, default=None,
-                     help="default: CONFDIR/cache")  # fmt: skip
-    run.add_argument("--rules", type=Path, default=None,
-                     help="rules file (default: ./rules.yaml if it exists)")  # fmt: skip
-    run.add_argument("--http2", action=argparse.BooleanOptionalAction, default=True,
-                     help="offer HTTP/2 to clients (default: on)")  # fmt: skip
+    run.add_argument(
+        "--goproxy-port",
+        type=int,
+        default=DEFAULT_GOPROXY_PORT,
+        help="port of the plain GOPROXY= endpoint, -1 for none (default: %(default)s)",
+    )
+    run.add_argument("--cache-dir", type=Path, default=None, help="default: CONFDIR/cache")
+    run.add_argument(
+        "--rules", type=Path, default=None, help="rules file (default: ./rules.yaml if it exists)"
+    )
+    run.add_argument(
+        "--http2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="offer HTTP/2 to clients (default: on)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.set_defaults(func=cmd_run)
 
     env = sub.add_parser("env", help="print shell lines that send go through modgate")
     where(env)
-    env.add_argument("--goproxy", metavar="URL", nargs="?", const="http://127.0.0.1:%d"
-                     % DEFAULT_GOPROXY_PORT,
-                     help="print GOPROXY=URL for the GOPROXY endpoint instead of proxy settings")  # fmt: skip
+    env.add_argument(
+        "--goproxy",
+        metavar="URL",
+        nargs="?",
+        const=f"http://127.0.0.1:{DEFAULT_GOPROXY_PORT}",
+        help="print GOPROXY=URL for the GOPROXY endpoint instead of proxy settings",
+    )
     env.set_defaults(func=cmd_env)
     return parser
 
@@ -143,10 +160,10 @@ class _Banner:
                 else:
                     proxy = url
         gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
-        line = f"modgate: proxy on {proxy}, for go: eval \"$(modgate env"
+        line = f'modgate: proxy on {proxy}, for go: eval "$(modgate env'
         if self.confdir != _default_confdir():
             line += f" --confdir {shlex.quote(str(self.confdir))}"
-        line += ")\""
+        line += ')"'
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
         print(f"{line}; gating {gated}", flush=True)

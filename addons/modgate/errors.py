@@ -4,7 +4,8 @@
      ├── ConfigError        rules.yaml (or an option) is invalid: names file, line, field
      ├── ProtocolError      a request is not a valid GOPROXY/sumdb request (answered 400/404)
      ├── UpstreamError      no upstream gave a usable answer (answered 502)
-     └── CacheError         the cache directory cannot be opened or written
+     ├── CacheError         the cache directory cannot be opened or written
+     └── ZipError           a module zip breaks the module zip rules (modgate.dirhash)
 
 Addons turn these into HTTP answers the go command prints (text/plain, one line),
 the CLI into `modgate: message` and an exit status.

@@ -117,7 +117,9 @@ class Gateway:
             entry = Entry(
                 key=key,
                 status=fetched.status,
-                content_type=req.content_type if fetched.status == 200 else "text/plain; charset=utf-8",
+                content_type=req.content_type
+                if fetched.status == 200
+                else "text/plain; charset=utf-8",
                 size=fetched.size,
                 sha256=fetched.sha256,
                 stored_at=now,

@@ -280,7 +280,7 @@ def _check_text(req: ModRequest, data: bytes) -> None:
 
 
 def _check_info(req: ModRequest, data: bytes) -> None:
-    """"GOPROXY protocol": .info and @latest are a JSON object whose Version is canonical."""
+    """ "GOPROXY protocol": .info and @latest are a JSON object whose Version is canonical."""
     try:
         info = json.loads(data)
     except ValueError as e:

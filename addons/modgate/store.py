@@ -173,7 +173,9 @@ def _intact(body: Body, entry: Entry) -> bool:
     """Size always; the SHA-256 of bodies held in memory (cheap). Large files are checked
     by size here; their full hash is checked when they were stored."""
     if body.data is not None:
-        return len(body.data) == entry.size and hashlib.sha256(body.data).hexdigest() == entry.sha256
+        return (
+            len(body.data) == entry.size and hashlib.sha256(body.data).hexdigest() == entry.sha256
+        )
     assert body.file is not None
     return os.fstat(body.file.fileno()).st_size == entry.size
 

@@ -92,7 +92,9 @@ class HttpFetcher:
                     continue
                 raise UpstreamError(_summary(req, attempts)) from e
             if status == 200 or (status in (404, 410) and last):
-                return Fetched(status, body, size, digest, hop.url, (*attempts, Attempt(hop.url, status)))
+                return Fetched(
+                    status, body, size, digest, hop.url, (*attempts, Attempt(hop.url, status))
+                )
             attempts.append(Attempt(hop.url, status, error=_first_line(body, status)))
             body.unlink(missing_ok=True)
             if status in (404, 410) or (hop.any_error and not last):

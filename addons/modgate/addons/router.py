@@ -36,7 +36,9 @@ class Router:
         flow.metadata["modgate.proxy"] = proxy.url
         flow.metadata["modgate.url"] = flow.request.pretty_url
         if flow.request.method != "GET":
-            flow.response = plain(405, f"modgate: {flow.request.method} is not part of the module proxy protocol")
+            flow.response = plain(
+                405, f"modgate: {flow.request.method} is not part of the module proxy protocol"
+            )
             return
         try:
             req = parse_request(relative)

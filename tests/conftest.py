@@ -1,0 +1,6 @@
+"""Shared test setup: make the test world (tests/world) importable as `world`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

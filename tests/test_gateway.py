@@ -1,0 +1,145 @@
+"""modgate.gateway with a real store, a real HTTP fetcher and a real upstream; time is
+a controllable clock so TTLs are tested without sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modgate.config import CacheSettings, Chain, Hop
+from modgate.errors import UpstreamError
+from modgate.gateway import Gateway, Outcome, Served
+from modgate.goproxy import parse_request
+from modgate.store import DiskStore
+from modgate.upstream import HttpFetcher
+from world.modules import ModuleVersion, World
+from world.upstream import Upstream
+
+MODULE = "example.modgate.test/m"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with World([ModuleVersion(MODULE, "v1.0.0"), ModuleVersion(MODULE, "v1.1.0")]) as w:
+        yield w
+
+
+@pytest.fixture
+def upstream(world: World) -> Iterator[Upstream]:
+    with Upstream(world) as up:
+        yield up
+
+
+def serve_all(upstream: Upstream, tmp_path: Path, clock: Clock, *paths: str,
+              chain: Chain | None = None) -> list[Served]:  # fmt: skip
+    """Serve `paths` concurrently through one gateway; bodies are read and closed."""
+
+    async def go() -> list[Served]:
+        store = DiskStore(tmp_path / "cache", 1 << 30)
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(
+            store, fetcher, tmp_path / "spool", CacheSettings(ttl=60, negative_ttl=10), clock
+        )
+        try:
+            the_chain = chain or Chain((Hop(upstream.url),))
+            served = await asyncio.gather(
+                *(gateway.serve(the_chain, parse_request(p)) for p in paths)
+            )
+            for s in served:
+                s.body.close()
+            return list(served)
+        finally:
+            await fetcher.close()
+            store.close()
+
+    return asyncio.run(go())
+
+
+def outcomes(served: list[Served]) -> list[str]:
+    return [s.outcome.value for s in served]
+
+
+def test_immutable_answers_are_fetched_once_and_kept_forever(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    clock = Clock()
+    path = f"{MODULE}/@v/v1.0.0.zip"
+    assert outcomes(serve_all(upstream, tmp_path, clock, path)) == ["miss"]
+    clock.now += 10 * 365 * 86400
+    upstream.stop()
+    assert outcomes(serve_all(upstream, tmp_path, clock, path)) == ["hit"]
+
+
+def test_concurrent_requests_share_one_fetch(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.fault("*", delay=0.2)
+    path = f"{MODULE}/@v/v1.1.0.mod"
+    served = serve_all(upstream, tmp_path, Clock(), *[path] * 50)
+    assert outcomes(served) == ["miss"] * 50
+    assert upstream.count(f"/{path}") == 1
+
+
+def test_mutable_answers_expire_and_are_served_stale_when_the_upstream_fails(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    clock = Clock()
+    path = f"{MODULE}/@v/list"
+    assert outcomes(serve_all(upstream, tmp_path, clock, path)) == ["miss"]
+    clock.now += 59
+    assert outcomes(serve_all(upstream, tmp_path, clock, path)) == ["hit"]
+    clock.now += 1
+    assert outcomes(serve_all(upstream, tmp_path, clock, path)) == ["refreshed"]
+    clock.now += 61
+    upstream.fault("*", status=503)
+    [stale] = serve_all(upstream, tmp_path, clock, path)
+    assert stale.outcome is Outcome.STALE
+    assert "503" in stale.stale_reason
+    assert upstream.count(f"/{path}") == 3
+
+
+def test_not_found_is_remembered_for_the_negative_ttl(upstream: Upstream, tmp_path: Path) -> None:
+    clock = Clock()
+    path = f"{MODULE}/@v/v9.9.9.info"
+    [first] = serve_all(upstream, tmp_path, clock, path)
+    assert (first.outcome, first.entry.status) == (Outcome.MISS, 404)
+    assert outcomes(serve_all(upstream, tmp_path, clock, path)) == ["negative"]
+    clock.now += 10
+    assert outcomes(serve_all(upstream, tmp_path, clock, path)) == ["refreshed"]
+    assert upstream.count(f"/{path}") == 2
+
+
+def test_no_answer_and_nothing_stored_is_an_upstream_error(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.fault("*", reset=True)
+    with pytest.raises(
+        UpstreamError, match=rf"{MODULE}@v1.0.0 \(mod\): no upstream answered: http://127"
+    ):
+        serve_all(upstream, tmp_path, Clock(), f"{MODULE}/@v/v1.0.0.mod")
+    upstream.clear_faults()
+    assert outcomes(serve_all(upstream, tmp_path, Clock(), f"{MODULE}/@v/v1.0.0.mod")) == ["miss"]
+
+
+def test_a_garbled_answer_is_refused_and_not_stored(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.fault("*.info", status=200, body='{"Version": "not-a-version"}', times=1)
+    with pytest.raises(UpstreamError, match="answer has no valid Version field"):
+        serve_all(upstream, tmp_path, Clock(), f"{MODULE}/@v/v1.0.0.info")
+    assert outcomes(serve_all(upstream, tmp_path, Clock(), f"{MODULE}/@v/v1.0.0.info")) == ["miss"]
+
+
+def test_the_answering_upstream_is_recorded(upstream: Upstream, tmp_path: Path) -> None:
+    with Upstream(World()) as empty:
+        chain = Chain((Hop(empty.url), Hop(upstream.url)))
+        [served] = serve_all(upstream, tmp_path, Clock(), f"{MODULE}/@v/v1.0.0.mod", chain=chain)
+    assert served.entry.upstream == upstream.url
+    assert [a.status for a in served.attempts] == [404, 200]

@@ -1,0 +1,100 @@
+"""A real `modgate run` process for end-to-end tests, driven as a user drives it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BANNER = re.compile(r"modgate: proxy on (http://[^,\s]+),.*")
+GOPROXY_ENDPOINT = re.compile(r"GOPROXY endpoint (http://[^;\s]+);")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def modgate_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "modgate", *args]
+
+
+class Gate:
+    """`modgate run` in a subprocess with its own confdir, cache and rules file.
+
+    The upstreams in `rules` are real servers on 127.0.0.1; clients reach them under
+    made-up host names that only modgate knows, as Go never proxies loopback hosts.
+    """
+
+    def __init__(self, home: Path, rules: str, *, cache_dir: Path | None = None) -> None:
+        self.home = home
+        self.confdir = home / "confdir"
+        self.cache_dir = cache_dir or home / "cache"
+        self.rules = home / "rules.yaml"
+        self.log = home / "modgate.log"
+        self.rules_text = rules
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.proxy_url = self.goproxy_url = ""
+
+    def start(self, timeout: float = 60) -> Gate:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.rules.write_text(self.rules_text)
+        self.log.write_bytes(b"")
+        args = ["run", "--listen-port", "0", "--goproxy-port", str(free_port()),
+                "--confdir", str(self.confdir), "--cache-dir", str(self.cache_dir),
+                "--rules", str(self.rules)]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                modgate_command(*args), stdout=out, stderr=subprocess.STDOUT, cwd=self.home,
+                env={k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = BANNER.search(self.log.read_text(errors="replace"))
+            if m:
+                self.proxy_url = m.group(1)
+                endpoint = GOPROXY_ENDPOINT.search(m.group(0))
+                self.goproxy_url = endpoint.group(1) if endpoint else ""
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"modgate exited {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"modgate did not start within {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Gate:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def bundle(self) -> Path:
+        return self.confdir / "ca-bundle.pem"
+
+    def client_env(self, env: dict[str, str], mode: str = "proxy") -> dict[str, str]:
+        """`env` for a go command that reaches its GOPROXY through modgate: as an HTTPS
+        proxy trusting modgate's CA ("proxy"), or at the GOPROXY endpoint ("goproxy")."""
+        if mode == "goproxy":
+            assert self.goproxy_url, "this modgate has no GOPROXY endpoint"
+            return {**env, "GOPROXY": self.goproxy_url}
+        return {**env, "HTTPS_PROXY": self.proxy_url, "SSL_CERT_FILE": str(self.bundle)}

@@ -51,7 +51,11 @@ cache:
     assert mirror.url == "https://goproxy.corp.example/go"
     assert (mirror.host, mirror.port, mirror.base_path) == ("goproxy.corp.example", 443, "/go")
     assert mirror.chain == Chain(
-        (Hop("https://a.example"), Hop("https://b.example/mirror", any_error=True), Hop("https://c.example"))
+        (
+            Hop("https://a.example"),
+            Hop("https://b.example/mirror", any_error=True),
+            Hop("https://c.example"),
+        )
     )
     assert str(mirror.chain) == "https://a.example,https://b.example/mirror|https://c.example"
     assert plain.chain == Chain((Hop("https://proxy.modgate.test"),))  # default: the proxy itself

@@ -140,4 +140,7 @@ def test_check_body(tmp_path: Path, path: str, body: bytes, problem: str | None)
 
 def test_request_names_module_and_version() -> None:
     assert str(parse_request("example.com/m/@v/v1.0.0.zip")) == "example.com/m@v1.0.0 (zip)"
-    assert str(ModRequest(Kind.LIST, "example.com/m/@v/list", "example.com/m")) == "example.com/m (list)"
+    assert (
+        str(ModRequest(Kind.LIST, "example.com/m/@v/list", "example.com/m"))
+        == "example.com/m (list)"
+    )

@@ -25,7 +25,9 @@ def store(tmp_path: Path) -> DiskStore:
     s.close()
 
 
-def put(store: DiskStore, tmp_path: Path, key: str, body: bytes, expires_at: float | None = None) -> Entry:
+def put(
+    store: DiskStore, tmp_path: Path, key: str, body: bytes, expires_at: float | None = None
+) -> Entry:
     f = tmp_path / f"spool-{len(body)}"
     f.write_bytes(body)
     entry = entry_for(key, body, expires_at)
@@ -34,7 +36,9 @@ def put(store: DiskStore, tmp_path: Path, key: str, body: bytes, expires_at: flo
 
 
 @pytest.mark.parametrize("size", [0, 100, INLINE_MAX, INLINE_MAX + 1, 3 << 20])
-def test_roundtrip_small_in_memory_large_as_file(store: DiskStore, tmp_path: Path, size: int) -> None:
+def test_roundtrip_small_in_memory_large_as_file(
+    store: DiskStore, tmp_path: Path, size: int
+) -> None:
     body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     entry = put(store, tmp_path, "k", body)
     assert store.lookup("k", now=1e12) == Hit(entry)  # immutable: fresh forever
@@ -87,5 +91,7 @@ def test_unreadable_metadata_is_a_miss(store: DiskStore, tmp_path: Path) -> None
 def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(CacheError, match=r"cache directory .*/file/cache cannot be used.*--cache-dir"):
+    with pytest.raises(
+        CacheError, match=r"cache directory .*/file/cache cannot be used.*--cache-dir"
+    ):
         DiskStore(blocker / "cache", size_limit=1 << 20)

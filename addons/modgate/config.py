@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import yaml
@@ -37,9 +37,12 @@ class Hop:
 
 @dataclass(frozen=True)
 class Chain:
-    """An upstream chain with GOPROXY semantics ("Environment variables", GOPROXY)."""
+    """An upstream chain with GOPROXY semantics ("Environment variables", GOPROXY).
+    `database` marks a checksum database's own URL, which serves `lookup/...` where a
+    proxy serves `sumdb/<name>/lookup/...`."""
 
     hops: tuple[Hop, ...]
+    database: bool = False
 
     def __str__(self) -> str:
         parts = []
@@ -49,11 +52,10 @@ class Chain:
 
 
 @dataclass(frozen=True)
-class Proxy:
-    """A module proxy as clients name it in GOPROXY, and where modgate fetches from."""
+class Endpoint:
+    """A URL clients ask (a module proxy or a checksum database) that modgate answers for."""
 
     url: str
-    chain: Chain
 
     @property
     def host(self) -> str:
@@ -66,11 +68,11 @@ class Proxy:
 
     @property
     def base_path(self) -> str:
-        """The path prefix of the proxy URL, "" or like "/go"."""
+        """The path prefix of the URL, "" or like "/go"."""
         return urlsplit(self.url).path.rstrip("/")
 
     def relative(self, host: str, port: int, path: str) -> str | None:
-        """The request path below this proxy's base, or None if the request is not for it."""
+        """The request path below this URL, or None if the request is not for it."""
         if host.lower() != self.host or port != self.port:
             return None
         prefix = self.base_path + "/"
@@ -78,10 +80,48 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class Proxy(Endpoint):
+    """A module proxy as clients name it in GOPROXY, and where modgate fetches from."""
+
+    chain: Chain
+
+
+@dataclass(frozen=True)
 class CacheSettings:
     size_limit: int = 20 * GIB
     ttl: float = 600.0
     negative_ttl: float = 60.0
+
+
+# cmd/go/internal/modfetch/key.go: the database the go command trusts by default.
+KNOWN_SUMDB_KEYS = {
+    "sum.golang.org": "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8",
+}
+# cmd/go/internal/modfetch/sumdb.go (dbDial): an alias reachable inside mainland China.
+SUMDB_ALIASES = {"sum.golang.google.cn": "sum.golang.org https://sum.golang.google.cn"}
+
+
+@dataclass(frozen=True)
+class SumdbConfig(Endpoint):
+    """A checksum database: its name, verifier key, and the URL it is served at."""
+
+    name: str
+    key: str
+
+    @property
+    def chain(self) -> Chain:
+        return Chain((Hop(self.url),), database=True)
+
+
+@dataclass(frozen=True)
+class ChecksumSettings:
+    """Where expected hashes come from. `databases` is None when the file names none:
+    then `go env GOSUMDB` applies (see `parse_gosumdb`); an empty tuple means none."""
+
+    databases: tuple[SumdbConfig, ...] | None = None
+    go_sum: tuple[Path, ...] = ()
+    pins: tuple[str, ...] = ()
+    private: str = ""  # GONOSUMDB-style comma-separated patterns
 
 
 @dataclass(frozen=True)
@@ -92,6 +132,7 @@ class Config:
     source: str = "<defaults>"
     proxies: tuple[Proxy, ...] | None = None
     cache: CacheSettings = field(default_factory=CacheSettings)
+    checksum: ChecksumSettings = field(default_factory=ChecksumSettings)
 
 
 def load_config(path: Path) -> Config:
@@ -114,13 +155,15 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
         raise ConfigError(f"{where}: not valid YAML: {e.problem}") from e
     if root is None:
         return Config(source=source)
-    top = _Node(source, root, "").mapping({"proxies", "cache"})
+    top = _Node(source, root, "").mapping({"proxies", "cache", "checksum"})
     proxies = None
     if "proxies" in top:
         proxies = tuple(_proxy(n) for n in top["proxies"].sequence())
         _check_unique_proxies(proxies, top["proxies"])
     cache = _cache(top["cache"]) if "cache" in top else CacheSettings()
-    return Config(source=source, proxies=proxies, cache=cache)
+    base = Path(source).parent
+    checksum = _checksum(top["checksum"], base) if "checksum" in top else ChecksumSettings()
+    return Config(source=source, proxies=proxies, cache=cache, checksum=checksum)
 
 
 def _proxy(node: _Node) -> Proxy:
@@ -151,7 +194,78 @@ def _cache(node: _Node) -> CacheSettings:
     )  # fmt: skip
 
 
+def _checksum(node: _Node, base: Path) -> ChecksumSettings:
+    fields = node.mapping({"databases", "go_sum", "pins", "private"})
+    databases = None
+    if "databases" in fields:
+        databases = tuple(n.convert(parse_gosumdb) for n in fields["databases"].sequence())
+        if None in databases:
+            raise fields["databases"].error("'off' is not a database; write databases: [] for none")
+    go_sum: tuple[Path, ...] = ()
+    if "go_sum" in fields:
+        go_sum = tuple(base / n.convert(_text) for n in fields["go_sum"].sequence())
+    pins: tuple[str, ...] = ()
+    if "pins" in fields:
+        pins = tuple(n.convert(_go_sum_line) for n in fields["pins"].sequence())
+    private = fields["private"].convert(_patterns) if "private" in fields else ""
+    return ChecksumSettings(
+        databases=cast(tuple[SumdbConfig, ...] | None, databases),
+        go_sum=go_sum,
+        pins=pins,
+        private=private,
+    )
+
+
 # --- value parsers: each raises ValueError with what was expected -----------------------
+
+
+def parse_gosumdb(value: Any) -> SumdbConfig | None:
+    """A GOSUMDB value ("Environment variables", GOSUMDB; modfetch dbDial): "off", a known
+    database name, or "<verifier key> [<url>]". None for "off"."""
+    from modgate.sumdb.note import SumdbError, parse_verifier_key
+
+    text = SUMDB_ALIASES.get(str(value).strip(), str(value).strip())
+    if text == "off":
+        return None
+    fields = text.split()
+    if not 1 <= len(fields) <= 2:
+        raise ValueError(f"{value!r} is not a checksum database: expected '<name or key> [<url>]'")
+    key = KNOWN_SUMDB_KEYS.get(fields[0], fields[0])
+    if "+" not in key:
+        raise ValueError(
+            f"{fields[0]!r} is not a known checksum database: give its verifier key "
+            "'<name>+<hash>+<key>' (as in GOSUMDB)"
+        )
+    try:
+        name = parse_verifier_key(key).name
+    except SumdbError as e:
+        raise ValueError(f"{fields[0]!r}: invalid verifier key: {e}") from e
+    url = _http_url(fields[1]) if len(fields) == 2 else f"https://{name}"
+    return SumdbConfig(name=name, key=key, url=url)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{value!r} is not a file name")
+    return value
+
+
+def _go_sum_line(value: Any) -> str:
+    """One go.sum line: "<module> <version>[/go.mod] h1:<base64>"."""
+    parts = str(value).split()
+    if len(parts) != 3 or not parts[2].startswith("h1:"):
+        raise ValueError(f"{value!r} is not a go.sum line ('<module> <version>[/go.mod] h1:...')")
+    return " ".join(parts)
+
+
+def _patterns(value: Any) -> str:
+    """GONOSUMDB-style patterns: a list, or a comma-separated string."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    cleaned = [str(i).strip() for i in items if str(i).strip()]
+    for pattern in cleaned:
+        if any(c.isspace() for c in pattern):
+            raise ValueError(f"{pattern!r} is not a module path pattern")
+    return ",".join(cleaned)
 
 
 def parse_chain(text: Any) -> Chain:

@@ -162,6 +162,10 @@ class DiskStore:
     def delete(self, key: str) -> None:
         self._cache.delete(key)
 
+    def resize(self, size_limit: int) -> None:
+        if self._cache.size_limit != size_limit:
+            self._cache.reset("size_limit", size_limit)
+
     def close(self) -> None:
         self._cache.close()
 

@@ -85,7 +85,7 @@ class HttpFetcher:
         for i, hop in enumerate(chain.hops):
             last = i == len(chain.hops) - 1
             try:
-                status, body, size, digest = await self._get(hop, req, spool)
+                status, body, size, digest = await self._get(hop, req, spool, chain.database)
             except (httpx.HTTPError, ProtocolError, OSError) as e:
                 attempts.append(Attempt(hop.url, error=_describe(e)))
                 if hop.any_error and not last:
@@ -102,13 +102,17 @@ class HttpFetcher:
             raise UpstreamError(_summary(req, attempts))
         raise AssertionError("a chain has at least one hop")
 
-    async def _get(self, hop: Hop, req: ModRequest, spool: Path) -> tuple[int, Path, int, str]:
+    async def _get(
+        self, hop: Hop, req: ModRequest, spool: Path, database: bool
+    ) -> tuple[int, Path, int, str]:
         limit = MAX_ZIP if req.kind is Kind.ZIP else MAX_OTHER
+        # A database's own URL serves what a proxy serves below sumdb/<name>/.
+        wanted = req.path.split("/", 2)[2] if database else req.path
         fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
-                async with self._client.stream("GET", f"{hop.url}/{req.path}") as r:
+                async with self._client.stream("GET", f"{hop.url}/{wanted}") as r:
                     h, size = hashlib.sha256(), 0
                     async for chunk in r.aiter_bytes(1 << 20):
                         size += len(chunk)

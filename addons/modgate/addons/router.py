@@ -3,9 +3,11 @@ addons (`all_addons()`).
 
 A request is for a module proxy when its host, port and path prefix are those of a
 proxy in the rules, or when it arrives on the GOPROXY endpoint (reverse mode), which
-serves the first proxy's chain. Its parsed `ModRequest` and upstream chain go into
-`flow.metadata`; a malformed one is answered here, with the reason, and goes no further.
-Everything else is left alone.
+serves the first proxy's chain. It is for a checksum database when it names one modgate
+knows, directly (`https://<db>/lookup/...`) or through a proxy (`<proxy>/sumdb/<db>/...`):
+either way it goes to that database's own URL. Its parsed `ModRequest` and upstream chain
+go into `flow.metadata`; a malformed one is answered here, with the reason, and goes no
+further. Everything else is left alone.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from mitmproxy.proxy import mode_specs
 
 from modgate.addons import plain
 from modgate.addons.settings import Settings
-from modgate.config import Proxy
+from modgate.config import Chain, Endpoint, SumdbConfig
 from modgate.errors import ProtocolError
-from modgate.goproxy import parse_request
+from modgate.goproxy import Kind, parse_request
 
 
 class Router:
@@ -32,8 +34,8 @@ class Router:
         matched = self._match(flow)
         if matched is None:
             return
-        proxy, relative = matched
-        flow.metadata["modgate.proxy"] = proxy.url
+        endpoint, chain, relative = matched
+        flow.metadata["modgate.proxy"] = endpoint.url
         flow.metadata["modgate.url"] = flow.request.pretty_url
         if flow.request.method != "GET":
             flow.response = plain(
@@ -45,17 +47,34 @@ class Router:
         except ProtocolError as e:
             flow.response = plain(e.status, f"modgate: {e}")
             return
+        db = self._database(req.sumdb) if req.sumdb else None
+        if db is not None:
+            if req.kind is Kind.SUMDB_SUPPORTED:
+                # "Checksum database": 200 tells go to send every lookup and tile here.
+                flow.response = http.Response.make(200, b"", {"Content-Type": "text/plain"})
+                return
+            chain = db.chain
         flow.metadata["modgate.request"] = req
-        flow.metadata["modgate.chain"] = proxy.chain
+        flow.metadata["modgate.chain"] = chain
 
-    def _match(self, flow: http.HTTPFlow) -> tuple[Proxy, str] | None:
+    def _database(self, name: str) -> SumdbConfig | None:
+        # A method, not a property: mitmproxy reads every addon attribute at add().
         assert self.settings.runtime is not None
-        proxies = self.settings.runtime.proxies
+        return next((db for db in self.settings.runtime.databases if db.name == name), None)
+
+    def _match(self, flow: http.HTTPFlow) -> tuple[Endpoint, Chain, str] | None:
+        assert self.settings.runtime is not None
+        runtime = self.settings.runtime
         path = unquote(flow.request.path.split("?", 1)[0])
         if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
-            return proxies[0], path.lstrip("/")
-        for proxy in proxies:
-            relative = proxy.relative(flow.request.host, flow.request.port, path)
+            return runtime.proxies[0], runtime.proxies[0].chain, path.lstrip("/")
+        host, port = flow.request.host, flow.request.port
+        for proxy in runtime.proxies:
+            relative = proxy.relative(host, port, path)
             if relative is not None:
-                return proxy, relative
+                return proxy, proxy.chain, relative
+        for db in runtime.databases:
+            relative = db.relative(host, port, path)
+            if relative is not None:
+                return db, db.chain, f"sumdb/{db.name}/{relative}"
         return None

@@ -19,7 +19,14 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import mode_specs
 
 from modgate.blobs import BlobServer
-from modgate.config import Config, Proxy, load_config, proxies_from_goproxy
+from modgate.config import (
+    Config,
+    Proxy,
+    SumdbConfig,
+    load_config,
+    parse_gosumdb,
+    proxies_from_goproxy,
+)
 from modgate.errors import ModgateError
 from modgate.gateway import Gateway
 from modgate.store import DiskStore
@@ -27,7 +34,13 @@ from modgate.upstream import HttpFetcher
 
 log = logging.getLogger("modgate")
 
-OPTIONS = ("modgate_rules", "modgate_cache_dir", "modgate_goproxy", "modgate_intercept_all")
+OPTIONS = (
+    "modgate_rules",
+    "modgate_cache_dir",
+    "modgate_goproxy",
+    "modgate_gosumdb",
+    "modgate_intercept_all",
+)
 
 
 def default_home() -> Path:
@@ -38,6 +51,7 @@ def default_home() -> Path:
 class Runtime:
     config: Config
     proxies: tuple[Proxy, ...]
+    databases: tuple[SumdbConfig, ...]
     store: DiskStore
     gateway: Gateway
 
@@ -58,35 +72,54 @@ class Settings:
             "The proxies to gate when the rules file names none; default: `go env GOPROXY`.",
         )  # fmt: skip
         loader.add_option(
+            "modgate_gosumdb", str, "",
+            "The checksum database when the rules file names none; default: `go env GOSUMDB`.",
+        )  # fmt: skip
+        loader.add_option(
             "modgate_intercept_all", bool, False,
             "Intercept TLS to every host, not only module proxies (to watch all traffic).",
         )  # fmt: skip
 
     def configure(self, updated: set[str]) -> None:
         if updated & set(OPTIONS):
-            self._reload()
+            try:
+                self.reload()
+            except ModgateError as e:
+                raise exceptions.OptionsError(str(e)) from e
         if updated & {"mode", *OPTIONS} and self.runtime is not None:
             self._limit_interception()
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
+        """Read the rules file and apply it. On any error raise ModgateError and keep what
+        is in force, so a broken edit never takes a running modgate down."""
+        path = ctx.options.modgate_rules
+        config = load_config(Path(path)) if path else Config()
         try:
-            config = load_config(Path(ctx.options.modgate_rules)) if ctx.options.modgate_rules \
-                else Config()  # fmt: skip
             proxies = config.proxies
             if proxies is None:
-                proxies = proxies_from_goproxy(ctx.options.modgate_goproxy or goenv_goproxy())
-            if not proxies:
-                raise ModgateError(
-                    f"{config.source}: proxies: no module proxy to gate; list them in the "
-                    "rules file or set GOPROXY"
-                )
-            cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
+                proxies = proxies_from_goproxy(ctx.options.modgate_goproxy or goenv("GOPROXY"))
+            databases = config.checksum.databases
+            if databases is None:
+                db = parse_gosumdb(ctx.options.modgate_gosumdb or goenv("GOSUMDB"))
+                databases = (db,) if db else ()
+        except ValueError as e:
+            raise ModgateError(f"{config.source}: {e}") from e
+        if not proxies:
+            raise ModgateError(
+                f"{config.source}: proxies: no module proxy to gate; list them in the "
+                "rules file or set GOPROXY"
+            )
+        cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
+        old = self.runtime
+        if old is not None and old.store.directory == cache_dir / "artifacts":
+            store, gateway = old.store, old.gateway  # in-flight requests keep using them
+            store.resize(config.cache.size_limit)
+            gateway.settings = config.cache
+        else:
             store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
-        except (ModgateError, ValueError) as e:
-            raise exceptions.OptionsError(str(e)) from e
-        self._close_resources()
-        gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
-        self.runtime = Runtime(config, proxies, store, gateway)
+            gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
+            self._close_resources()
+        self.runtime = Runtime(config, proxies, databases, store, gateway)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
 
     def _limit_interception(self) -> None:
@@ -95,7 +128,8 @@ class Settings:
         assert self.runtime is not None
         if ctx.options.modgate_intercept_all:
             return
-        hosts = [(p.host, p.port) for p in self.runtime.proxies]
+        endpoints = (*self.runtime.proxies, *self.runtime.databases)
+        hosts = [(e.host, e.port) for e in endpoints]
         for spec in ctx.options.mode:
             mode = mode_specs.ProxyMode.parse(spec)
             if isinstance(mode, mode_specs.ReverseMode):
@@ -106,7 +140,7 @@ class Settings:
 
     async def running(self) -> None:
         if self.runtime is None:  # loaded with add(), and no option was ever set
-            self._reload()
+            self.reload()
             self._limit_interception()
         await self.blobs.start()
 
@@ -121,17 +155,19 @@ class Settings:
             self.runtime = None
 
 
-def goenv_goproxy() -> str:
-    """GOPROXY as the go command on this machine resolves it (environment, go.env, default)."""
-    if os.environ.get("GOPROXY"):
-        return os.environ["GOPROXY"]
+def goenv(name: str) -> str:
+    """A go setting (GOPROXY, GOSUMDB) as the go command on this machine resolves it:
+    environment, go.env, built-in default."""
+    if os.environ.get(name):
+        return os.environ[name]
     go = shutil.which("go")
     if go is None:
+        section = "proxies" if name == "GOPROXY" else "checksum.databases"
         raise ModgateError(
-            "no rules file lists proxies, GOPROXY is unset and there is no go command to ask; "
-            "list your module proxies under 'proxies:' in rules.yaml"
+            f"the rules file does not set {section}, {name} is unset and there is no go "
+            f"command to ask; set {section} in rules.yaml"
         )
-    out = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=False)
+    out = subprocess.run([go, "env", name], capture_output=True, text=True, check=False)
     return out.stdout.strip()
 
 

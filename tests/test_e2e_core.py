@@ -25,10 +25,15 @@ from world.upstream import Upstream
 pytestmark = pytest.mark.e2e
 
 HOST = "proxy.modgate.test"
+PRIVATE = "example.modgate.test"
 
 
 def rules(chain: str, ttl: str = "10m") -> str:
-    return f"proxies:\n  - url: https://{HOST}\n    upstream: {chain!r}\ncache:\n  ttl: {ttl}\n"
+    # The fixture modules are in no checksum database: private, as GONOSUMDB would say.
+    return (
+        f"proxies:\n  - url: https://{HOST}\n    upstream: {chain!r}\ncache:\n  ttl: {ttl}\n"
+        f"checksum:\n  private: {PRIVATE}\n"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -107,10 +107,11 @@ class SumdbConfig(Endpoint):
 
     name: str
     key: str
+    upstream: str = ""  # where modgate fetches from, when not `url` itself
 
     @property
     def chain(self) -> Chain:
-        return Chain((Hop(self.url),), database=True)
+        return Chain((Hop(self.upstream or self.url),), database=True)
 
 
 @dataclass(frozen=True)
@@ -194,13 +195,27 @@ def _cache(node: _Node) -> CacheSettings:
     )  # fmt: skip
 
 
+def _database(node: _Node) -> SumdbConfig:
+    """A GOSUMDB-style string, or {key, url, upstream} to fetch it from elsewhere."""
+    if isinstance(node.node, yaml.MappingNode):
+        fields = node.mapping({"key", "url", "upstream"}, required={"key"})
+        db = fields["key"].convert(parse_gosumdb)
+        if db is not None and "url" in fields:
+            db = replace(db, url=fields["url"].convert(_proxy_url))
+        if db is not None and "upstream" in fields:
+            db = replace(db, upstream=fields["upstream"].convert(_proxy_url))
+    else:
+        db = node.convert(parse_gosumdb)
+    if db is None:
+        raise node.error("'off' is not a database; write databases: [] for none")
+    return db
+
+
 def _checksum(node: _Node, base: Path) -> ChecksumSettings:
     fields = node.mapping({"databases", "go_sum", "pins", "private"})
     databases = None
     if "databases" in fields:
-        databases = tuple(n.convert(parse_gosumdb) for n in fields["databases"].sequence())
-        if None in databases:
-            raise fields["databases"].error("'off' is not a database; write databases: [] for none")
+        databases = tuple(_database(n) for n in fields["databases"].sequence())
     go_sum: tuple[Path, ...] = ()
     if "go_sum" in fields:
         go_sum = tuple(base / n.convert(_text) for n in fields["go_sum"].sequence())
@@ -209,7 +224,7 @@ def _checksum(node: _Node, base: Path) -> ChecksumSettings:
         pins = tuple(n.convert(_go_sum_line) for n in fields["pins"].sequence())
     private = fields["private"].convert(_patterns) if "private" in fields else ""
     return ChecksumSettings(
-        databases=cast(tuple[SumdbConfig, ...] | None, databases),
+        databases=databases,
         go_sum=go_sum,
         pins=pins,
         private=private,

@@ -2,8 +2,10 @@
 sight: the addons translate flows into `Gateway.serve` calls and its `Served` back.
 
     fresh entry          -> served from the store (hit / negative)
-    stale entry or none  -> one fetch per key at a time (single-flight), stored, served
+    stale entry or none  -> one fetch per key at a time (single-flight), checked by the
+                            Validator (hashes, checksum database), stored, served
     fetch failed         -> the stale entry if there is one, else UpstreamError
+    check failed         -> IntegrityError: nothing stored, nothing served
 
 "GOPROXY protocol": a canonical version's .info/.mod/.zip never change, so they are
 kept forever; `list`, `@latest` and version queries change, so they live `ttl`
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from modgate.config import CacheSettings, Chain
 from modgate.errors import CacheError, UpstreamError
@@ -27,6 +30,23 @@ from modgate.store import Body, Entry, Hit, Miss, Stale, Store
 from modgate.upstream import Attempt, Fetcher
 
 log = logging.getLogger(__name__)
+
+
+class Verdict(Protocol):
+    @property
+    def h1(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+class Validator(Protocol):
+    async def validate(self, req: ModRequest, body: Path) -> Verdict | None:
+        """Raise (IntegrityError) unless `body`, a 200 answer to `req`, may be stored."""
+        ...
 
 
 class Outcome(enum.Enum):
@@ -65,6 +85,7 @@ class Gateway:
     ) -> None:
         self.store, self.fetcher, self.spool = store, fetcher, spool
         self.settings, self.clock = settings, clock
+        self.validator: Validator | None = None
         self._flights: dict[str, asyncio.Future[tuple[Entry, tuple[Attempt, ...]]]] = {}
         spool.mkdir(parents=True, exist_ok=True)
 
@@ -113,6 +134,9 @@ class Gateway:
     ) -> tuple[Entry, tuple[Attempt, ...]]:
         fetched = await self.fetcher.fetch(chain, req, self.spool)
         try:
+            verdict = None
+            if fetched.status == 200 and self.validator is not None:
+                verdict = await self.validator.validate(req, fetched.body)
             now = self.clock()
             entry = Entry(
                 key=key,
@@ -125,11 +149,28 @@ class Gateway:
                 stored_at=now,
                 expires_at=self._expiry(req, fetched.status, now),
                 upstream=fetched.upstream,
+                h1=verdict.h1 if verdict else "",
+                verdict=verdict.status if verdict else "",
+                checked_by=verdict.source if verdict else "",
             )
             await asyncio.to_thread(self.store.put, entry, fetched.body)
         finally:
             fetched.body.unlink(missing_ok=True)
         return entry, fetched.attempts
+
+    async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
+        """Serve `req` and read the whole body: for small answers modgate itself needs
+        (checksum-database lookups and tiles)."""
+        served = await self.serve(chain, req)
+        try:
+            body = served.body
+            data = body.data if body.data is not None else body.file.read() if body.file else b""
+            return served.entry.status, data
+        finally:
+            served.body.close()
+
+    def forget(self, chain: Chain, req: ModRequest) -> None:
+        self.store.delete(cache_key(chain, req))
 
     def _expiry(self, req: ModRequest, status: int, now: float) -> float | None:
         if status != 200:

@@ -38,6 +38,9 @@ class Entry:
     stored_at: float
     expires_at: float | None  # None: immutable, never expires
     upstream: str  # which upstream URL gave it
+    h1: str = ""  # for .mod/.zip: the hash it was verified with
+    verdict: str = ""  # "verified" or "unverified" (private module, first seen)
+    checked_by: str = ""  # where the expected hash came from
 
     def fresh(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at

@@ -18,6 +18,7 @@ from modgate.config import Chain
 from modgate.errors import CacheError, UpstreamError
 from modgate.gateway import Outcome, Served
 from modgate.goproxy import ModRequest
+from modgate.verify import IntegrityError
 
 log = logging.getLogger("modgate")
 
@@ -41,6 +42,13 @@ class CacheGate:
             flow.metadata["modgate.error"] = str(e)
             flow.response = plain(502, f"modgate: {e}")
             return
+        except IntegrityError as e:
+            # Refused before it reached the store or the client: say so loudly.
+            log.error("modgate: %s", e)
+            flow.metadata["modgate.error"] = str(e)
+            flow.metadata["modgate.hash"] = {"verdict": "refused", "reason": str(e)}
+            flow.response = plain(502, f"modgate: {e}")
+            return
         except CacheError as e:
             log.error("modgate: %s", e)
             flow.metadata["modgate.error"] = str(e)
@@ -48,6 +56,12 @@ class CacheGate:
             return
         flow.metadata["modgate.cache"] = served.outcome.value
         flow.metadata["modgate.upstream"] = served.entry.upstream
+        if served.entry.h1:
+            flow.metadata["modgate.hash"] = {
+                "verdict": served.entry.verdict,
+                "source": served.entry.checked_by,
+                "h1": served.entry.h1,
+            }
         if served.attempts:
             flow.metadata["modgate.attempts"] = [str(a) for a in served.attempts]
         self._answer(flow, served)
@@ -55,6 +69,8 @@ class CacheGate:
     def _answer(self, flow: http.HTTPFlow, served: Served) -> None:
         entry, body = served.entry, served.body
         headers = {"Content-Type": entry.content_type, "X-Modgate-Cache": served.outcome.value}
+        if entry.h1:
+            headers["X-Modgate-Hash"] = f"{entry.h1} {entry.verdict} by {entry.checked_by}"
         if served.outcome is Outcome.STALE:
             headers["Warning"] = '110 modgate "Response is Stale"'
             headers["X-Modgate-Stale-Reason"] = " ".join(served.stale_reason.split())[:300]

@@ -31,6 +31,7 @@ from modgate.errors import ModgateError
 from modgate.gateway import Gateway
 from modgate.store import DiskStore
 from modgate.upstream import HttpFetcher
+from modgate.verify import Checker, Pins
 
 log = logging.getLogger("modgate")
 
@@ -54,6 +55,7 @@ class Runtime:
     databases: tuple[SumdbConfig, ...]
     store: DiskStore
     gateway: Gateway
+    checker: Checker
 
 
 class Settings:
@@ -109,6 +111,7 @@ class Settings:
                 f"{config.source}: proxies: no module proxy to gate; list them in the "
                 "rules file or set GOPROXY"
             )
+        pins = Pins(config.checksum, config.source)
         cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
         old = self.runtime
         if old is not None and old.store.directory == cache_dir / "artifacts":
@@ -119,7 +122,11 @@ class Settings:
             store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
             gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
             self._close_resources()
-        self.runtime = Runtime(config, proxies, databases, store, gateway)
+        checker = Checker(config.checksum, pins, databases, cache_dir / "state", gateway)
+        gateway.validator = checker
+        if old is not None and self.runtime is not None:  # the store was kept
+            old.checker.close()
+        self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
 
     def _limit_interception(self) -> None:
@@ -152,6 +159,7 @@ class Settings:
     def _close_resources(self) -> None:
         if self.runtime is not None:
             self.runtime.store.close()
+            self.runtime.checker.close()
             self.runtime = None
 
 

@@ -1,0 +1,323 @@
+"""Verify before passing: what an upstream sent is checked before it is stored or served.
+
+    .zip, .mod        h1: computed (zip validated as the go command would) and compared
+                      with the expected hash, from the first source that has one:
+                        1. pins in rules.yaml, then go.sum files it names
+                        2. the checksum database (a verified record, proven in the log)
+                        3. private modules only (checksum.private, like GONOSUMDB): the
+                           hash first seen, kept in a ledger; a later different one is refused
+    sumdb lookup      verified against the log before it is stored (a client asked for it)
+    sumdb latest      verified and merged: a tree inconsistent with an older one is a fork
+
+"Checksum database" and "Module zip files" in the Go modules reference, and
+cmd/go/internal/modfetch/fetch.go (checkModSum, useSumDB: golang.org/toolchain is always
+checked against the database), are what this follows. A mismatch raises IntegrityError,
+whose one-line message the client sees after "server response:".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import diskcache
+
+from modgate.config import ChecksumSettings, Chain, SumdbConfig
+from modgate.dirhash import ZipError, check_zip, hash_gomod, hash_zip
+from modgate.errors import ConfigError, ModgateError, UpstreamError
+from modgate.goproxy import Kind, ModRequest, escape, parse_request
+from modgate.patterns import match_prefix_patterns
+from modgate.sumdb import InconsistentTreeError, SumdbError, SumdbVerifier
+
+log = logging.getLogger(__name__)
+
+TOOLCHAIN = "golang.org/toolchain"
+
+
+class IntegrityError(ModgateError):
+    """An answer failed verification: it is neither stored nor served."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How an artifact was checked. `status`: "verified" (matched a pin or the database)
+    or "unverified" (a private module with no pin: its first-seen hash was recorded)."""
+
+    h1: str
+    status: str
+    source: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"verdict": self.status, "source": self.source, "h1": self.h1}
+
+
+class Source(Protocol):
+    """Where the checker reads the database: the gateway, so lookups and tiles are cached
+    (and available offline) like every other answer."""
+
+    async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]: ...
+
+    def forget(self, chain: Chain, req: ModRequest) -> None: ...
+
+
+class Pins:
+    """Expected hashes from rules.yaml `checksum.pins` and the go.sum files it names."""
+
+    def __init__(self, settings: ChecksumSettings, source: str = "rules.yaml") -> None:
+        self._pins: dict[str, tuple[str, str]] = {}
+        for line in settings.pins:
+            self._add(line, f"pin in {source}")
+        for path in settings.go_sum:
+            self._read(path)
+
+    def _read(self, path: Path) -> None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read go.sum file named in checksum.go_sum: {e}") from e
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                self._add(line, f"{path}:{number}")
+
+    def _add(self, line: str, where: str) -> None:
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("h1:"):
+            raise ConfigError(f"{where}: not a go.sum line: {line!r}")
+        key = f"{parts[0]}@{parts[1]}"
+        known = self._pins.get(key)
+        if known is not None and known[0] != parts[2]:
+            raise ConfigError(f"{where}: {key} pinned to {parts[2]}, but {known[1]} pins {known[0]}")
+        self._pins.setdefault(key, (parts[2], where))
+
+    def get(self, module: str, version: str) -> tuple[str, str] | None:
+        """(h1, where it was pinned) for "module@version" or "module@version/go.mod"."""
+        return self._pins.get(f"{module}@{version}")
+
+    def __len__(self) -> int:
+        return len(self._pins)
+
+
+class Ledger:
+    """Hashes seen per artifact, never evicted: first-seen hashes of private modules."""
+
+    def __init__(self, directory: Path) -> None:
+        self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=1 << 40)
+
+    def first_seen(self, key: str, h1: str) -> str:
+        """Record `h1` for `key` unless a hash is recorded already; return the recorded one."""
+        self._cache.add(key, h1)
+        recorded = self._cache.get(key)
+        return str(recorded) if recorded is not None else h1
+
+    def close(self) -> None:
+        self._cache.close()
+
+
+class Checker:
+    """Validates answers for the gateway before they are stored (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: ChecksumSettings,
+        pins: Pins,
+        databases: tuple[SumdbConfig, ...],
+        state_dir: Path,
+        source: Source,
+    ) -> None:
+        self.settings = settings
+        self.pins = pins
+        self.databases = {db.name: db for db in databases}
+        self.primary = databases[0] if databases else None
+        self.state_dir = state_dir
+        self.ledger = Ledger(state_dir / "ledger")
+        self.source = source
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._verifiers: dict[str, SumdbVerifier] = {}
+        self._touched = threading.local()
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    async def validate(self, req: ModRequest, body: Path) -> Verdict | None:
+        """Raise IntegrityError unless `body` (a 200 answer to `req`) may be stored."""
+        self._loop = asyncio.get_running_loop()
+        match req.kind:
+            case Kind.ZIP | Kind.MOD:
+                return await self._check_artifact(req, body)
+            case Kind.SUMDB_LOOKUP if req.sumdb in self.databases:
+                await self._lookup_lines(req.sumdb, req.module, req.version, body.read_bytes())
+            case Kind.SUMDB_LATEST if req.sumdb in self.databases:
+                await self._merge_latest(req.sumdb, body.read_bytes())
+            case _:
+                pass
+        return None
+
+    # --- .zip and .mod -------------------------------------------------------------------
+
+    async def _check_artifact(self, req: ModRequest, body: Path) -> Verdict:
+        got, zip_gomod = await asyncio.to_thread(_hash_artifact, req, body)
+        suffix = "/go.mod" if req.kind is Kind.MOD else ""
+        expected = await self._expected(req.module, req.version, req.version + suffix)
+        want = expected.get(req.version + suffix)
+        if want is None:
+            return self._first_seen(req, got, zip_gomod)
+        h1, source = want
+        if got != h1:
+            raise IntegrityError(
+                f"SECURITY: {req.module}@{req.version}{suffix}: upstream sent {got}, "
+                f"but {source} says {h1}; not served, not cached"
+            )
+        if zip_gomod is not None and (mod := expected.get(req.version + "/go.mod")):
+            _check_zip_gomod(req, zip_gomod, *mod)
+        return Verdict(got, "verified", source)
+
+    async def _expected(self, module: str, version: str, wanted: str) -> dict[str, tuple[str, str]]:
+        """{version or version/go.mod: (h1, source)}: pins, and the database unless `wanted`
+        is pinned; {} for a private module with no pins."""
+        pinned = {
+            v: pin for v in (version, version + "/go.mod") if (pin := self.pins.get(module, v))
+        }
+        if wanted in pinned:
+            return pinned
+        private = module != TOOLCHAIN and match_prefix_patterns(self.settings.private, module)
+        if private or self.primary is None:
+            return {}
+        db = self.primary
+        status, data = await self.source.fetch_body(db.chain, _lookup_request(db, module, version))
+        if status != 200:
+            raise IntegrityError(
+                f"{module}@{version}: not in checksum database {db.name} ({status}); "
+                "if it is a private module, add it to checksum.private in rules.yaml"
+            )
+        lines = await self._lookup_lines(db.name, module, version, data)
+        found = {
+            fields[1]: (fields[2], f"checksum database {db.name}")
+            for fields in (line.split() for line in lines)
+        }
+        return found | pinned
+
+    def _first_seen(self, req: ModRequest, got: str, zip_gomod: bytes | None) -> Verdict:
+        """No pin and no database for this module: keep the first hash seen."""
+        suffix = "/go.mod" if req.kind is Kind.MOD else ""
+        key = f"{req.module}@{req.version}{suffix}"
+        first = self.ledger.first_seen(key, got)
+        if first != got:
+            raise IntegrityError(
+                f"SECURITY: {key}: upstream sent {got}, but {first} was seen first; "
+                "not served, not cached (private module: pin it in rules.yaml to settle it)"
+            )
+        if zip_gomod is not None:
+            mod = self.ledger.first_seen(f"{req.module}@{req.version}/go.mod", hash_gomod(zip_gomod))
+            _check_zip_gomod(req, zip_gomod, mod, "the .mod first seen")
+        return Verdict(got, "unverified", "first seen (private module, no pin)")
+
+    # --- the checksum database ---------------------------------------------------------
+
+    async def _lookup_lines(self, name: str, module: str, version: str, data: bytes) -> list[str]:
+        verifier = self._verifier(name)
+        try:
+            lines = await self._with_tiles(name, verifier.lookup, module, version, data)
+        except InconsistentTreeError as e:
+            raise IntegrityError(f"SECURITY ERROR: checksum database {name}: {e}") from e
+        except SumdbError as e:
+            raise IntegrityError(f"checksum database {name}: {module}@{version}: {e}") from e
+        if not lines:
+            raise IntegrityError(
+                f"checksum database {name}: {module}@{version}: checksum missing from sumdb response"
+            )
+        self._save_latest(name, verifier)
+        return lines
+
+    async def _merge_latest(self, name: str, data: bytes) -> None:
+        verifier = self._verifier(name)
+        try:
+            await self._with_tiles(name, verifier.merge_latest, data)
+        except InconsistentTreeError as e:
+            raise IntegrityError(f"SECURITY ERROR: checksum database {name}: {e}") from e
+        except SumdbError as e:
+            raise IntegrityError(f"checksum database {name}: latest: {e}") from e
+        self._save_latest(name, verifier)
+
+    async def _with_tiles[T](self, name: str, call: Callable[..., T], *args: object) -> T:
+        """Run a verifier call in a worker thread (it fetches tiles synchronously). When it
+        fails on bad data, drop the tiles it read, so the next attempt fetches them anew."""
+
+        def run() -> T:
+            self._touched.keys = []
+            try:
+                return call(*args)
+            except SumdbError as e:
+                if not isinstance(e, InconsistentTreeError):
+                    for key in self._touched.keys:
+                        self._drop_tile(name, key)
+                raise
+
+        return await asyncio.to_thread(run)
+
+    def _verifier(self, name: str) -> SumdbVerifier:
+        verifier = self._verifiers.get(name)
+        if verifier is None:
+            db = self.databases[name]
+            latest_file = self._latest_file(name)
+            latest = latest_file.read_bytes() if latest_file.is_file() else b""
+            verifier = SumdbVerifier(db.key, lambda path: self._read_tile(db, path), latest)
+            self._verifiers[name] = verifier
+        return verifier
+
+    def _read_tile(self, db: SumdbConfig, path: str) -> bytes:
+        """The verifier's tile fetcher, called from its worker thread: tiles come through
+        the gateway, so they are cached (and served offline) like everything else."""
+        assert self._loop is not None
+        req = parse_request(f"sumdb/{db.name}/{path}")
+        self._touched.keys.append(req.path)
+        future = asyncio.run_coroutine_threadsafe(self.source.fetch_body(db.chain, req), self._loop)
+        status, data = future.result(timeout=120)
+        if status != 200:
+            raise UpstreamError(f"checksum database {db.name}: {path}: {status}")
+        return data
+
+    def _drop_tile(self, name: str, path: str) -> None:
+        self.source.forget(self.databases[name].chain, parse_request(path))
+
+    def _latest_file(self, name: str) -> Path:
+        return self.state_dir / "sumdb" / f"{escape(name).replace('/', '_')}.latest"
+
+    def _save_latest(self, name: str, verifier: SumdbVerifier) -> None:
+        """Keep the newest verified tree across restarts: fork detection outlives a restart."""
+        path = self._latest_file(name)
+        latest = verifier.latest
+        if latest and (not path.is_file() or path.read_bytes() != latest):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(latest)
+            tmp.replace(path)
+
+
+def _lookup_request(db: SumdbConfig, module: str, version: str) -> ModRequest:
+    return parse_request(f"sumdb/{db.name}/lookup/{escape(module)}@{escape(version)}")
+
+
+def _hash_artifact(req: ModRequest, body: Path) -> tuple[str, bytes | None]:
+    """h1 of a .mod, or of a zip validated as the go command would ("Module zip files"),
+    with the zip's own go.mod."""
+    if req.kind is Kind.MOD:
+        return hash_gomod(body.read_bytes()), None
+    try:
+        found = check_zip(body, req.module, req.version)
+        return hash_zip(body, f"{req.module}@{req.version}/"), found.gomod
+    except ZipError as e:
+        raise IntegrityError(f"{req.module}@{req.version}: invalid module zip: {e}") from e
+
+
+def _check_zip_gomod(req: ModRequest, zip_gomod: bytes, want: str, source: str) -> None:
+    got = hash_gomod(zip_gomod)
+    if got != want:
+        raise IntegrityError(
+            f"SECURITY: {req.module}@{req.version}: the zip's go.mod is {got}, but {source} "
+            f"says the go.mod is {want}; not served, not cached"
+        )

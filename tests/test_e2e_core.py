@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -202,3 +203,36 @@ def test_a_large_zip_streams_from_the_cache_byte_identical(tmp_path: Path, mode:
                 done = run_go(["mod", "download", "-json", bulk.id], env, tmp_path)
                 assert json.loads(done.stdout)["Sum"] == bulk.zip_hash, run
             assert upstream.count("*.zip") == 1
+
+
+def test_a_large_cached_zip_altered_on_disk_never_reaches_the_client_whole(tmp_path: Path) -> None:
+    with graph(n_modules=6, workdir=tmp_path / "world", payload_bytes=3 << 20) as big:
+        bulk = big.get(BULK, "v1.0.0")
+        with Upstream(big) as upstream, Gate(tmp_path / "gate", rules(upstream.url)) as gate:
+            env = client(gate, tmp_path / "c1", "goproxy")
+            run_go(["mod", "download", "-json", bulk.id], env, tmp_path)
+            with sqlite3.connect(gate.cache_dir / "artifacts" / "cache.db") as db:
+                (name,) = db.execute(
+                    "SELECT filename FROM Cache WHERE key LIKE ?", ("%bulk/@v/v1.0.0.zip",)
+                ).fetchone()
+            stored = gate.cache_dir / "artifacts" / name
+            with stored.open("r+b") as f:  # same size, one byte different
+                f.seek(stored.stat().st_size // 2)
+                byte = f.read(1)
+                f.seek(-1, 1)
+                f.write(bytes([byte[0] ^ 0xFF]))
+            cut = run_go(
+                ["mod", "download", "-json", bulk.id],
+                client(gate, tmp_path / "c2", "goproxy"),
+                tmp_path,
+                check=False,
+            )
+            assert cut.returncode != 0
+            assert "changed on disk" in gate.output()
+            healed = run_go(
+                ["mod", "download", "-json", bulk.id],
+                client(gate, tmp_path / "c3", "goproxy"),
+                tmp_path,
+            )
+            assert json.loads(healed.stdout)["Sum"] == bulk.zip_hash
+            assert upstream.count("*bulk/@v/v1.0.0.zip") == 2

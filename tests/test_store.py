@@ -95,3 +95,12 @@ def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
         CacheError, match=r"cache directory .*/file/cache cannot be used.*--cache-dir"
     ):
         DiskStore(blocker / "cache", size_limit=1 << 20)
+
+
+def test_an_unreadable_row_is_dropped_not_raised(store: DiskStore, tmp_path: Path) -> None:
+    entry = put(store, tmp_path, "k", b"module example.com/m\n")
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        # A value of the wrong type: what a torn write or a stray tool can leave.
+        db.execute("UPDATE Cache SET value = CAST(? AS TEXT) WHERE key = ?", (b"\xff\xfe", "k"))
+    assert store.open(entry) is None
+    assert store.lookup("k", now=0) == Miss()

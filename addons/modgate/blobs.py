@@ -3,17 +3,28 @@
 mitmproxy holds a response an addon builds wholly in memory, and streams only bodies it
 receives from a server. So for a large cached body the addon points the flow here,
 with a single-use token, and marks the response for streaming: a 500 MiB zip then
-crosses the proxy in small chunks (`loop.sendfile`, zero-copy where the OS allows).
+crosses the proxy in chunks, never whole in memory.
+
+The body's SHA-256 is computed as it is sent and the last chunk is held back until it
+is known: a file altered on disk since it was stored never reaches the client whole
+(the transfer is cut short, which go reports as an error), and `on_damage` is called
+so the entry is dropped and fetched again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
 
 # An offer not collected within this time (its flow died) is dropped and its file closed.
 OFFER_TTL = 120.0
@@ -23,7 +34,9 @@ OFFER_TTL = 120.0
 class _Offer:
     file: BinaryIO
     size: int
+    sha256: str
     headers: dict[str, str]
+    on_damage: Callable[[], None]
     deadline: float
 
 
@@ -44,11 +57,19 @@ class BlobServer:
         for token in list(self._offers):
             self.withdraw(token)
 
-    def offer(self, file: BinaryIO, size: int, headers: dict[str, str]) -> str:
+    def offer(
+        self,
+        file: BinaryIO,
+        size: int,
+        sha256: str,
+        headers: dict[str, str],
+        on_damage: Callable[[], None],
+    ) -> str:
         """Register a body for one GET; returns the path to request. Takes over `file`."""
         self._expire()
         token = secrets.token_urlsafe(18)
-        self._offers[token] = _Offer(file, size, headers, time.monotonic() + OFFER_TTL)
+        deadline = time.monotonic() + OFFER_TTL
+        self._offers[token] = _Offer(file, size, sha256, headers, on_damage, deadline)
         return f"/blob/{token}"
 
     def withdraw(self, path_or_token: str) -> None:
@@ -86,10 +107,28 @@ class BlobServer:
             fields = {**offer.headers, "Content-Length": str(offer.size)}
             header = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
             writer.write(f"HTTP/1.1 200 OK\r\n{header}\r\n".encode("latin-1"))
-            await writer.drain()
-            offer.file.seek(0)
-            loop = asyncio.get_running_loop()
-            await loop.sendfile(writer.transport, offer.file, 0, offer.size)
+            return await self._send_checked(offer, writer)
         finally:
             offer.file.close()
+
+    async def _send_checked(self, offer: _Offer, writer: asyncio.StreamWriter) -> bool:
+        """Send the body, holding back its last chunk until its SHA-256 is known."""
+        digest, sent = hashlib.sha256(), 0
+        offer.file.seek(0)
+        held = offer.file.read(CHUNK)
+        while held:
+            digest.update(held)
+            following = offer.file.read(CHUNK)
+            if not following:
+                break
+            writer.write(held)
+            sent += len(held)
+            await writer.drain()
+            held = following
+        if sent + len(held) != offer.size or digest.hexdigest() != offer.sha256:
+            log.error("modgate: a stored body changed on disk since it was stored: dropped")
+            offer.on_damage()
+            return False  # closes the connection: the client sees a short transfer
+        writer.write(held)
+        await writer.drain()
         return True

@@ -8,11 +8,13 @@ directory; the interface is what an S3-backed store will implement later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -96,7 +98,8 @@ class DiskStore:
     """A Store in a diskcache directory: one item per answer, the entry's metadata in
     the item's tag, so metadata and body are written and evicted together."""
 
-    def __init__(self, directory: Path, size_limit: int) -> None:
+    def __init__(self, directory: Path, size_limit: int | None) -> None:
+        """Open (or create) the store. `size_limit` None keeps the one the store has."""
         try:
             directory.mkdir(parents=True, exist_ok=True)
             probe = directory / ".modgate-write-test"
@@ -105,11 +108,12 @@ class DiskStore:
             # Evict the least recently *used* entries past the limit, not the oldest
             # stored: a module every build needs stays. diskcache's default limit (1 GiB,
             # least-recently-stored) would drop artifacts silently.
+            limit = {} if size_limit is None else {"size_limit": size_limit}
             self._cache = diskcache.Cache(
                 str(directory),
-                size_limit=size_limit,
                 eviction_policy="least-recently-used",
                 disk_min_file_size=INLINE_MAX,
+                **limit,
             )
         except (OSError, sqlite3.Error) as e:
             raise CacheError(
@@ -138,18 +142,23 @@ class DiskStore:
         return row[0] if row else None
 
     def open(self, entry: Entry) -> Body | None:
-        try:
-            value = self._cache.get(entry.key, default=None, read=True)
-        except OSError:
-            value = None
-        if value is None:
-            return None
-        body = Body(data=bytes(value)) if isinstance(value, bytes) else Body(file=value)
-        if not _intact(body, entry):
-            body.close()
-            self.delete(entry.key)
+        body = self.raw(entry)
+        if body is None or not _intact(body, entry):
+            if body is not None:
+                body.close()
+            self.delete(entry.key)  # unreadable or damaged: the caller fetches it again
             return None
         return body
+
+    def raw(self, entry: Entry) -> Body | None:
+        """The stored body as it is on disk, unchecked; None when it cannot be read."""
+        try:
+            value = self._cache.get(entry.key, default=None, read=True)
+        except (OSError, sqlite3.Error, UnicodeDecodeError):
+            return None
+        if value is None:
+            return None
+        return Body(data=bytes(value)) if isinstance(value, bytes) else Body(file=value)
 
     def put(self, entry: Entry, body: Path) -> None:
         tag = json.dumps(asdict(entry), separators=(",", ":"))
@@ -163,7 +172,14 @@ class DiskStore:
             raise CacheError(f"cannot store {entry.key!r} in {self.directory}: {e}") from e
 
     def delete(self, key: str) -> None:
-        self._cache.delete(key)
+        with contextlib.suppress(sqlite3.Error):  # unreadable: the next put replaces it
+            self._cache.delete(key)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every readable entry, in storage order (for `modgate cache verify`)."""
+        for key in self._cache.iterkeys():
+            if isinstance(key, str) and isinstance(looked := self.lookup(key, 0.0), Hit | Stale):
+                yield looked.entry
 
     def resize(self, size_limit: int) -> None:
         if self._cache.size_limit != size_limit:

@@ -18,6 +18,8 @@ whose one-line message the client sees after "server response:".
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import logging
 import threading
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from modgate.errors import ConfigError, ModgateError, UpstreamError
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.patterns import match_prefix_patterns
 from modgate.sumdb import InconsistentTreeError, SumdbError, SumdbVerifier
+from modgate.store import Body, Entry
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,9 @@ class Pins:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read go.sum file named in checksum.go_sum: {e}") from e
+            raise ConfigError(
+                f"{path}: cannot read go.sum file named in checksum.go_sum: {e}"
+            ) from e
         for number, line in enumerate(lines, 1):
             if line.strip():
                 self._add(line, f"{path}:{number}")
@@ -91,7 +96,9 @@ class Pins:
         key = f"{parts[0]}@{parts[1]}"
         known = self._pins.get(key)
         if known is not None and known[0] != parts[2]:
-            raise ConfigError(f"{where}: {key} pinned to {parts[2]}, but {known[1]} pins {known[0]}")
+            raise ConfigError(
+                f"{where}: {key} pinned to {parts[2]}, but {known[1]} pins {known[0]}"
+            )
         self._pins.setdefault(key, (parts[2], where))
 
     def get(self, module: str, version: str) -> tuple[str, str] | None:
@@ -162,9 +169,15 @@ class Checker:
     async def _check_artifact(self, req: ModRequest, body: Path) -> Verdict:
         got, zip_gomod = await asyncio.to_thread(_hash_artifact, req, body)
         suffix = "/go.mod" if req.kind is Kind.MOD else ""
-        expected = await self._expected(req.module, req.version, req.version + suffix)
+        private = self._private(req.module)
+        expected = await self._expected(req.module, req.version, req.version + suffix, private)
         want = expected.get(req.version + suffix)
         if want is None:
+            if not private:  # never fall back to trusting a public module's first answer
+                raise IntegrityError(
+                    f"{req.module}@{req.version}{suffix}: no expected hash (checksum missing "
+                    "from sumdb response); not served"
+                )
             return self._first_seen(req, got, zip_gomod)
         h1, source = want
         if got != h1:
@@ -176,17 +189,24 @@ class Checker:
             _check_zip_gomod(req, zip_gomod, *mod)
         return Verdict(got, "verified", source)
 
-    async def _expected(self, module: str, version: str, wanted: str) -> dict[str, tuple[str, str]]:
-        """{version or version/go.mod: (h1, source)}: pins, and the database unless `wanted`
-        is pinned; {} for a private module with no pins."""
+    def _private(self, module: str) -> bool:
+        """No checksum database for this module: checksum.private, or no database at all.
+        golang.org/toolchain is always checked against the database (modfetch useSumDB)."""
+        if self.primary is None:
+            return True
+        return module != TOOLCHAIN and match_prefix_patterns(self.settings.private, module)
+
+    async def _expected(
+        self, module: str, version: str, wanted: str, private: bool
+    ) -> dict[str, tuple[str, str]]:
+        """{version and version/go.mod: (h1, source)}: pins, and the database's record unless
+        `wanted` is pinned or the module is private."""
         pinned = {
             v: pin for v in (version, version + "/go.mod") if (pin := self.pins.get(module, v))
         }
-        if wanted in pinned:
+        if wanted in pinned or private:
             return pinned
-        private = module != TOOLCHAIN and match_prefix_patterns(self.settings.private, module)
-        if private or self.primary is None:
-            return {}
+        assert self.primary is not None
         db = self.primary
         status, data = await self.source.fetch_body(db.chain, _lookup_request(db, module, version))
         if status != 200:
@@ -212,21 +232,31 @@ class Checker:
                 "not served, not cached (private module: pin it in rules.yaml to settle it)"
             )
         if zip_gomod is not None:
-            mod = self.ledger.first_seen(f"{req.module}@{req.version}/go.mod", hash_gomod(zip_gomod))
+            mod = self.ledger.first_seen(
+                f"{req.module}@{req.version}/go.mod", hash_gomod(zip_gomod)
+            )
             _check_zip_gomod(req, zip_gomod, mod, "the .mod first seen")
         return Verdict(got, "unverified", "first seen (private module, no pin)")
 
     # --- the checksum database ---------------------------------------------------------
 
     async def _lookup_lines(self, name: str, module: str, version: str, data: bytes) -> list[str]:
+        """The record's go.sum lines for module@version and its go.mod, proven in the log."""
         verifier = self._verifier(name)
+
+        def both() -> list[str]:
+            return [
+                *verifier.lookup(module, version, data),
+                *verifier.lookup(module, version + "/go.mod", data),
+            ]
+
         try:
-            lines = await self._with_tiles(name, verifier.lookup, module, version, data)
+            lines = await self._with_tiles(name, both)
         except InconsistentTreeError as e:
             raise IntegrityError(f"SECURITY ERROR: checksum database {name}: {e}") from e
         except SumdbError as e:
             raise IntegrityError(f"checksum database {name}: {module}@{version}: {e}") from e
-        if not lines:
+        if len(lines) < 2:
             raise IntegrityError(
                 f"checksum database {name}: {module}@{version}: checksum missing from sumdb response"
             )
@@ -321,3 +351,38 @@ def _check_zip_gomod(req: ModRequest, zip_gomod: bytes, want: str, source: str) 
             f"SECURITY: {req.module}@{req.version}: the zip's go.mod is {got}, but {source} "
             f"says the go.mod is {want}; not served, not cached"
         )
+
+
+def recheck(entry: Entry, body: Body) -> str:
+    """Why a stored answer is no longer what was stored and verified; "" when it is."""
+    digest, size = hashlib.sha256(), 0
+    if body.data is not None:
+        digest.update(body.data)
+        size = len(body.data)
+    else:
+        assert body.file is not None
+        body.file.seek(0)
+        while chunk := body.file.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    if size != entry.size:
+        return f"{size} bytes on disk, {entry.size} stored"
+    if digest.hexdigest() != entry.sha256:
+        return "content changed on disk (SHA-256 differs from the one stored)"
+    if not entry.h1:
+        return ""
+    req = parse_request(entry.key.rsplit(" ", 1)[1])
+    if req.kind is Kind.MOD:
+        got = hash_gomod(body.data if body.data is not None else _read_all(body))
+    else:
+        source = io.BytesIO(body.data) if body.data is not None else body.file
+        assert source is not None
+        source.seek(0)
+        got = hash_zip(source, f"{req.module}@{req.version}/")
+    return "" if got == entry.h1 else f"{got}, but it was verified as {entry.h1}"
+
+
+def _read_all(body: Body) -> bytes:
+    assert body.file is not None
+    body.file.seek(0)
+    return body.file.read()

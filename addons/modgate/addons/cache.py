@@ -78,7 +78,11 @@ class CacheGate:
             flow.response = http.Response.make(entry.status, body.data, headers)
             return
         assert body.file is not None
-        blob_path = self.settings.blobs.offer(body.file, entry.size, headers)
+        store = self.settings.runtime.store if self.settings.runtime else None
+        blob_path = self.settings.blobs.offer(
+            body.file, entry.size, entry.sha256, headers,
+            on_damage=lambda: store.delete(entry.key) if store else None,
+        )  # fmt: skip
         flow.metadata["modgate.blob"] = blob_path
         flow.request.scheme, flow.request.port = "http", self.settings.blobs.port
         flow.request.host, flow.request.path = "127.0.0.1", blob_path

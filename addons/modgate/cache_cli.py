@@ -1,0 +1,59 @@
+"""`modgate cache …`: look after the store from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from modgate.store import DiskStore
+from modgate.verify import recheck
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from modgate.addons.settings import default_home
+
+    cache = sub.add_parser("cache", help="inspect and repair the cache")
+    actions = cache.add_subparsers(metavar="ACTION", required=True)
+    verify = actions.add_parser(
+        "verify",
+        help="re-check every stored answer against the hashes it was stored and verified with",
+        description="Re-hash every stored answer (SHA-256 of the body, and h1: of each .mod "
+        "and .zip) and list those that changed on disk. Exit status 1 when any did.",
+    )
+    verify.add_argument("--cache-dir", type=Path, default=default_home() / "cache",
+                        help="default: %(default)s")  # fmt: skip
+    verify.add_argument("--remove", action="store_true", help="remove the bad entries")
+    verify.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = DiskStore(args.cache_dir.expanduser() / "artifacts", size_limit=None)
+    total = len(store)
+    checked = size = 0
+    bad: list[str] = []
+    try:
+        for entry in store.entries():
+            checked += 1
+            size += entry.size
+            if sys.stderr.isatty() and checked % 200 == 0:
+                print(f"\rchecked {checked}/{total}", end="", file=sys.stderr, flush=True)
+            body = store.raw(entry)
+            problem = "unreadable" if body is None else recheck(entry, body)
+            if body is not None:
+                body.close()
+            if problem:
+                path = entry.key.rsplit(" ", 1)[1]
+                print(f"BAD {path}: {problem}")
+                bad.append(entry.key)
+        if sys.stderr.isatty() and checked >= 200:
+            print(file=sys.stderr)
+        summary = f"checked {checked} entries ({size / (1 << 20):.1f} MiB): {len(bad)} bad"
+        if args.remove and bad:
+            for key in bad:
+                store.delete(key)
+            summary += f", removed {len(bad)} (fetched again on next request)"
+        print(summary)
+    finally:
+        store.close()
+    return 1 if bad else 0

@@ -29,13 +29,13 @@ from typing import Protocol
 
 import diskcache
 
-from modgate.config import ChecksumSettings, Chain, SumdbConfig
+from modgate.config import Chain, ChecksumSettings, SumdbConfig
 from modgate.dirhash import ZipError, check_zip, hash_gomod, hash_zip
 from modgate.errors import ConfigError, ModgateError, UpstreamError
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.patterns import match_prefix_patterns
-from modgate.sumdb import InconsistentTreeError, SumdbError, SumdbVerifier
 from modgate.store import Body, Entry
+from modgate.sumdb import InconsistentTreeError, SumdbError, SumdbVerifier
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,8 @@ class Checker:
             raise IntegrityError(f"checksum database {name}: {module}@{version}: {e}") from e
         if len(lines) < 2:
             raise IntegrityError(
-                f"checksum database {name}: {module}@{version}: checksum missing from sumdb response"
+                f"checksum database {name}: {module}@{version}: "
+                "checksum missing from sumdb response"
             )
         self._save_latest(name, verifier)
         return lines

@@ -1,0 +1,148 @@
+"""modgate.verify: pins, the first-seen ledger, which modules skip the database, recheck."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from modgate.config import Chain, ChecksumSettings, SumdbConfig, parse_gosumdb
+from modgate.dirhash import hash_gomod
+from modgate.errors import ConfigError
+from modgate.goproxy import ModRequest, parse_request
+from modgate.store import Body, Entry
+from modgate.verify import Checker, IntegrityError, Ledger, Pins, recheck
+from world.modules import ModuleVersion
+
+H1 = "h1:" + "A" * 43 + "="
+H2 = "h1:" + "B" * 43 + "="
+
+
+def test_pins_from_rules_and_go_sum_files(tmp_path: Path) -> None:
+    gosum = tmp_path / "go.sum"
+    gosum.write_text(f"example.com/a v1.0.0 {H1}\n\nexample.com/a v1.0.0/go.mod {H2}\n")
+    pins = Pins(ChecksumSettings(pins=(f"example.com/b v2.0.0 {H2}",), go_sum=(gosum,)))
+    assert pins.get("example.com/a", "v1.0.0") == (H1, f"{gosum}:1")
+    assert pins.get("example.com/a", "v1.0.0/go.mod") == (H2, f"{gosum}:3")
+    assert pins.get("example.com/b", "v2.0.0") == (H2, "pin in rules.yaml")
+    assert pins.get("example.com/b", "v2.0.0/go.mod") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("example.com/a v1.0.0\n", r"go.sum:1: not a go.sum line"),
+        ("example.com/a v1.0.0 sha256:abc\n", r"go.sum:1: not a go.sum line"),
+        (f"example.com/a v1.0.0 {H1}\nexample.com/a v1.0.0 {H2}\n",
+         r"go.sum:2: example.com/a@v1.0.0 pinned to h1:B+=, but .*go.sum:1 pins h1:A+="),
+    ],
+)  # fmt: skip
+def test_bad_pins_name_the_file_and_line(tmp_path: Path, content: str, message: str) -> None:
+    gosum = tmp_path / "go.sum"
+    gosum.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        Pins(ChecksumSettings(go_sum=(gosum,)))
+
+
+def test_a_missing_go_sum_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"nope.sum: cannot read go.sum file named in checksum.go_sum"
+    ):
+        Pins(ChecksumSettings(go_sum=(tmp_path / "nope.sum",)))
+
+
+def test_ledger_keeps_the_first_hash(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger")
+    assert ledger.first_seen("m@v1", H1) == H1
+    assert ledger.first_seen("m@v1", H2) == H1
+    ledger.close()
+    assert Ledger(tmp_path / "ledger").first_seen("m@v1", H2) == H1  # it survives a restart
+
+
+class NoDatabase:
+    """A Source that must not be asked: the module is private or pinned."""
+
+    async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
+        raise AssertionError(f"asked the database for {req}")
+
+    def forget(self, chain: Chain, req: ModRequest) -> None:
+        raise AssertionError("nothing to forget")
+
+
+def checker(tmp_path: Path, private: str = "", pins: tuple[str, ...] = ()) -> Checker:
+    settings = ChecksumSettings(private=private, pins=pins)
+    db = parse_gosumdb("sum.golang.org")
+    assert isinstance(db, SumdbConfig)
+    return Checker(settings, Pins(settings), (db,), tmp_path / "state", NoDatabase())
+
+
+def check(c: Checker, path: str, body: bytes, tmp_path: Path) -> dict[str, str]:
+    f = tmp_path / "body"
+    f.write_bytes(body)
+    verdict = asyncio.run(c.validate(parse_request(path), f))
+    assert verdict is not None
+    return verdict.as_dict()
+
+
+def test_private_modules_keep_their_first_hash(tmp_path: Path) -> None:
+    c = checker(tmp_path, private="*.corp.example")
+    first = check(c, "git.corp.example/x/@v/v1.0.0.mod", b"module git.corp.example/x\n", tmp_path)
+    assert first == {"verdict": "unverified", "source": "first seen (private module, no pin)",
+                     "h1": hash_gomod(b"module git.corp.example/x\n")}  # fmt: skip
+    with pytest.raises(
+        IntegrityError, match=r"SECURITY: git.corp.example/x@v1.0.0/go.mod: .* was seen first"
+    ):
+        check(
+            c,
+            "git.corp.example/x/@v/v1.0.0.mod",
+            b"module git.corp.example/x\n// changed\n",
+            tmp_path,
+        )
+
+
+def test_the_toolchain_is_always_checked_against_the_database(tmp_path: Path) -> None:
+    c = checker(tmp_path, private="golang.org/*")
+    with pytest.raises(AssertionError, match="asked the database for golang.org/toolchain@"):
+        check(
+            c,
+            "golang.org/toolchain/@v/v0.0.1-go1.26.0.linux-amd64.mod",
+            b"module golang.org/toolchain\n",
+            tmp_path,
+        )
+
+
+def test_a_pinned_artifact_does_not_need_the_database(tmp_path: Path) -> None:
+    mod = b"module example.com/m\n"
+    c = checker(tmp_path, pins=(f"example.com/m v1.0.0/go.mod {hash_gomod(mod)}",))
+    assert check(c, "example.com/m/@v/v1.0.0.mod", mod, tmp_path)["source"] == "pin in rules.yaml"
+    with pytest.raises(IntegrityError, match=r"upstream sent h1:.*but pin in rules.yaml says"):
+        check(c, "example.com/m/@v/v1.0.0.mod", mod + b"// x\n", tmp_path)
+
+
+def test_a_private_zip_whose_go_mod_disagrees_with_the_mod_seen_first(tmp_path: Path) -> None:
+    c = checker(tmp_path, private="example.com")
+    mv = ModuleVersion("example.com/m", "v1.0.0")
+    check(c, "example.com/m/@v/v1.0.0.mod", mv.gomod + b"// not the zip's\n", tmp_path)
+    with pytest.raises(
+        IntegrityError, match=r"the zip's go.mod is h1:.*but the .mod first seen says"
+    ):
+        check(c, "example.com/m/@v/v1.0.0.zip", mv.zip_bytes(), tmp_path)
+
+
+def entry(path: str, body: bytes, h1: str = "") -> Entry:
+    return Entry(key=f"v1 chain {path}", status=200, content_type="", size=len(body),
+                 sha256=hashlib.sha256(body).hexdigest(), stored_at=0, expires_at=None,
+                 upstream="", h1=h1)  # fmt: skip
+
+
+def test_recheck() -> None:
+    mv = ModuleVersion("example.com/m", "v1.0.0")
+    zip_path, data = "example.com/m/@v/v1.0.0.zip", mv.zip_bytes()
+    assert recheck(entry(zip_path, data, mv.zip_hash), Body(data=data)) == ""
+    assert "bytes on disk" in recheck(entry(zip_path, data), Body(data=data[:-1]))
+    flipped = data[:10] + bytes([data[10] ^ 1]) + data[11:]
+    assert "content changed on disk" in recheck(entry(zip_path, data), Body(data=flipped))
+    # The body is what was stored, but not what was verified (stored by a buggy version).
+    assert "but it was verified as h1:AAAA" in recheck(entry(zip_path, data, H1), Body(data=data))

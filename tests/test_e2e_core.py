@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -236,3 +237,18 @@ def test_a_large_cached_zip_altered_on_disk_never_reaches_the_client_whole(tmp_p
             )
             assert json.loads(healed.stdout)["Sum"] == bulk.zip_hash
             assert upstream.count("*bulk/@v/v1.0.0.zip") == 2
+
+
+def test_path_prefixes_on_both_sides(world: World, app: MainModule, tmp_path: Path) -> None:
+    # Clients use https://proxy.modgate.test/go; the mirror serves below /mirror.
+    with Upstream(world, base="/mirror") as upstream:
+        text = rules(upstream.url).replace(f"url: https://{HOST}", f"url: https://{HOST}/go")
+        with Gate(tmp_path / "gate", text) as gate:
+            env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}/go"))
+            run_go(["mod", "tidy"], env, app.dir)
+            assert upstream.count("/mirror/*.zip") > 0
+            outside = urllib.request.Request(f"{gate.goproxy_url}/not-a-module")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(outside)
+            assert refused.value.code == 404
+            assert refused.value.read() == b"modgate: not a module proxy path: /not-a-module\n"

@@ -306,3 +306,29 @@ def test_cache_verify_finds_a_corrupted_entry(tmp_path: Path) -> None:
     assert removed.returncode == 1 and "removed 1" in removed.stdout
     again = subprocess.run(verify, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout
+
+
+def test_a_client_reaching_the_database_at_its_own_url_is_served_from_the_cache(
+    world: World, sumdb: TestSumdb, tmp_path: Path
+) -> None:
+    # GOSUMDB="<key> https://sumdb.modgate.test": go goes straight to the database's URL
+    # (through HTTPS_PROXY), which modgate intercepts and serves from its upstream.
+    direct = (
+        f"proxies:\n  - url: https://{HOST}\n    upstream: {{up}}\n"
+        f"checksum:\n  databases:\n    - key: {sumdb.verifier_key}\n"
+        f"      url: https://{DB}\n      upstream: {sumdb.url}\n"
+    )
+    with (
+        Upstream(world) as upstream,
+        Gate(tmp_path / "gate", direct.format(up=upstream.url)) as gate,
+    ):
+        gosumdb = f"{sumdb.verifier_key} https://{DB}"
+        env = gate.client_env(go_env(tmp_path / "c1", f"https://{HOST}", GOSUMDB=gosumdb))
+        assert download(env, tmp_path).returncode == 0
+        asked = dict(sumdb.counts)
+        assert any("/lookup/" in p for p in asked)
+        upstream.stop()
+        sumdb.stop()
+        env = gate.client_env(go_env(tmp_path / "c2", f"https://{HOST}", GOSUMDB=gosumdb))
+        offline = download(env, tmp_path)
+        assert offline.returncode == 0, offline.stdout + offline.stderr

@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from modgate import __version__
+from modgate import __version__, cache_cli, rules_cli
 from modgate.errors import ModgateError
 
 DEFAULT_PORT = 8080
@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         help="print GOPROXY=URL for the GOPROXY endpoint instead of proxy settings",
     )
     env.set_defaults(func=cmd_env)
+    rules_cli.add_parser(sub)
+    cache_cli.add_parser(sub)
     return parser
 
 

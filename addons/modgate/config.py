@@ -14,12 +14,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
 
 from modgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from modgate.rules import Rules
 
 T = TypeVar("T")
 
@@ -134,6 +137,13 @@ class Config:
     proxies: tuple[Proxy, ...] | None = None
     cache: CacheSettings = field(default_factory=CacheSettings)
     checksum: ChecksumSettings = field(default_factory=ChecksumSettings)
+    rules: Rules = field(default_factory=lambda: _rules_module().Rules())
+
+
+def _rules_module() -> Any:
+    import modgate.rules  # imported late: it builds on this module's _Node
+
+    return modgate.rules
 
 
 def load_config(path: Path) -> Config:
@@ -156,7 +166,8 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
         raise ConfigError(f"{where}: not valid YAML: {e.problem}") from e
     if root is None:
         return Config(source=source)
-    top = _Node(source, root, "").mapping({"proxies", "cache", "checksum"})
+    rules = _rules_module()
+    top = _Node(source, root, "").mapping({"proxies", "cache", "checksum", *rules.TOP_LEVEL_KEYS})
     proxies = None
     if "proxies" in top:
         proxies = tuple(_proxy(n) for n in top["proxies"].sequence())
@@ -164,7 +175,8 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
     cache = _cache(top["cache"]) if "cache" in top else CacheSettings()
     base = Path(source).parent
     checksum = _checksum(top["checksum"], base) if "checksum" in top else ChecksumSettings()
-    return Config(source=source, proxies=proxies, cache=cache, checksum=checksum)
+    return Config(source=source, proxies=proxies, cache=cache, checksum=checksum,
+                  rules=rules.parse_rules(top))  # fmt: skip
 
 
 def _proxy(node: _Node) -> Proxy:

@@ -2,6 +2,7 @@
 
     Settings   options, rules file, store and upstream client (no hooks on flows)
     Router     is this a module-proxy request? parse it, or answer 400/404/405
+    RulesGate  may this host, module or version pass? 403 with the reason; filter lists
     CacheGate  answer it from the store or the upstream chain
 
 `all_addons()` builds them wired together; `addons/modgate_addons.py` is the one-line
@@ -16,10 +17,11 @@ from mitmproxy import http
 def all_addons() -> list[object]:
     from modgate.addons.cache import CacheGate
     from modgate.addons.router import Router
+    from modgate.addons.rules import RulesGate
     from modgate.addons.settings import Settings
 
     settings = Settings()
-    return [settings, Router(settings), CacheGate(settings)]
+    return [settings, Router(settings), RulesGate(settings), CacheGate(settings)]
 
 
 def plain(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:

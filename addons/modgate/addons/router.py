@@ -54,6 +54,8 @@ class Router:
                 flow.response = http.Response.make(200, b"", {"Content-Type": "text/plain"})
                 return
             chain = db.chain
+        elif not req.sumdb:  # rules.yaml `routes`: a module path pattern's own upstreams
+            chain = self.settings.runtime.config.rules.route(req.module) or chain
         flow.metadata["modgate.request"] = req
         flow.metadata["modgate.chain"] = chain
 

@@ -1,0 +1,330 @@
+"""Enforce the policy of rules.yaml (`modgate.rules`); part of modgate's addons
+(`all_addons()`: after Router, before CacheGate).
+
+- A CONNECT, or a plain-HTTP proxy request, to a host the rules do not allow gets a 403.
+- A module version the rules refuse gets a 403 on its `.zip` (the code), with a one-line
+  text/plain body go prints after "server response:". Never 404/410: after a `,` in
+  GOPROXY those make go try the next entry, `direct` included. Its `.info` and `.mod`
+  are served: go reads the go.mod of many versions it never builds. A module refused
+  whatever the version gets a 403 on every request (list, @latest, .info, .mod, .zip).
+- `@v/list` answers are filtered to the allowed versions and an `@latest` naming a
+  refused version is answered with the newest allowed one, so `go get m@latest` and
+  `go get -u` pick what may be used instead of failing.
+- Checksum-database lookups are never refused: they carry no code, and a client may
+  verify a go.sum line for a module it already has.
+- In audit mode nothing is refused or filtered; each would-be refusal is logged as a
+  warning and recorded.
+
+Every decision goes into `flow.metadata["modgate.rule"]` as
+{"verdict": "allow" | "deny" | "audit-deny", "rule": "modules[4]", "reason": "..."}.
+The rules file is polled every second; a valid change applies to the next request, a
+broken one is logged and the rules in force stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from typing import Any, assert_never
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import mode_specs
+
+from modgate.addons import plain
+from modgate.addons.settings import Runtime, Settings
+from modgate.config import Chain
+from modgate.errors import CacheError, ModgateError
+from modgate.gateway import Outcome, Served
+from modgate.gomod import Retraction, parse_gomod
+from modgate.goproxy import Kind, ModRequest, escape, parse_request
+from modgate.rules import Allow, Decision, Deny, Mode, Rules, latest_of, refusal_message
+
+log = logging.getLogger("modgate")
+
+POLL_SECONDS = 1.0
+RULE = "modgate.rule"
+
+
+class RulesGate:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._watch: asyncio.Task[None] | None = None
+
+    # --- hosts ----------------------------------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response or self.settings.runtime is None:
+            return
+        if deny := self._check_host(flow):
+            # go prints a refused CONNECT's status text, not its body: say it all there.
+            flow.response = plain(403, deny)
+            flow.response.reason = " ".join(deny.split()).encode("ascii", "replace").decode()
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Plain-HTTP proxy requests (`http://host/...` through the proxy). Requests inside
+        a tunnel were checked at CONNECT; the GOPROXY endpoint serves modgate itself."""
+        if flow.response or flow.error or self.settings.runtime is None:
+            return
+        if flow.client_conn.tls_established or "modgate.proxy" in flow.metadata:
+            return
+        if not isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
+            return
+        if deny := self._check_host(flow):
+            flow.response = plain(403, deny)
+
+    def _check_host(self, flow: http.HTTPFlow) -> str:
+        """Decide and record; the refusal to answer with, or "" to let it pass."""
+        runtime = self.settings.runtime
+        assert runtime is not None
+        gated = {(e.host, e.port) for e in (*runtime.proxies, *runtime.databases)}
+        host, port = flow.request.host, flow.request.port
+        decision = runtime.config.rules.decide_host(host, port, gated)
+        return self._judge(flow, decision, f"host {host}:{port}", runtime.config.rules.mode)
+
+    # --- modules --------------------------------------------------------------------
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        req: ModRequest | None = flow.metadata.get("modgate.request")
+        chain: Chain | None = flow.metadata.get("modgate.chain")
+        runtime = self.settings.runtime
+        if req is None or chain is None or runtime is None or flow.response or flow.error:
+            return
+        if req.sumdb or not req.module:
+            return  # checksum-database traffic: see the module docstring
+        rules = runtime.config.rules
+        if req.kind is not Kind.ZIP:
+            # Metadata is refused only with the whole module: go reads the go.mod of many
+            # versions it never builds (minimal version selection), and the code is in the zip.
+            decision = rules.decide_path(req.module)
+            if refusal := self._judge(flow, decision, req.module, rules.mode):
+                flow.response = plain(403, refusal)
+                return
+            filtered = req.kind in (Kind.LIST, Kind.LATEST) and rules.mode is Mode.ENFORCE
+            if filtered and rules.may_deny_versions(req.module):
+                await self._filter(flow, runtime, chain, req)
+            return
+        retractions = await self._retractions(runtime, chain, req.module)
+        decision = rules.decide(req.module, req.version, retractions)
+        if refusal := self._judge(flow, decision, f"{req.module}@{req.version}", rules.mode):
+            flow.response = plain(403, refusal)
+
+    def _judge(self, flow: http.HTTPFlow, decision: Decision, what: str, mode: Mode) -> str:
+        """Record a decision on the flow; the refusal message when it is enforced, else ""."""
+        match decision:
+            case Allow(rule):
+                flow.metadata[RULE] = {"verdict": "allow", "rule": rule.where, "reason": ""}
+                return ""
+            case Deny(rule, reason):
+                message = refusal_message(what, decision)
+                if mode is Mode.AUDIT:
+                    flow.metadata[RULE] = {
+                        "verdict": "audit-deny",
+                        "rule": rule.where,
+                        "reason": reason,
+                    }
+                    log.warning(
+                        "modgate: audit: would refuse %s", message.removeprefix("modgate: refused ")
+                    )
+                    return ""
+                flow.metadata[RULE] = {"verdict": "deny", "rule": rule.where, "reason": reason}
+                log.info("%s", message)
+                return message
+            case _:
+                assert_never(decision)
+
+    async def _filter(
+        self, flow: http.HTTPFlow, runtime: Runtime, chain: Chain, req: ModRequest
+    ) -> None:
+        """Answer a list or @latest with only what the rules allow."""
+        served = await self._serve(flow, runtime, chain, req)
+        if served is None:
+            return
+        answer, data = served
+        if answer.entry.status != 200:
+            self._answer(flow, answer, data)
+        elif req.kind is Kind.LIST:
+            await self._filter_list(flow, runtime, chain, req, answer, data)
+        else:
+            version = _info_version(data)
+            retractions = await self._retractions(runtime, chain, req.module)
+            decision = runtime.config.rules.decide(req.module, version, retractions)
+            if isinstance(decision, Deny):
+                await self._newest_allowed(flow, runtime, chain, req, decision, version)
+            else:
+                self._answer(flow, answer, data)
+
+    async def _filter_list(
+        self, flow: http.HTTPFlow, runtime: Runtime, chain: Chain, req: ModRequest,
+        answer: Served, data: bytes,
+    ) -> None:  # fmt: skip
+        rules = runtime.config.rules
+        lines = data.decode("utf-8", "replace").splitlines()
+        versions = [line.split()[0] for line in lines if line.split()]
+        retractions = await self._retractions(runtime, chain, req.module, versions)
+        allowed = set(rules.allowed_versions(req.module, versions, retractions))
+        kept = [line for line in lines if line.split() and line.split()[0] in allowed]
+        hidden = sorted(set(versions) - allowed)
+        if hidden:
+            flow.metadata[RULE] = {**flow.metadata.get(RULE, {}), "hidden": hidden}
+        self._answer(flow, answer, "".join(f"{line}\n" for line in kept).encode())
+
+    async def _newest_allowed(
+        self, flow: http.HTTPFlow, runtime: Runtime, chain: Chain, req: ModRequest,
+        refused: Deny, latest: str,
+    ) -> None:  # fmt: skip
+        """@latest names a refused version: answer with the .info of the newest allowed
+        version in the list, or refuse when there is none."""
+        rules = runtime.config.rules
+        listed = await self._fetch(runtime, chain, f"{escape(req.module)}/@v/list")
+        versions = [line.split()[0] for line in (listed or "").splitlines() if line.split()]
+        retractions = await self._retractions(runtime, chain, req.module, versions)
+        pick = latest_of(rules.allowed_versions(req.module, versions, retractions))
+        if pick is None:
+            refusal = self._judge(flow, refused, f"{req.module}@{latest}", rules.mode)
+            flow.response = plain(403, refusal)
+            return
+        info = parse_request(f"{escape(req.module)}/@v/{escape(pick)}.info")
+        served = await self._serve(flow, runtime, chain, info)
+        if served is None:
+            return
+        flow.metadata[RULE] = {
+            "verdict": "allow",
+            "rule": refused.rule.where,
+            "reason": f"@latest is {latest}, refused ({refused.reason}): answered with {pick}",
+        }
+        self._answer(flow, *served)
+
+    # --- fetching through the gateway ------------------------------------------------
+
+    async def _serve(
+        self, flow: http.HTTPFlow, runtime: Runtime, chain: Chain, req: ModRequest
+    ) -> tuple[Served, bytes] | None:
+        """Serve `req` through the gateway (so it is cached), or answer the flow with the
+        error as CacheGate would and return None."""
+        try:
+            served = await runtime.gateway.serve(chain, req)
+        except ModgateError as e:  # UpstreamError, IntegrityError, CacheError
+            flow.metadata["modgate.error"] = str(e)
+            flow.response = plain(503 if isinstance(e, CacheError) else 502, f"modgate: {e}")
+            return None
+        try:
+            body = served.body
+            data = body.data if body.data is not None else body.file.read() if body.file else b""
+        finally:
+            served.body.close()
+        flow.metadata["modgate.cache"] = served.outcome.value
+        flow.metadata["modgate.upstream"] = served.entry.upstream
+        return served, data
+
+    def _answer(self, flow: http.HTTPFlow, served: Served, data: bytes) -> None:
+        headers = {
+            "Content-Type": served.entry.content_type,
+            "X-Modgate-Cache": served.outcome.value,
+        }
+        if served.outcome is Outcome.STALE:  # as CacheGate marks it
+            headers["Warning"] = '110 modgate "Response is Stale"'
+            headers["X-Modgate-Stale-Reason"] = " ".join(served.stale_reason.split())[:300]
+        flow.response = http.Response.make(served.entry.status, data, headers)
+
+    async def _fetch(self, runtime: Runtime, chain: Chain, path: str) -> str | None:
+        """A small answer's text through the gateway; None on 404/410 or failure."""
+        try:
+            status, data = await runtime.gateway.fetch_body(chain, parse_request(path))
+            return data.decode("utf-8") if status == 200 else None
+        except (ModgateError, UnicodeDecodeError) as e:
+            log.warning("modgate: cannot read %s: %s", path, e)
+            return None
+
+    async def _retractions(
+        self, runtime: Runtime, chain: Chain, module: str, versions: list[str] | None = None
+    ) -> tuple[Retraction, ...]:
+        """The `retract` directives of the module's latest go.mod ("retract directive": the
+        go command reads them from the latest version, releases before pre-releases), when
+        a rule that may decide `module` refuses retracted versions; else none. When they
+        cannot be read the decision is made without them, with a warning: the cache must
+        keep serving modules when the upstream is down."""
+        if not runtime.config.rules.needs_retractions(module):
+            return ()
+        base = escape(module)
+        if versions is None:
+            listed = await self._fetch(runtime, chain, f"{base}/@v/list")
+            versions = [line.split()[0] for line in (listed or "").splitlines() if line.split()]
+        latest = latest_of(versions)
+        if latest is None:
+            info = await self._fetch(runtime, chain, f"{base}/@latest")
+            latest = _info_version(info.encode()) if info else None
+        gomod = (
+            await self._fetch(runtime, chain, f"{base}/@v/{escape(latest)}.mod") if latest else None
+        )
+        if gomod is None:
+            log.warning("modgate: retractions of %s unknown: deciding without them", module)
+            return ()
+        try:
+            return parse_gomod(gomod).retractions
+        except ValueError as e:
+            log.warning(
+                "modgate: %s@%s go.mod: %s: deciding without retractions", module, latest, e
+            )
+            return ()
+
+    # --- the rules file -------------------------------------------------------------
+
+    def running(self) -> None:
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(self._poll())
+
+    async def done(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    async def _poll(self) -> None:
+        seen = _signature(ctx.options.modgate_rules)
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            path = ctx.options.modgate_rules
+            now = _signature(path)
+            if now == seen:
+                continue
+            seen = now
+            self.reload(path)
+
+    def reload(self, path: str) -> None:
+        """Apply an edited rules file as if the option had been set again (Settings
+        re-reads it and re-limits interception); keep the rules in force if it is broken."""
+        try:
+            self.settings.configure({"modgate_rules"})
+        except exceptions.OptionsError as e:
+            log.error("modgate: %s; the previous rules stay in force", e)
+            return
+        if self.settings.runtime is not None:
+            log.info("modgate: reloaded %s: %s", path, summary(self.settings.runtime.config.rules))
+
+
+def summary(rules: Rules) -> str:
+    hosts = "any host" if rules.hosts is None else f"{len(rules.hosts.allow)} allowed hosts"
+    return (
+        f"mode {rules.mode}, {len(rules.modules)} module rules (default {rules.default.action}), "
+        f"{len(rules.routes)} routes, {hosts}"
+    )
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _info_version(data: bytes) -> str:
+    """The Version of an .info or @latest answer (goproxy.check_body made sure it has one)."""
+    info: Any = json.loads(data)
+    return str(info["Version"])

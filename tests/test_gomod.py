@@ -1,0 +1,104 @@
+"""modgate.gomod: requirements, replacements and retractions of go.mod; go.sum lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from modgate.gomod import (
+    GoModError,
+    Replacement,
+    Requirement,
+    Retraction,
+    parse_gomod,
+    parse_gosum,
+    retracted_by,
+)
+
+GOMOD = """\
+module example.com/app // the main module
+
+go 1.21
+
+require golang.org/x/text v0.14.0
+
+require (
+	github.com/acme/lib v1.2.3
+	github.com/acme/old v0.1.0 // indirect
+	"github.com/acme/quoted" v1.0.0
+)
+
+replace github.com/acme/lib => ../lib
+
+replace (
+	github.com/acme/old v0.1.0 => github.com/fork/old v0.1.1
+)
+
+// Published with a broken build.
+retract v1.0.0
+
+retract [v1.1.0, v1.1.5] // leaks credentials
+
+// Block rationale.
+retract (
+	v1.3.0 // own rationale
+	// line above
+	v1.4.0
+
+	v1.5.0
+)
+"""
+
+
+def test_requirements_replacements_and_retractions() -> None:
+    gomod = parse_gomod(GOMOD)
+    assert gomod.module == "example.com/app"
+    assert gomod.requires == (
+        Requirement("golang.org/x/text", "v0.14.0"),
+        Requirement("github.com/acme/lib", "v1.2.3"),
+        Requirement("github.com/acme/old", "v0.1.0", indirect=True),
+        Requirement("github.com/acme/quoted", "v1.0.0"),
+    )
+    assert gomod.replaces == (
+        Replacement("github.com/acme/lib", "", "../lib", ""),
+        Replacement("github.com/acme/old", "v0.1.0", "github.com/fork/old", "v0.1.1"),
+    )
+    assert gomod.retractions == (
+        Retraction("v1.0.0", "v1.0.0", "Published with a broken build."),
+        Retraction("v1.1.0", "v1.1.5", "leaks credentials"),
+        Retraction("v1.3.0", "v1.3.0", "own rationale"),
+        Retraction("v1.4.0", "v1.4.0", "line above"),
+        Retraction("v1.5.0", "v1.5.0", "Block rationale."),
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "covered_by"),
+    [("v1.0.0", "v1.0.0"), ("v1.1.0", "[v1.1.0, v1.1.5]"), ("v1.1.3", "[v1.1.0, v1.1.5]"),
+     ("v1.1.5", "[v1.1.0, v1.1.5]"), ("v1.1.6", None), ("v0.9.0", None), ("v1.5.0", "v1.5.0")],
+)  # fmt: skip
+def test_retracted_by(version: str, covered_by: str | None) -> None:
+    found = retracted_by(version, parse_gomod(GOMOD).retractions)
+    assert (str(found) if found else None) == covered_by
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("require example.com/x\n", "line 1: expected 'require module/path v1.2.3'"),
+     ("retract latest\n", "line 1: expected 'retract v1.2.3'"),
+     ("replace a => \n", "line 1: expected 'replace module"),
+     ("require (\n\texample.com/x vX\n)\n", "line 2: expected 'require")],
+)  # fmt: skip
+def test_malformed_directives_name_the_line(text: str, message: str) -> None:
+    with pytest.raises(GoModError, match=message):
+        parse_gomod(text)
+
+
+def test_gosum() -> None:
+    text = "a.example/m v1.0.0 h1:abc=\na.example/m v1.0.0/go.mod h1:def=\n\nb.example/n v0.1.0/go.mod h1:x=\n"
+    assert parse_gosum(text) == [
+        ("a.example/m", "v1.0.0", False),
+        ("a.example/m", "v1.0.0", True),
+        ("b.example/n", "v0.1.0", True),
+    ]
+    with pytest.raises(GoModError, match="line 1"):
+        parse_gosum("a.example/m v1.0.0\n")

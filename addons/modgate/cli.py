@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from modgate import __version__, cache_cli, rules_cli
+from modgate import __version__, cache_cli, rules_cli, trace_cli
 from modgate.errors import ModgateError
 
 DEFAULT_PORT = 8080
@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print GOPROXY=URL for the GOPROXY endpoint instead of proxy settings",
     )
     env.set_defaults(func=cmd_env)
+    trace_cli.add_parser(sub)
     rules_cli.add_parser(sub)
     cache_cli.add_parser(sub)
     return parser

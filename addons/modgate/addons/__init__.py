@@ -4,6 +4,7 @@
     Router     is this a module-proxy request? parse it, or answer 400/404/405
     RulesGate  may this host, module or version pass? 403 with the reason; filter lists
     CacheGate  answer it from the store or the upstream chain
+    Tracer     record every request, as it finishes, in the trace database (last)
 
 `all_addons()` builds them wired together; `addons/modgate_addons.py` is the one-line
 script for `mitmdump -s` / `mitmweb -s`.
@@ -19,9 +20,10 @@ def all_addons() -> list[object]:
     from modgate.addons.router import Router
     from modgate.addons.rules import RulesGate
     from modgate.addons.settings import Settings
+    from modgate.addons.trace import Tracer
 
     settings = Settings()
-    return [settings, Router(settings), RulesGate(settings), CacheGate(settings)]
+    return [settings, Router(settings), RulesGate(settings), CacheGate(settings), Tracer()]
 
 
 def plain(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:

@@ -1,0 +1,323 @@
+"""Record every request that passes through modgate in the trace database and log one
+line as each finishes; part of modgate's addons (`all_addons()`, or
+`mitmdump -s addons/modgate_addons.py`). Read the traces with `modgate trace`.
+
+It runs after the other modgate addons and only reads what they left in
+`flow.metadata` ("modgate.request", "modgate.cache", "modgate.upstream", "modgate.hash",
+"modgate.rule", ...). In the `response` hook, before the response goes on to the client,
+the record is appended to the writer's journal (one small write: a request the client has
+seen answered survives modgate being killed); the SQLite writes happen on
+`TraceWriter`'s thread. Tunnels to hosts modgate does not intercept are recorded when
+they close, with their timing but without byte counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import layer, layers, mode_specs
+
+from modgate.addons import plain
+from modgate.config import parse_duration
+from modgate.goproxy import ModRequest
+from modgate.trace.record import OTHER, TUNNEL, Record
+from modgate.trace.report import live_line
+from modgate.trace.store import TraceError
+from modgate.trace.writer import TraceWriter
+
+log = logging.getLogger("modgate")
+# The live view: one INFO line per finished request. `modgate run` leaves the root logger
+# at WARNING (mitmproxy's own tools set DEBUG), so this logger says INFO itself; the
+# terminal's verbosity (`--quiet`: warn) still decides what is shown.
+live = logging.getLogger("modgate.trace")
+
+OPTIONS = {
+    "modgate_trace", "modgate_trace_db", "modgate_trace_retention", "modgate_trace_gap",
+    "modgate_trace_required", "modgate_cache_dir",
+}  # fmt: skip
+
+
+def default_db(cache_dir: str) -> Path:
+    """trace.db beside the cache directory: ~/.modgate/trace.db by default."""
+    return Path(cache_dir).expanduser().absolute().parent / "trace.db"
+
+
+@dataclass
+class _Tunnel:
+    connect: http.HTTPFlow
+    passthrough: bool = False
+
+
+class Tracer:
+    def __init__(self) -> None:
+        self.writer: TraceWriter | None = None
+        self._config: tuple[Path, float, float | None] | None = None
+        self._tunnels: dict[str, _Tunnel] = {}
+
+    def load(self, loader: Loader) -> None:
+        if live.level == logging.NOTSET and live.getEffectiveLevel() > logging.INFO:
+            live.setLevel(logging.INFO)
+        loader.add_option(
+            "modgate_trace", bool, True, "Record every request in the trace database."
+        )
+        loader.add_option(
+            "modgate_trace_db", str, "",
+            "Trace database file; default: trace.db beside modgate_cache_dir.",
+        )  # fmt: skip
+        loader.add_option(
+            "modgate_trace_retention", str, "30d",
+            "How long trace records are kept, e.g. 7d or 12h; 0 keeps them for ever.",
+        )  # fmt: skip
+        loader.add_option(
+            "modgate_trace_gap", str, "10s",
+            "A client's requests further apart than this start a new trace session.",
+        )  # fmt: skip
+        loader.add_option(
+            "modgate_trace_required", bool, False,
+            "Refuse module requests with 503 while the trace cannot be written (audit).",
+        )  # fmt: skip
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & OPTIONS:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        if not ctx.options.modgate_trace:
+            self._close()
+            return
+        try:
+            gap = parse_duration(ctx.options.modgate_trace_gap)
+            retention_text = ctx.options.modgate_trace_retention.strip()
+            retention = None if retention_text in ("0", "") else parse_duration(retention_text)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"modgate_trace: {e}") from e
+        path = Path(ctx.options.modgate_trace_db or default_db(ctx.options.modgate_cache_dir))
+        config = (path.expanduser(), gap, retention)
+        if config == self._config and self.writer is not None:
+            return
+        writer = TraceWriter(config[0], gap=gap, retention=retention)
+        try:
+            writer.start()
+        except TraceError as e:
+            raise exceptions.OptionsError(str(e)) from e
+        self._close()
+        self.writer, self._config = writer, config
+        live.info("modgate: tracing to %s", config[0])
+
+    def running(self) -> None:
+        if self.writer is None and self._config is None and ctx.options.modgate_trace:
+            self._reopen()  # loaded with add(), and no option was ever set
+
+    def done(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
+        self.writer, self._config = None, None
+
+    # --- HTTP requests ---------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or "modgate.request" not in flow.metadata:
+            return
+        if ctx.options.modgate_trace_required and self.writer and not self.writer.healthy:
+            reason = f"cannot record the trace: {self.writer.stats.last_error or 'writer stopped'}"
+            flow.metadata["modgate.error"] = reason
+            flow.response = plain(503, f"modgate: {reason}")
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        writer = self.writer
+        if writer is None or flow.request.method == "CONNECT" or "modgate.traced" in flow.metadata:
+            return
+        flow.metadata["modgate.traced"] = True
+        record, body = record_of(flow)
+        if _live_shown():
+            live.info(live_line(record), extra={"client": flow.client_conn.peername})
+        writer.submit(record, body)
+
+    # --- tunnels modgate passes through ----------------------------------------------------
+
+    def http_connected(self, flow: http.HTTPFlow) -> None:
+        if self.writer is not None:
+            self._tunnels[flow.client_conn.id] = _Tunnel(flow)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        tunnel = self._tunnels.get(nextlayer.context.client.id)
+        if tunnel is None or tunnel.passthrough or nextlayer.layer is None:
+            return
+        if isinstance(nextlayer.layer, layers.TCPLayer):
+            tunnel.passthrough = True  # not intercepted: bytes go through untouched
+        else:
+            del self._tunnels[nextlayer.context.client.id]  # intercepted: requests recorded
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        tunnel = self._tunnels.pop(client.id, None)
+        if tunnel is None or not tunnel.passthrough or self.writer is None:
+            return
+        self._record_tunnel(self.writer, tunnel_record(tunnel.connect, client))
+
+    def http_connect_error(self, flow: http.HTTPFlow) -> None:
+        """A CONNECT answered with an error: refused by a rule, or the host unreachable."""
+        if self.writer is not None:
+            self._record_tunnel(self.writer, tunnel_record(flow, flow.client_conn))
+
+    def _record_tunnel(self, writer: TraceWriter, record: Record) -> None:
+        if _live_shown():
+            live.info(live_line(record), extra={"client": (record.client, record.client_port)})
+        writer.submit(record)
+
+
+_VERBOSITY = {"debug": logging.DEBUG, "info": logging.INFO, "alert": 25, "warn": logging.WARNING,
+              "error": logging.ERROR}  # fmt: skip
+
+
+def _live_shown() -> bool:
+    """Whether the terminal shows INFO lines (not `--quiet`). A log line costs the event
+    loop far more than the record (mitmproxy also turns each into an add_log event), so
+    none is made for nobody."""
+    try:
+        verbosity = ctx.options.termlog_verbosity
+    except AttributeError:  # no terminal log in this master: the event log may show it
+        return True
+    return _VERBOSITY.get(verbosity, logging.INFO) <= logging.INFO
+
+
+# --- flows to records ------------------------------------------------------------------
+
+
+def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
+    """The trace record of a finished flow, and the body to hash when it is a .mod or .zip
+    that no verifier hashed (the writer hashes it, off the event loop)."""
+    meta = flow.metadata
+    req, resp = flow.request, flow.response
+    mod: ModRequest | None = meta.get("modgate.request")
+    scheme, host, port, path = _asked(flow)
+    hashed: dict[str, Any] = meta.get("modgate.hash") or {}
+    ruled: dict[str, Any] = meta.get("modgate.rule") or {}
+    status = resp.status_code if resp is not None else 0
+    error = meta.get("modgate.error") or (flow.error.msg if flow.error else "")
+    record = Record(
+        start=req.timestamp_start,
+        end=(resp.timestamp_end if resp is not None else None) or time.time(),
+        ttfb=resp.timestamp_start - req.timestamp_start if resp and resp.timestamp_start else None,
+        client=_ip(flow.client_conn.peername),
+        client_port=flow.client_conn.peername[1] if flow.client_conn.peername else 0,
+        method=req.method,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        kind=mod.kind.value if mod else OTHER,
+        module=mod.module if mod else "",
+        version=mod.version if mod else "",
+        status=status,
+        bytes_in=_request_size(req),
+        bytes_out=_body_size(flow),
+        cache=str(meta.get("modgate.cache", "")),
+        upstream=str(meta.get("modgate.upstream", "")),
+        attempts=tuple(str(a) for a in meta.get("modgate.attempts", ())),
+        hash_verdict=str(hashed.get("verdict", "")),
+        hash_source=str(hashed.get("source", "")),
+        h1=str(hashed.get("h1", "")),
+        rule_verdict=str(ruled.get("verdict", "")),
+        rule=str(ruled.get("rule", "")),
+        rule_reason=str(ruled.get("reason", "")),
+        error=" ".join(str(error).split()),
+    )
+    body = None
+    if mod and status == 200 and not record.h1 and record.kind in ("mod", "zip") and resp:
+        body = resp.raw_content
+    return record, body
+
+
+def tunnel_record(connect: http.HTTPFlow, client: connection.Client) -> Record:
+    """A CONNECT tunnel: passed through untouched until `client` closed, or refused."""
+    server = connect.server_conn
+    start = connect.request.timestamp_start
+    connected = server.timestamp_tcp_setup
+    ruled: dict[str, Any] = connect.metadata.get("modgate.rule") or {}
+    answer = connect.response
+    if answer is not None and not 200 <= answer.status_code < 300:  # refused, unreachable
+        status, end = answer.status_code, time.time()
+        error = "" if ruled.get("verdict") == "deny" else answer.reason
+    else:
+        status, end = (200 if connected else 502), client.timestamp_end or time.time()
+        error = server.error or ""
+    return Record(
+        start=start,
+        end=end,
+        ttfb=connected - start if connected else None,
+        client=_ip(client.peername),
+        client_port=client.peername[1] if client.peername else 0,
+        method="CONNECT",
+        scheme="tcp",
+        host=connect.request.host,
+        port=connect.request.port,
+        path="",
+        kind=TUNNEL,
+        status=status,
+        rule_verdict=str(ruled.get("verdict", "")),
+        rule=str(ruled.get("rule", "")),
+        rule_reason=str(ruled.get("reason", "")),
+        error=" ".join(error.split()),
+    )
+
+
+def _asked(flow: http.HTTPFlow) -> tuple[str, str, int, str]:
+    """Scheme, host, port and path as the client asked: the flow may have been re-pointed
+    at the blob server, and on the GOPROXY endpoint the client asked modgate itself for
+    the first proxy's tree, which is recorded under that proxy's URL."""
+    meta, req = flow.metadata, flow.request
+    url = meta.get("modgate.url")
+    if (
+        url
+        and "modgate.proxy" in meta
+        and isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
+    ):
+        url = meta["modgate.proxy"].rstrip("/") + urlsplit(url).path
+    if not url:
+        return req.scheme, req.pretty_host, req.port, req.path
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, parts.hostname or "", parts.port or default, path
+
+
+def _ip(peername: tuple[str, int] | None) -> str:
+    if not peername:
+        return ""
+    return peername[0].removeprefix("::ffff:")
+
+
+def _request_size(req: http.Request) -> int:
+    line = len(req.method) + len(req.path) + 12
+    head = sum(len(k) + len(v) + 4 for k, v in req.headers.fields)
+    return line + head + 2 + len(req.raw_content or b"")
+
+
+def _body_size(flow: http.HTTPFlow) -> int | None:
+    resp = flow.response
+    if resp is None:
+        return None
+    if resp.raw_content is not None:
+        return len(resp.raw_content)
+    if flow.error is not None:
+        return None  # a streamed body cut short: how much went out is not known
+    try:
+        return int(resp.headers.get("Content-Length", ""))
+    except ValueError:
+        return None

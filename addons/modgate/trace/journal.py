@@ -1,0 +1,79 @@
+"""The pending journal: each record is appended here, one line, before the request goes
+on, so a record survives modgate being killed before the writer has committed it.
+
+    <seq> <JSON array of record.COLUMNS>\\n
+
+One `write(2)` per record to a file opened with O_APPEND: the bytes are in the
+operating system's page cache when `append` returns, which is what surviving SIGKILL
+takes (surviving a power cut would take an fsync per request; SQLite's WAL with
+synchronous=NORMAL makes the same trade). The writer thread truncates the journal
+whenever everything in it is committed; on start it replays the lines whose sequence
+number the database has not seen (`TraceDB.journal_seq`).
+
+Appending a line and queueing the record happen under one lock, and so does the
+writer's check-and-truncate, so no line is truncated before its record is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from modgate.trace.record import COLUMNS, Record
+
+
+def encode(record: Record) -> bytes:
+    values = [getattr(record, c) for c in COLUMNS]
+    return json.dumps(values, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> Record:
+    values = dict(zip(COLUMNS, json.loads(data), strict=True))
+    values["attempts"] = tuple(values["attempts"])
+    return Record(**values)
+
+
+def read(path: Path) -> list[tuple[int, Record]]:
+    """The journal's entries; a torn last line (the process died mid-write) is skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in data.split(b"\n"):
+        seq, _, body = line.partition(b" ")
+        try:
+            entries.append((int(seq), decode(body)))
+        except (ValueError, TypeError):
+            continue
+    return entries
+
+
+class Journal:
+    def __init__(self, path: Path, last_seq: int) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+        self._seq = last_seq
+
+    def append(self, record: Record, then: Callable[[int], None]) -> None:
+        """Append `record` and call `then(seq)` (queue it) before anyone can truncate."""
+        line = encode(record)
+        with self._lock:
+            self._seq += 1
+            os.write(self._fd, b"%d %s\n" % (self._seq, line))
+            then(self._seq)
+
+    def truncate_if(self, drained: Callable[[], bool]) -> bool:
+        """Empty the journal if `drained()` says every queued record is committed."""
+        with self._lock:
+            if not drained():
+                return False
+            os.ftruncate(self._fd, 0)
+            return True
+
+    def close(self) -> None:
+        os.close(self._fd)

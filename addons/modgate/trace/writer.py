@@ -1,0 +1,286 @@
+"""The trace writer: one thread owns the trace database; the proxy only enqueues.
+
+`submit` appends the record to the pending journal (one small write: from then on it
+survives modgate being killed) and queues it, and returns: no SQLite on the event
+loop, and no waiting for a commit. The thread takes everything queued (up to `batch`
+records), places each in its session, inserts them in one transaction with the
+journal's sequence number, commits, calls each record's `done` callback, and empties
+the journal once nothing queued is left uncommitted. On start it replays the journal
+lines the database has not seen: what a killed modgate had not committed yet.
+
+A batch that cannot be written (disk full, database locked for long) is logged as an
+error, counted, and tried again every RETRY_WAIT seconds with what has arrived since;
+its lines stay in the journal until it is committed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modgate import dirhash
+from modgate.trace import journal
+from modgate.trace.record import Record
+from modgate.trace.sessions import DEFAULT_GAP, Begin, Label, Sessionizer
+from modgate.trace.store import TraceDB
+
+log = logging.getLogger("modgate")
+
+Done = Callable[[str | None], None]
+"""Called on the writer thread once the record is committed (None) or failed (the error)."""
+
+PRUNE_EVERY = 600.0
+PRUNE_CHUNK = 5_000
+# Labels stopped longer ago than this no longer take requests (which start after them).
+LABELS_SINCE = 86400.0
+# A batch that fails is tried again after this long, with what has arrived since; at most
+# this many records wait (in memory; they are in the journal too), the oldest go first.
+RETRY_WAIT = 1.0
+RETRY_MAX = 100_000
+
+
+@dataclass(frozen=True)
+class _Item:
+    record: Record
+    body: bytes | None = None  # a served .mod/.zip, to compute its h1 when none was given
+    done: Done | None = None
+    seq: int = 0  # its line in the journal
+
+
+_STOP = object()
+
+
+@dataclass
+class Stats:
+    written: int = 0
+    failures: int = 0  # attempts to write a batch that failed
+    dropped: int = 0  # records given up after failures (past RETRY_MAX waiting)
+    recovered: int = 0  # replayed from the journal on start
+    batches: int = 0
+    busy: float = 0.0  # seconds the thread spent writing
+    last_error: str = ""
+
+
+class TraceWriter:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        gap: float = DEFAULT_GAP,
+        retention: float | None = None,
+        batch: int = 512,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path, self.retention, self.batch, self.clock = path, retention, batch, clock
+        self.sessionizer = Sessionizer(gap)
+        self.stats = Stats()
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._db: TraceDB | None = None
+        self._next_prune = 0.0
+        self._failing = False
+        self._pruned = 0
+        self._cached_labels: list[Label] | None = None
+        self._retry: list[_Item] = []
+        self.journal_path = path.with_name(path.name + ".pending")
+        self._journal: journal.Journal | None = None
+
+    def start(self) -> None:
+        """Open the database (a TraceError is raised here, not later), queue what the
+        journal holds that the database lacks, and start the thread."""
+        self._db = TraceDB(self.path, threaded=True)
+        committed = self._db.journal_seq()
+        pending = [(s, r) for s, r in journal.read(self.journal_path) if s > committed]
+        # Requests replayed, or arriving soon, carry on with the sessions they were part of.
+        since = min([self.clock(), *(r.start for _, r in pending)]) - self.sessionizer.gap
+        for client, session, last_end in self._db.open_sessions(since):
+            self.sessionizer.resume(client, session, last_end)
+        for seq, record in pending:
+            self._queue.put(_Item(record, seq=seq))
+        self.stats.recovered = len(pending)
+        if pending:
+            log.warning(
+                "modgate: trace: recovering %d requests recorded before modgate stopped "
+                "without writing them (%s)", len(pending), self.journal_path,
+            )  # fmt: skip
+        last = max([committed, *(s for s, _ in pending)])
+        self._journal = journal.Journal(self.journal_path, last)
+        self._thread = threading.Thread(target=self._run, name="modgate-trace", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then close the database and the journal."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("modgate: trace writer did not finish within %.0fs", timeout)
+        elif self._journal is not None:
+            self._journal.close()
+        self._thread = None
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and the last batch was written."""
+        return self._thread is not None and self._thread.is_alive() and not self._failing
+
+    def submit(self, record: Record, body: bytes | None = None, done: Done | None = None) -> None:
+        """Journal and queue a record (on the caller's thread: one small write, no SQLite).
+        A stopped writer reports it lost at once."""
+        if self._thread is None or not self._thread.is_alive() or self._journal is None:
+            self.stats.dropped += 1
+            if done is not None:
+                done(f"the trace writer for {self.path} is not running")
+            return
+        try:
+            self._journal.append(
+                record, lambda seq: self._queue.put(_Item(record, body, done, seq))
+            )
+        except OSError as e:  # the journal's disk is full or gone: the record is not lost yet
+            log.error("modgate: cannot append to the trace journal %s: %s", self.journal_path, e)
+            self._queue.put(_Item(record, body, done))
+
+    def _run(self) -> None:
+        assert self._db is not None
+        try:
+            while True:
+                wait = RETRY_WAIT if self._retry else self._until_prune()
+                try:
+                    items = [self._queue.get(timeout=wait)]
+                except queue.Empty:
+                    items = []
+                    if not self._retry:
+                        self._prune()
+                        continue
+                while items and len(items) < self.batch:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                batch = self._retry + [i for i in items if isinstance(i, _Item)]
+                self._retry = []
+                if batch:
+                    self._write(batch)
+                if _STOP in items:
+                    self._drain()
+                    if self._journal is not None and not self._failing:
+                        self._journal.truncate_if(self._queue.empty)
+                    return
+                if self._until_prune() == 0:
+                    self._prune()
+        finally:
+            self._db.close()
+
+    def _until_prune(self) -> float | None:
+        if self.retention is None:
+            return None
+        return max(0.0, self._next_prune - self.clock())
+
+    def _drain(self) -> None:
+        """The last attempt, at stop: what fails stays in the journal for the next start."""
+        rest: list[_Item] = self._retry
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Item):
+                rest.append(item)
+        if rest:
+            self._write(rest)
+
+    def _write(self, batch: list[_Item]) -> None:
+        assert self._db is not None
+        began = time.perf_counter()
+        error: str | None = None
+        try:
+            records = [_with_h1(item) for item in batch]
+            with self._db.transaction():
+                labels = self._labels()
+                self._db.insert(records, [self._place(r, labels) for r in records])
+                seq = max(item.seq for item in batch)
+                if seq:
+                    self._db.set_journal_seq(seq)
+            self.stats.written += len(records)
+            self._failing = False
+            if self._journal is not None:
+                self._journal.truncate_if(self._queue.empty)
+        except Exception as e:  # sqlite3.Error, TraceError, or a bug: the writer goes on
+            error = f"cannot write the trace to {self.path}: {e}"
+            self.stats.failures += 1
+            self.stats.last_error = error
+            self._failing = True
+            # Sessions begun in the rolled-back transaction do not exist.
+            self.sessionizer = Sessionizer(self.sessionizer.gap)
+            self._cached_labels = None
+            self._retry, batch = batch[-RETRY_MAX:], batch[:-RETRY_MAX]
+            self.stats.dropped += len(batch)
+            log.error(
+                "modgate: %s (%d requests waiting, retried every %.0fs; %d given up)",
+                error, len(self._retry), RETRY_WAIT, self.stats.dropped,
+            )  # fmt: skip
+        self.stats.batches += 1
+        self.stats.busy += time.perf_counter() - began
+        for item in batch:
+            if item.done is not None:
+                try:
+                    item.done(error)
+                except Exception:  # a callback must not stop the writer
+                    log.exception("modgate: trace callback failed")
+
+    def _labels(self) -> list[Label]:
+        """The labelled sessions, read again only when another process wrote."""
+        assert self._db is not None
+        if self._db.changed_elsewhere() or self._cached_labels is None:
+            self._cached_labels = self._db.labels(since=self.clock() - LABELS_SINCE)
+        return self._cached_labels
+
+    def _place(self, record: Record, labels: list[Label]) -> int:
+        """The session `record` goes into, begun now if it is a new one."""
+        assert self._db is not None
+        decision = self.sessionizer.place(record.client, record.start, labels)
+        if isinstance(decision, Begin):
+            session = self._db.new_session(record.client, record.start)
+        else:
+            session = decision.session
+        self.sessionizer.joined(record.client, decision, session, record.end)
+        return session
+
+    def _prune(self) -> None:
+        """One chunk of retention: short, so records keep flowing while a backlog goes."""
+        assert self._db is not None and self.retention is not None
+        try:
+            deleted = self._db.prune(self.clock() - self.retention, PRUNE_CHUNK)
+        except sqlite3.Error as e:
+            log.error("modgate: cannot prune the trace database %s: %s", self.path, e)
+            deleted = 0
+        more = deleted == PRUNE_CHUNK
+        self._next_prune = self.clock() + (0.0 if more else PRUNE_EVERY)
+        self._pruned += deleted
+        if not more and self._pruned:
+            log.info("modgate: trace: removed %d requests past the retention", self._pruned)
+            self._pruned = 0
+
+
+def _with_h1(item: _Item) -> Record:
+    """The record with the h1 of its body when no verifier gave one (off the event loop)."""
+    record, body = item.record, item.body
+    if body is None or record.h1 or record.status != 200:
+        return record
+    try:
+        if record.kind == "mod":
+            return record.replace(h1=dirhash.hash_gomod(body))
+        if record.kind == "zip":
+            prefix = f"{record.module}@{record.version}/"
+            return record.replace(h1=dirhash.hash_zip(io.BytesIO(body), prefix))
+    except (ValueError, dirhash.ZipError):
+        pass  # not a valid module zip: no hash to give
+    return record

@@ -1,0 +1,217 @@
+"""modgate trace: what went through modgate, per session (one `go` invocation).
+
+    modgate trace ls                      sessions: when, client, requests, hit ratio, ...
+    modgate trace show ID|last [--json]   a session's requests in order, and a summary
+    modgate trace last                    the same as `show last`
+    modgate trace export ID --har FILE    HAR 1.2, for browser devtools
+    modgate trace export ID --flows FILE  a mitmproxy flow file, for mitmweb
+    modgate trace waterfall ID -o FILE    a timeline picture: FILE.svg, .png or .html
+    modgate trace sequence ID             a Mermaid sequence diagram
+    modgate trace sbom ID -o FILE         a CycloneDX SBOM of the module versions downloaded
+    modgate trace start NAME / stop       label the requests between them as one session
+
+Sessions: a client's requests belong to one session until it pauses for longer than the
+gap (modgate_trace_gap, 10 s); `start NAME` ... `stop` groups everything in between.
+The database is CONFDIR/trace.db (the modgate_trace_db option of `modgate run` moves it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from modgate.trace.store import TraceDB
+
+
+def add_parser(sub: Any) -> None:
+    """Add `modgate trace` to the subcommands of the modgate command line."""
+    from modgate.addons.settings import default_home
+
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("where the traces are")
+    where.add_argument(
+        "--confdir", type=Path, default=default_home(),
+        help="modgate's state directory (default: %(default)s, or $MODGATE_HOME)",
+    )  # fmt: skip
+    where.add_argument("--db", type=Path, default=None, help="default: CONFDIR/trace.db")
+
+    trace = sub.add_parser(
+        "trace", help="show what went through modgate", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    trace.set_defaults(func=lambda _: (trace.print_help(), 2)[1])
+    commands = trace.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = commands.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def session_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("session", metavar="ID", help="a session ID from `trace ls`, or 'last'")
+
+    p = command("ls", cmd_ls, "list sessions, oldest first")
+    p.add_argument(
+        "-n", "--limit", type=int, default=20, help="the latest N (default: %(default)s)"
+    )
+    p.add_argument("--all", action="store_true", help="every session")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+
+    p = command("show", cmd_show, "a session's requests in order, and a summary")
+    session_arg(p)
+    p.add_argument("--json", action="store_true", help="one JSON document")
+
+    p = command("last", cmd_show, "the latest session's requests (show last)")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(session="last")
+
+    p = command("export", cmd_export, "write a session as HAR or as a mitmproxy flow file")
+    session_arg(p)
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--har", type=Path, metavar="FILE", help="HAR 1.2 (browser devtools)")
+    out.add_argument("--flows", type=Path, metavar="FILE", help="mitmproxy flows (mitmweb -r)")
+
+    p = command("waterfall", cmd_waterfall, "draw a session's timeline")
+    session_arg(p)
+    p.add_argument("-o", "--output", type=Path, required=True, action="append", metavar="FILE",
+                   help="FILE.svg, FILE.png or FILE.html; repeat for several")  # fmt: skip
+
+    p = command("sequence", cmd_sequence, "a session as a Mermaid sequence diagram")
+    session_arg(p)
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: standard output")
+    p.add_argument(
+        "--limit", type=int, default=500, help="requests drawn, 0 for all (default: %(default)s)"
+    )
+
+    p = command("sbom", cmd_sbom, "a CycloneDX SBOM of the module versions a session downloaded")
+    session_arg(p)
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: standard output")
+
+    p = command("start", cmd_start, "begin a labelled session: everything until `stop`")
+    p.add_argument("name")
+    command("stop", cmd_stop, "end the labelled session")
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    return Path(args.db or Path(args.confdir) / "trace.db").expanduser()
+
+
+@contextmanager
+def _open(args: argparse.Namespace, create: bool = False) -> Iterator[TraceDB]:
+    db = TraceDB(db_path(args), create=create)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from modgate.trace.report import ls_text, summary_json
+
+    with _open(args) as db:
+        sessions = db.sessions(None if args.all else args.limit)
+    if args.json:
+        print(json.dumps([summary_json(s) for s in sessions], indent=2))
+    else:
+        sys.stdout.write(ls_text(sessions))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from modgate.trace.report import show_json, show_text
+
+    with _open(args) as db:
+        session = db.session(db.resolve(args.session))
+        records = db.records(session.id)
+    if args.json:
+        print(json.dumps(show_json(session, records), indent=2))
+    else:
+        sys.stdout.write(show_text(session, records))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from modgate.trace.flows import write_flows, write_har
+
+    with _open(args) as db:
+        session = db.session(db.resolve(args.session))
+        records = db.records(session.id)
+    if args.har:
+        n = write_har(session, records, args.har)
+        print(f"wrote {n} requests of session {session.id} to {args.har} (HAR 1.2)")
+    else:
+        n = write_flows(records, args.flows)
+        print(f"wrote {n} requests of session {session.id} to {args.flows} (mitmproxy flows)")
+    return 0
+
+
+def cmd_waterfall(args: argparse.Namespace) -> int:
+    from modgate.errors import ModgateError
+    from modgate.trace.waterfall import SUFFIXES, render
+
+    wrong = [str(o) for o in args.output if o.suffix.lower() not in SUFFIXES]
+    if wrong:
+        raise ModgateError(f"{', '.join(wrong)}: write a .svg, .png or .html file")
+    with _open(args) as db:
+        session = db.session(db.resolve(args.session))
+        records = db.records(session.id)
+    for output in args.output:
+        render(session, records, output)
+        print(f"wrote the waterfall of session {session.id} ({len(records)} requests) to {output}")
+    return 0
+
+
+def cmd_sequence(args: argparse.Namespace) -> int:
+    from modgate.trace.sequence import mermaid
+
+    with _open(args) as db:
+        session = db.session(db.resolve(args.session))
+        records = db.records(session.id)
+    _emit(mermaid(session, records, args.limit), args.output)
+    return 0
+
+
+def cmd_sbom(args: argparse.Namespace) -> int:
+    from modgate.trace.sbom import downloaded, sbom_json
+
+    with _open(args) as db:
+        session = db.session(db.resolve(args.session))
+        records = db.records(session.id)
+    _emit(sbom_json(session, records), args.output)
+    if args.output:
+        found = downloaded(records)
+        unhashed = sum(1 for d in found if not d.zip.h1)
+        note = f" ({unhashed} without an h1 hash)" if unhashed else ""
+        print(f"wrote an SBOM of {len(found)} module versions{note} to {args.output}")
+    return 0
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    with _open(args, create=True) as db:
+        label = db.start_label(args.name, time.time())
+    print(f"session {label.session} {label.name!r} started: everything goes into it until `stop`")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    with _open(args, create=True) as db:
+        stopped = db.stop_label(time.time())
+    if not stopped:
+        print("no labelled session was open")
+        return 1
+    for label in stopped:
+        print(f"session {label.session} {label.name!r} stopped")
+    return 0

@@ -1,0 +1,288 @@
+"""Traces end to end: the real go command through a real `modgate run`, then the
+`modgate trace` commands run as a user runs them, in a shell of their own.
+
+What go asked for is read back from its module cache (each .mod and .zip there is a
+request it completed), so the trace is checked against the client, not against itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cyclonedx.schema import SchemaVersion
+from mitmproxy.io import FlowReader, read_flows_from_paths
+from PIL import Image
+
+from modgate.cli import main
+from world.gate import Gate, modgate_command
+from world.gocmd import find_go, go_env, run_go
+from world.modules import UPPER, MainModule, World, graph, write_main_module
+from world.upstream import Upstream
+
+pytestmark = pytest.mark.e2e
+
+HOST = "proxy.modgate.test"
+PRIVATE = "example.modgate.test"
+
+
+def rules(upstream: Upstream) -> str:
+    return (
+        f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url!r}\n"
+        f"checksum:\n  private: {PRIVATE}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = graph(workdir=tmp_path_factory.mktemp("world"))
+    yield w
+    w.close()
+
+
+def trace(gate: Gate, *args: str) -> subprocess.CompletedProcess[str]:
+    """`modgate trace ARGS --db …` as a user runs it."""
+    db = str(gate.home / "trace.db")
+    done = subprocess.run(
+        modgate_command("trace", *args, "--db", db), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"modgate trace {' '.join(args)}: {done.stderr}"
+    return done
+
+
+def trace_json(gate: Gate, *args: str) -> Any:
+    return json.loads(trace(gate, *args, "--json").stdout)
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"!([a-z])", lambda m: m.group(1).upper(), text)
+
+
+def fetched(gopath: Path) -> list[tuple[str, str, str]]:
+    """(kind, module, version) of every .mod and .zip in a client's module cache."""
+    root = gopath / "pkg" / "mod" / "cache" / "download"
+    found = []
+    for path in root.rglob("*"):
+        if path.suffix in (".mod", ".zip") and path.parent.name == "@v":
+            module = _unescape(str(path.parent.parent.relative_to(root)))
+            found.append((path.suffix[1:], module, _unescape(path.stem)))
+    return sorted(found)
+
+
+def asked(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return sorted((r["kind"], r["module"], r["version"]) for r in records)
+
+
+def wait_for_records(db: Path, n: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db) as conn:
+            if conn.execute("SELECT count(*) FROM requests").fetchone()[0] >= n:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} records in {db} after {timeout}s")
+
+
+def copy_app(app: MainModule, dest: Path) -> Path:
+    shutil.copytree(app.dir, dest)
+    return dest
+
+
+def test_a_cold_then_a_warm_go_mod_tidy_as_the_trace_shows_them(
+    world: World, tmp_path: Path
+) -> None:
+    app = write_main_module(world, tmp_path / "app")
+    pristine = copy_app(app, tmp_path / "pristine")
+    with Upstream(world) as upstream, Gate(tmp_path / "gate", rules(upstream)) as gate:
+        cold = gate.client_env(go_env(tmp_path / "cold", f"https://{HOST}"), "proxy")
+        run_go(["mod", "tidy"], cold, app.dir)
+
+        shown = trace_json(gate, "last")
+        records = shown["requests"]
+        assert asked(records) == fetched(tmp_path / "cold" / "gopath")  # every request, once
+        assert {r["cache"] for r in records} == {"miss"}
+        assert all(r["status"] == 200 and r["host"] == HOST for r in records)
+        assert [r["start"] for r in records] == sorted(r["start"] for r in records)
+        upper = next(r for r in records if r["module"] == UPPER and r["kind"] == "zip")
+        assert upper["path"] == "/example.modgate.test/%21upper/%21case/@v/v1.2.1.zip"  # as sent
+        assert upper["h1"] == world.get(UPPER, "v1.2.1").zip_hash
+        assert upper["upstream"] == upstream.url and upper["attempts"] == [f"{upstream.url}: 200"]
+        assert 0 < upper["ttfb"] <= upper["end"] - upper["start"]
+
+        text = trace(gate, "last").stdout  # the table a person reads, in request order
+        rows = [line.split() for line in text.splitlines() if re.match(r"\s*\d+\s+\+", line)]
+        assert [(row[4], row[5]) for row in rows] == [
+            (r["kind"], f"{r['module']}@{r['version']}") for r in records
+        ]
+        assert f"cache:    miss {len(records)}" in text
+
+        # a second client, a moment later, labelled: everything comes from the cache
+        trace(gate, "start", "warm")
+        warm = gate.client_env(go_env(tmp_path / "warm", f"https://{HOST}"), "proxy")
+        run_go(["mod", "tidy"], warm, pristine)
+        trace(gate, "stop")
+        again = trace_json(gate, "last")
+        assert again["session"]["label"] == "warm"
+        assert asked(again["requests"]) == asked(records)
+        assert {r["cache"] for r in again["requests"]} == {"hit"}
+
+        sessions = trace_json(gate, "ls")
+        assert [(s["label"], s["requests"]) for s in sessions] == [
+            ("", len(records)),
+            ("warm", len(records)),
+        ]
+        assert [s["hit_ratio"] for s in sessions] == [0.0, 1.0]
+        cold_id = str(sessions[0]["id"])
+        exports(gate, cold_id, records, tmp_path / "out", world)
+    # the live view: one line per finished request in modgate's log
+    assert re.search(
+        r"\] zip example\.modgate\.test/Upper/Case@v1\.2\.1 200 miss \d+", gate.output()
+    )
+
+
+def exports(
+    gate: Gate, session: str, records: list[dict[str, Any]], out: Path, world: World
+) -> None:
+    """The exports, through the same command line in this process (a subprocess each
+    would only add interpreter start-ups)."""
+
+    def cli(*args: str) -> None:
+        assert main(["trace", *args, "--db", str(gate.home / "trace.db")]) == 0
+
+    out.mkdir()
+    cli("export", session, "--har", str(out / "s.har"))
+    har = json.loads((out / "s.har").read_text())
+    assert har["log"]["version"] == "1.2"
+    entries = har["log"]["entries"]
+    assert [e["_modgate"]["id"] for e in entries] == [r["id"] for r in records]
+    assert [e["response"]["bodySize"] for e in entries] == [r["bytes_out"] for r in records]
+    loaded = read_flows_from_paths([str(out / "s.har")])  # mitmproxy's own HAR reader
+    assert [f.request.url for f in loaded] == [  # type: ignore[attr-defined]
+        f"https://{HOST}{r['path']}" for r in records
+    ]
+
+    cli("export", session, "--flows", str(out / "s.flows"))
+    with (out / "s.flows").open("rb") as f:
+        flows = list(FlowReader(f).stream())
+    assert [f.metadata["modgate.trace"]["id"] for f in flows] == [r["id"] for r in records]
+    assert all(f.response.headers["X-Modgate-Cache"] == "miss" for f in flows)  # type: ignore[attr-defined]
+
+    cli(
+        "waterfall",
+        session,
+        "-o",
+        str(out / "w.svg"),
+        "-o",
+        str(out / "w.png"),
+        "-o",
+        str(out / "w.html"),
+    )
+    modules = {r["module"] for r in records}
+    svg = (out / "w.svg").read_text()
+    assert svg.startswith("<svg") and all(f">{m}</text>" in svg for m in modules)
+    assert svg.count("<rect x=") >= len(records)
+    assert svg in (out / "w.html").read_text()
+    with Image.open(out / "w.png") as png:
+        assert png.format == "PNG"
+        assert png.width >= 1000 and png.height >= 18 * (len(records) + len(modules))
+    assert (out / "w.png").stat().st_size > 10_000
+
+    cli("sequence", session, "-o", str(out / "seq.mmd"))
+    sequence = (out / "seq.mmd").read_text()
+    assert sequence.startswith("sequenceDiagram")
+    assert len(re.findall(r"^    C0->>M: GET ", sequence, re.M)) == len(records)
+
+    cli("sbom", session, "-o", str(out / "sbom.json"))
+    text = (out / "sbom.json").read_text()
+    from cyclonedx.validation.json import JsonStrictValidator  # slow import: only here
+
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    components = json.loads(text)["components"]
+    zips = sorted((r["module"], r["version"]) for r in records if r["kind"] == "zip")
+    assert sorted((c["name"], c["version"]) for c in components) == zips
+    for c in components:
+        props = {p["name"]: p["value"] for p in c["properties"]}
+        mv = world.get(c["name"], c["version"])
+        assert props["modgate:h1"] == mv.zip_hash
+        assert props["modgate:h1:go.mod"] == mv.gomod_hash
+        assert c["purl"] == f"pkg:golang/{c['name']}@{c['version']}"
+
+
+@pytest.mark.parametrize("stalled", [False, True], ids=["database-keeps-up", "database-stalled"])
+def test_sigkill_mid_download_loses_no_completed_request(
+    world: World, tmp_path: Path, stalled: bool
+) -> None:
+    """Every request go completed before modgate was killed is in the trace once modgate
+    runs again: committed then, or in the journal it replays on start. Stalled: another
+    process holds the database's write lock all along, so nothing is committed before
+    the kill and everything comes back from the journal."""
+    app = write_main_module(world, tmp_path / "app")
+    with Upstream(world) as upstream:
+        # A zip go asks for late crawls, so the gate dies with the download in full swing.
+        slow = upstream.fault("*/victor/@v/*.zip", throttle=32)
+        gate = Gate(tmp_path / "gate", rules(upstream)).start()
+        db = sqlite3.connect(gate.home / "trace.db", isolation_level=None)
+        if stalled:
+            db.execute("BEGIN IMMEDIATE")
+        env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}"), "goproxy")
+        go = subprocess.Popen(
+            [find_go(), "mod", "tidy"], env=env, cwd=app.dir,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while len(fetched(tmp_path / "c" / "gopath")) < 10 or not slow.hits:
+                assert time.monotonic() < deadline, "the download did not get going"
+                assert go.poll() is None, "go finished before modgate was killed"
+                time.sleep(0.02)
+            assert gate.proc is not None
+            gate.proc.kill()  # SIGKILL: no clean-up, no flush
+            gate.proc.wait()
+            done = fetched(tmp_path / "c" / "gopath")  # what go completed, looked at after
+        finally:
+            go.kill()
+            go.wait()
+            gate.stop()
+            if stalled:
+                db.execute("ROLLBACK")
+        if stalled:
+            assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 0
+        db.close()
+        with Gate(tmp_path / "gate", rules(upstream)) as again:  # modgate, started again
+            sessions = trace_json(again, "ls")
+            records = trace_json(again, "last")["requests"]
+    if stalled:
+        assert re.search(r"recovering \d+ requests recorded before modgate stopped", again.output())
+    assert len(sessions) == 1  # what was replayed carries on with the session it was in
+    recorded = {(r["kind"], r["module"], r["version"]) for r in records if r["status"] == 200}
+    assert set(done) <= recorded, set(done) - recorded
+    assert not any(m.endswith("/victor") and k == "zip" for k, m, _ in recorded)  # in flight
+    assert {r["host"] for r in records} == {HOST}  # the GOPROXY endpoint, under its proxy
+
+
+def test_a_tunnel_to_a_host_modgate_does_not_gate(world: World, tmp_path: Path) -> None:
+    with Upstream(world) as upstream, Gate(tmp_path / "gate", rules(upstream)) as gate:
+        proxy = gate.proxy_url.removeprefix("http://")
+        host, port = proxy.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.set_tunnel("127.0.0.1", upstream.port)  # not a module proxy: passed through
+        conn.request("GET", "/example.modgate.test/alpha/@v/list")
+        assert conn.getresponse().read().decode().split() == world.list_versions(f"{PRIVATE}/alpha")
+        conn.close()
+        wait_for_records(gate.home / "trace.db", 1)  # recorded when the tunnel closes
+        records = trace_json(gate, "last")["requests"]
+    assert len(records) == 1
+    tunnel = records[0]
+    assert (tunnel["kind"], tunnel["method"], tunnel["host"], tunnel["port"]) == (
+        "tunnel", "CONNECT", "127.0.0.1", upstream.port,
+    )  # fmt: skip
+    assert tunnel["status"] == 200 and tunnel["end"] >= tunnel["start"]

@@ -67,3 +67,20 @@ def test_env_prints_a_bundle_with_system_cas_and_modgate_ca(tmp_path: Path) -> N
 def test_env_goproxy_endpoint(tmp_path: Path) -> None:
     out = run_modgate("env", "--goproxy", "http://127.0.0.1:8081", cwd=tmp_path)
     assert out.stdout == "export GOPROXY=http://127.0.0.1:8081\n"
+
+
+def test_run_sets_options_and_logs_what_it_gates(tmp_path: Path) -> None:
+    trace_db = tmp_path / "elsewhere.db"
+    rules = "proxies:\n  - url: https://proxy.modgate.test\nchecksum:\n  databases: []\n"
+    gate = Gate(tmp_path, rules)
+    gate.extra_args = ["--set", f"modgate_trace_db={trace_db}"]
+    with gate:
+        pass
+    assert "modgate: gating https://proxy.modgate.test" in gate.output()
+    assert trace_db.exists()
+
+
+def test_run_refuses_an_unknown_option(tmp_path: Path) -> None:
+    out = run_modgate("run", "--confdir", str(tmp_path / "c"), "--set", "modgate_nope=1", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "modgate_nope" in out.stderr

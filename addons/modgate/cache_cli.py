@@ -6,12 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from modgate.store import DiskStore
-from modgate.verify import recheck
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from modgate.addons.settings import default_home
+    from modgate.home import default_home
 
     cache = sub.add_parser("cache", help="inspect and repair the cache")
     actions = cache.add_subparsers(metavar="ACTION", required=True)
@@ -28,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from modgate.store import DiskStore
+    from modgate.verify import recheck
+
     store = DiskStore(args.cache_dir.expanduser() / "artifacts", size_limit=None)
     total = len(store)
     checked = size = 0

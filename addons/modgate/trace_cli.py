@@ -31,7 +31,7 @@ from modgate.trace.store import TraceDB
 
 def add_parser(sub: Any) -> None:
     """Add `modgate trace` to the subcommands of the modgate command line."""
-    from modgate.addons.settings import default_home
+    from modgate.home import default_home
 
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("where the traces are")

@@ -40,6 +40,7 @@ class Gate:
         self.log = home / "modgate.log"
         self.rules_text = rules
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []
         self.proxy_url = self.goproxy_url = ""
 
     def start(self, timeout: float = 60) -> Gate:
@@ -48,7 +49,7 @@ class Gate:
         self.log.write_bytes(b"")
         args = ["run", "--listen-port", "0", "--goproxy-port", str(free_port()),
                 "--confdir", str(self.confdir), "--cache-dir", str(self.cache_dir),
-                "--rules", str(self.rules)]  # fmt: skip
+                "--rules", str(self.rules), *self.extra_args]  # fmt: skip
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 modgate_command(*args), stdout=out, stderr=subprocess.STDOUT, cwd=self.home,

@@ -29,6 +29,7 @@ from modgate.config import (
 )
 from modgate.errors import ModgateError
 from modgate.gateway import Gateway
+from modgate.home import default_home
 from modgate.store import DiskStore
 from modgate.upstream import HttpFetcher
 from modgate.verify import Checker, Pins
@@ -42,10 +43,6 @@ OPTIONS = (
     "modgate_gosumdb",
     "modgate_intercept_all",
 )
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("MODGATE_HOME") or Path.home() / ".modgate")
 
 
 @dataclass

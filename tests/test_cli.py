@@ -81,6 +81,8 @@ def test_run_sets_options_and_logs_what_it_gates(tmp_path: Path) -> None:
 
 
 def test_run_refuses_an_unknown_option(tmp_path: Path) -> None:
-    out = run_modgate("run", "--confdir", str(tmp_path / "c"), "--set", "modgate_nope=1", cwd=tmp_path)
+    out = run_modgate(
+        "run", "--confdir", str(tmp_path / "c"), "--set", "modgate_nope=1", cwd=tmp_path
+    )
     assert out.returncode == 2
     assert "modgate_nope" in out.stderr

@@ -38,13 +38,6 @@ def rules(chain: str, ttl: str = "10m") -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
-
-
 @pytest.fixture
 def upstream(world: World) -> Iterator[Upstream]:
     with Upstream(world) as up:

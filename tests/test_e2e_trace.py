@@ -14,7 +14,6 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from PIL import Image
 from modgate.cli import main
 from world.gate import Gate, modgate_command
 from world.gocmd import find_go, go_env, run_go
-from world.modules import UPPER, MainModule, World, graph, write_main_module
+from world.modules import UPPER, MainModule, World, write_main_module
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -40,13 +39,6 @@ def rules(upstream: Upstream) -> str:
         f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url!r}\n"
         f"checksum:\n  private: {PRIVATE}\n"
     )
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
 
 
 def trace(gate: Gate, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modgate.errors import CacheError
-from modgate.store import INLINE_MAX, DiskStore, Entry, Hit, Miss, Stale
+from modgate.store import INLINE_MAX, MEMORY_MAX, DiskStore, Entry, Hit, Miss, Stale
 
 
 def entry_for(key: str, body: bytes, expires_at: float | None = None) -> Entry:
@@ -35,7 +35,9 @@ def put(
     return entry
 
 
-@pytest.mark.parametrize("size", [0, 100, INLINE_MAX, INLINE_MAX + 1, 3 << 20])
+@pytest.mark.parametrize(
+    "size", [0, 100, INLINE_MAX, INLINE_MAX + 1, MEMORY_MAX, MEMORY_MAX + 1, 3 << 20]
+)
 def test_roundtrip_small_in_memory_large_as_file(
     store: DiskStore, tmp_path: Path, size: int
 ) -> None:
@@ -45,12 +47,26 @@ def test_roundtrip_small_in_memory_large_as_file(
     opened = store.open(entry)
     assert opened is not None
     try:
-        if size < INLINE_MAX:
+        if size <= MEMORY_MAX:  # stored inline, or as a file read whole when opened
             assert opened.data == body and opened.file is None
         else:
             assert opened.data is None and opened.file is not None and opened.file.read() == body
     finally:
         opened.close()
+
+
+def test_reads_mark_entries_recently_used_in_batches(store: DiskStore, tmp_path: Path) -> None:
+    first, second = put(store, tmp_path, "a", b"a"), put(store, tmp_path, "b", b"b")
+    assert store.open(first) is not None  # "a" read after "b" was stored
+
+    def used() -> dict[str, float]:
+        with sqlite3.connect(store.directory / "cache.db") as db:
+            return dict(db.execute("SELECT key, access_time FROM Cache"))
+
+    assert used()["a"] < used()["b"]  # not written at once: no write per read
+    store.flush()
+    assert used()["a"] > used()["b"]  # so "b" is evicted first
+    assert store.open(second) is not None
 
 
 def test_mutable_entries_go_stale_after_their_expiry(store: DiskStore, tmp_path: Path) -> None:
@@ -68,8 +84,18 @@ def test_damaged_small_body_is_dropped(store: DiskStore, tmp_path: Path) -> None
     assert store.lookup("k", now=0) == Miss()
 
 
+def test_damaged_file_opened_into_memory_is_dropped(store: DiskStore, tmp_path: Path) -> None:
+    entry = put(store, tmp_path, "k", b"z" * MEMORY_MAX)
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        (name,) = db.execute("SELECT filename FROM Cache WHERE key = ?", ("k",)).fetchone()
+    with (store.directory / name).open("r+b") as f:  # same size, one byte different
+        f.write(b"y")
+    assert store.open(entry) is None
+    assert store.lookup("k", now=0) == Miss()
+
+
 def test_truncated_large_file_is_dropped(store: DiskStore, tmp_path: Path) -> None:
-    entry = put(store, tmp_path, "k", b"z" * (1 << 20))
+    entry = put(store, tmp_path, "k", b"z" * (MEMORY_MAX + 1))
     opened = store.open(entry)
     assert opened is not None and opened.file is not None
     name = opened.file.name

@@ -131,6 +131,45 @@ def test_a_private_zip_whose_go_mod_disagrees_with_the_mod_seen_first(tmp_path: 
         check(c, "example.com/m/@v/v1.0.0.zip", mv.zip_bytes(), tmp_path)
 
 
+class RecordingDatabase(NoDatabase):
+    """A Source that notes the lookups asked of it and has none of them."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
+        self.asked.append(req.path)
+        return 404, b"not found\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "lookup"),
+    [("example.com/m/@v/v1.0.0.mod", "sumdb/sum.golang.org/lookup/example.com/m@v1.0.0"),
+     ("example.com/m/@v/v1.0.0.zip", "sumdb/sum.golang.org/lookup/example.com/m@v1.0.0"),
+     ("example.com/m/@v/v1.0.0.info", None),  # not checked against the database
+     ("example.com/m/@v/list", None),
+     ("git.corp.example/x/@v/v1.0.0.mod", None),  # private
+     ("example.com/pinned/@v/v1.0.0.mod", None)],
+)  # fmt: skip
+def test_prefetch_starts_the_lookup_a_check_will_need(
+    tmp_path: Path, path: str, lookup: str | None
+) -> None:
+    settings = ChecksumSettings(
+        private="*.corp.example", pins=(f"example.com/pinned v1.0.0/go.mod {H1}",)
+    )
+    db = parse_gosumdb("sum.golang.org")
+    assert isinstance(db, SumdbConfig)
+    source = RecordingDatabase()
+    c = Checker(settings, Pins(settings), (db,), tmp_path / "state", source)
+
+    async def prefetch() -> None:
+        c.prefetch(parse_request(path))
+        await asyncio.sleep(0)  # the lookup runs in the background; its 404 is not raised
+
+    asyncio.run(prefetch())
+    assert source.asked == ([lookup] if lookup else [])
+
+
 def entry(path: str, body: bytes, h1: str = "") -> Entry:
     return Entry(key=f"v1 chain {path}", status=200, content_type="", size=len(body),
                  sha256=hashlib.sha256(body).hexdigest(), stored_at=0, expires_at=None,

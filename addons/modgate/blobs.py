@@ -112,13 +112,20 @@ class BlobServer:
             offer.file.close()
 
     async def _send_checked(self, offer: _Offer, writer: asyncio.StreamWriter) -> bool:
-        """Send the body, holding back its last chunk until its SHA-256 is known."""
+        """Send the body, holding back its last chunk until its SHA-256 is known. Chunks
+        are read and hashed in a worker thread: the event loop that forwards them to the
+        client through mitmproxy is the bottleneck of a warm download (scripts/bench)."""
         digest, sent = hashlib.sha256(), 0
+
+        def read() -> bytes:
+            chunk = offer.file.read(CHUNK)
+            digest.update(chunk)
+            return chunk
+
         offer.file.seek(0)
-        held = offer.file.read(CHUNK)
+        held = await asyncio.to_thread(read)
         while held:
-            digest.update(held)
-            following = offer.file.read(CHUNK)
+            following = await asyncio.to_thread(read)
             if not following:
                 break
             writer.write(held)

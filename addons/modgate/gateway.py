@@ -48,6 +48,10 @@ class Validator(Protocol):
         """Raise (IntegrityError) unless `body`, a 200 answer to `req`, may be stored."""
         ...
 
+    def prefetch(self, req: ModRequest) -> None:
+        """Start fetching what checking `req` will need while its body downloads."""
+        ...
+
 
 class Outcome(enum.Enum):
     HIT = "hit"  # fresh from the store
@@ -132,6 +136,8 @@ class Gateway:
     async def _fetch_and_store(
         self, key: str, chain: Chain, req: ModRequest
     ) -> tuple[Entry, tuple[Attempt, ...]]:
+        if self.validator is not None:
+            self.validator.prefetch(req)  # overlaps the checksum lookup with the download
         fetched = await self.fetcher.fetch(chain, req, self.spool)
         try:
             verdict = None

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,16 @@ from modgate.errors import CacheError
 # Bodies smaller than this are stored inside SQLite and read back as bytes in one call;
 # larger ones as files. (diskcache's own default threshold.)
 INLINE_MAX = 32 * 1024
+# Stored files up to this size are opened into memory (read and SHA-256-checked whole)
+# and answered in one write; larger ones stream from disk through the BlobServer. A
+# loopback stream costs a connection and mitmproxy's per-chunk work, more than reading
+# a small file does (scripts/bench, issue 6); the cap keeps memory bounded per answer.
+MEMORY_MAX = 1 << 20
+# Least-recently-used bookkeeping: reads note when an entry was used and write the times
+# down in batches. diskcache's own get() for this policy runs one SQLite write
+# transaction per read, the largest cost of a cache hit (scripts/bench, issue 6).
+TOUCH_BATCH = 256
+TOUCH_EVERY = 5.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,8 @@ class DiskStore:
                 "choose a writable local directory with --cache-dir"
             ) from e
         self.directory = directory
+        self._touched: dict[str, float] = {}
+        self._flushed = time.monotonic()
 
     def lookup(self, key: str, now: float) -> Lookup:
         tag = self._tag(key)
@@ -134,15 +147,19 @@ class DiskStore:
         return Hit(entry) if entry.fresh(now) else Stale(entry)
 
     def _tag(self, key: str) -> str | None:
-        # A read of the tag column only: the body file is not opened.
-        with self._cache.transact():
-            row = self._cache._sql(  # noqa: SLF001 - diskcache has no tag-only read
-                "SELECT tag FROM Cache WHERE key = ? AND raw = 1", (key,)
-            ).fetchone()
+        # A read of the tag column only: the body file is not opened. One SELECT is atomic
+        # on its own; diskcache's transact() would take SQLite's write lock (BEGIN
+        # IMMEDIATE) on every request for nothing (scripts/bench, issue 6).
+        row = self._cache._sql(  # noqa: SLF001 - diskcache has no tag-only read
+            "SELECT tag FROM Cache WHERE key = ? AND raw = 1", (key,)
+        ).fetchone()
         return row[0] if row else None
 
     def open(self, entry: Entry) -> Body | None:
         body = self.raw(entry)
+        if body is not None and body.file is not None and entry.size <= MEMORY_MAX:
+            with body.file as file:
+                body = _read_whole(file)
         if body is None or not _intact(body, entry):
             if body is not None:
                 body.close()
@@ -153,12 +170,35 @@ class DiskStore:
     def raw(self, entry: Entry) -> Body | None:
         """The stored body as it is on disk, unchecked; None when it cannot be read."""
         try:
-            value = self._cache.get(entry.key, default=None, read=True)
+            # diskcache's get() without its per-read write: the same SELECT and fetch.
+            row = self._cache._sql(  # noqa: SLF001
+                "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+                (entry.key,),
+            ).fetchone()
+            if row is None:
+                return None
+            value = self._cache._disk.fetch(*row, True)  # noqa: SLF001
         except (OSError, sqlite3.Error, UnicodeDecodeError):
             return None
-        if value is None:
-            return None
+        self._touch(entry.key)
         return Body(data=bytes(value)) if isinstance(value, bytes) else Body(file=value)
+
+    def _touch(self, key: str) -> None:
+        self._touched[key] = time.time()
+        if len(self._touched) >= TOUCH_BATCH or time.monotonic() - self._flushed >= TOUCH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write down when entries were last read (eviction drops the least recent)."""
+        touched, self._touched = self._touched, {}
+        self._flushed = time.monotonic()
+        if not touched:
+            return
+        with contextlib.suppress(sqlite3.Error, diskcache.Timeout), self._cache.transact():
+            for key, used in touched.items():
+                self._cache._sql(  # noqa: SLF001
+                    "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1", (used, key)
+                )
 
     def put(self, entry: Entry, body: Path) -> None:
         tag = json.dumps(asdict(entry), separators=(",", ":"))
@@ -186,10 +226,18 @@ class DiskStore:
             self._cache.reset("size_limit", size_limit)
 
     def close(self) -> None:
+        self.flush()
         self._cache.close()
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def _read_whole(file: BinaryIO) -> Body | None:
+    try:
+        return Body(data=file.read())
+    except OSError:
+        return None
 
 
 def _intact(body: Body, entry: Entry) -> bool:

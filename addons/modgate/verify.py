@@ -146,6 +146,7 @@ class Checker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verifiers: dict[str, SumdbVerifier] = {}
         self._touched = threading.local()
+        self._prefetches: set[asyncio.Future[tuple[int, bytes]]] = set()  # kept alive
 
     def close(self) -> None:
         self.ledger.close()
@@ -188,6 +189,25 @@ class Checker:
         if zip_gomod is not None and (mod := expected.get(req.version + "/go.mod")):
             _check_zip_gomod(req, zip_gomod, *mod)
         return Verdict(got, "verified", source)
+
+    def prefetch(self, req: ModRequest) -> None:
+        """Start fetching the database record `req` will be checked against while its body
+        downloads: `_expected` then joins that fetch (the gateway's single flight) or finds
+        it stored, instead of adding a round trip to the database after the download."""
+        if req.kind not in (Kind.ZIP, Kind.MOD) or self._private(req.module):
+            return
+        suffix = "/go.mod" if req.kind is Kind.MOD else ""
+        if self.pins.get(req.module, req.version + suffix) or self.primary is None:
+            return
+        lookup = _lookup_request(self.primary, req.module, req.version)
+        task = asyncio.ensure_future(self.source.fetch_body(self.primary.chain, lookup))
+        self._prefetches.add(task)
+        task.add_done_callback(self._prefetched)
+
+    def _prefetched(self, task: asyncio.Future[tuple[int, bytes]]) -> None:
+        self._prefetches.discard(task)
+        if not task.cancelled():
+            task.exception()  # a failure is reported by the check itself, which asks again
 
     def _private(self, module: str) -> bool:
         """No checksum database for this module: checksum.private, or no database at all.

@@ -1,0 +1,536 @@
+"""Benchmark modgate against the limits it should come close to (issue 6).
+
+Each variant is a whole `go mod download` of a generated module graph with a fresh
+GOMODCACHE, repeated, interleaved within one run (the machine is shared and noisy):
+
+    direct      go straight from the upstream (simulated latency and bandwidth cap)
+    cold        through modgate with an empty cache (HTTPS proxy and GOPROXY endpoint)
+    warm        through modgate with a full cache and the upstream stopped
+    file        GOPROXY=file:// of the same files: the physical limit of a warm cache
+    bare        mitmproxy with a trivial addon answering from memory: the stack's floor
+
+plus 32 go clients at once on a cold cache, modgate's peak RSS while it moves a module
+of over 200 MiB, and requests/s for small cached hits against bare mitmproxy. It prints
+a table, one JSON line, and the command that reproduces the run. Run `scripts/bench`.
+
+Everything listens on 127.0.0.1. The upstream is the test world's (tests/world), reached
+by HTTPS-proxy clients under a made-up host that modgate maps. modgate verifies what it
+fetches against a local checksum database with the upstream's latency (its cost counts);
+the go clients run with GOSUMDB=off in every variant, so they do the same work in each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts")]
+
+from benchlib import workload  # noqa: E402
+from benchlib.procs import (  # noqa: E402
+    HOST,
+    Bare,
+    Modgate,
+    PeakRss,
+    Server,
+    SlowSumdb,
+    loadgen,
+    remove,
+    run_loadgen,
+    timed_go,
+)
+
+from world import Upstream, go_env, proxy_path  # noqa: E402
+
+MODES = ("proxy", "goproxy")
+MODE_NAMES = {"proxy": "HTTPS proxy", "goproxy": "GOPROXY endpoint"}
+TARGETS = {
+    "warm_le_1.3x_file": "warm <= 1.3x file://",
+    "cold_le_1.1x_direct": "cold <= 1.10x direct",
+    "concurrent_clean": "32 clients: 0 errors, 1 fetch per artifact",
+    "huge_rss_le_150mib": "peak RSS <= 150 MiB",
+    "hits_ge_70pct_bare": "small hits >= 70% of bare",
+}
+
+
+@dataclass
+class Run:
+    """Everything measured in one benchmark run."""
+
+    times: dict[str, list[float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, variant: str, seconds: float, error: str) -> None:
+        if error:
+            self.errors.append(f"{variant}: {error}")
+            print(f"  {variant}: FAILED after {seconds:.1f}s: {error}", file=sys.stderr)
+            return
+        self.times.setdefault(variant, []).append(seconds)
+        print(f"  {variant}: {seconds:.2f}s", file=sys.stderr, flush=True)
+
+    def median(self, variant: str) -> float | None:
+        values = self.times.get(variant)
+        return statistics.median(values) if values else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    spec = workload.QUICK if args.quick else workload.Spec()
+    if args.modules:
+        spec = replace(spec, modules=args.modules)
+    workdir = args.workdir.expanduser()
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"generating the workload in {workdir} (reused by later runs)")
+    wl = workload.build(spec, workdir)
+    say("building the load client")
+    binary = loadgen(workdir)
+    here = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    run = Run()
+    try:
+        bench(args, wl, binary, here, run)
+    finally:
+        remove(here)
+    report(args, spec, wl, run)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="a small run for the test suite")
+    p.add_argument("--reps", type=int, help="repetitions of each variant (default 3, quick 1)")
+    p.add_argument("--modules", type=int, help="modules in the graph (default 150, quick 16)")
+    p.add_argument("--latency-ms", type=float, help="upstream delay per request (default 20)")
+    p.add_argument("--throttle-mib", type=float,
+                   help="upstream MiB/s per connection, 0: no cap (default 50)")  # fmt: skip
+    p.add_argument("--clients", type=int, help="concurrent go clients (default 32, quick 4)")
+    p.add_argument("--rps-seconds", type=float, help="length of one requests/s sample (default 3)")
+    p.add_argument("--http2", action=argparse.BooleanOptionalAction, default=None,
+                   help="pass --http2/--no-http2 to modgate (and the same to bare mitmproxy "
+                        "and the load client); default: modgate's own default")  # fmt: skip
+    p.add_argument("--workdir", type=Path,
+                   default=Path(tempfile.gettempdir()) / f"modgate-bench-{os.getuid()}",
+                   help="where the workload is generated and kept (%(default)s)")  # fmt: skip
+    p.add_argument("--source", type=Path,
+                   help="run modgate from this copy of addons/, to compare versions")  # fmt: skip
+    p.add_argument(
+        "--only",
+        default="downloads,concurrent,memory,hits",
+        help="comma-separated parts to run (default: %(default)s)",
+    )
+    return p
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The resolved settings of this run (defaults depend on --quick)."""
+    q = args.quick
+    return {
+        "quick": bool(q),
+        "reps": args.reps or (1 if q else 3),
+        "latency_ms": args.latency_ms if args.latency_ms is not None else (5.0 if q else 20.0),
+        "throttle_mib": args.throttle_mib if args.throttle_mib is not None else 50.0,
+        "clients": args.clients or (4 if q else 32),
+        "rps_seconds": args.rps_seconds or (0.5 if q else 3.0),
+    }
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def bench(
+    args: argparse.Namespace, wl: workload.Workload, binary: Path, here: Path, run: Run
+) -> None:
+    cfg = settings(args)
+    parts = set(args.only.split(","))
+    margs = () if args.http2 is None else ("--http2" if args.http2 else "--no-http2",)
+    http2 = args.http2 if args.http2 is not None else _modgate_default_http2()
+    run.extra["http2"] = http2
+    upstream = Upstream(wl.tree, delay=cfg["latency_ms"] / 1000)
+    sumdb = SlowSumdb(cfg["latency_ms"] / 1000)
+    for module, version, zip_h1, mod_h1 in wl.sums:
+        sumdb.add(module, version, zip_h1, mod_h1)
+    with upstream, sumdb:
+
+        def new_gate(name: str) -> Modgate:
+            return Modgate(here / name, upstream.url, sumdb.gosumdb, margs, args.source).start()
+
+        run.extra["upstream_raw_mb_s"] = upstream_speed(upstream, wl, binary, here)
+        if cfg["throttle_mib"]:
+            upstream.fault("*", throttle=int(cfg["throttle_mib"] * (1 << 20)))
+        with new_gate("warm") as warm:
+            say("priming the warm cache")
+            run.record("prime", *download(warm, "proxy", wl, here / "prime"))
+            with Bare(here / "bare", wl.tree, warm, http2).start() as bare:
+                run.record("prime-bare", *download(bare, "proxy", wl, here / "prime"))
+                if "downloads" in parts:
+                    downloads(cfg, wl, upstream, warm, bare, new_gate, here, run)
+                if "hits" in parts:
+                    upstream.stop()
+                    hits(cfg, wl, warm, bare, binary, http2, here, run)
+                    upstream.start()
+        if "memory" in parts:
+            memory(wl, new_gate, here, run)
+        if "concurrent" in parts:
+            concurrent(cfg, wl, upstream, new_gate, here, run)
+
+
+def _modgate_default_http2() -> bool:
+    from modgate.cli import _parser
+
+    args = _parser().parse_args(["run"])
+    return bool(args.http2)
+
+
+def download(
+    server: Server | None, mode: str, wl: workload.Workload, home: Path,
+    modules: tuple[tuple[str, str], ...] | None = None, goproxy: str = "",
+) -> tuple[float, str]:  # fmt: skip
+    """One whole `go mod download` of the graph with a fresh module cache; (seconds, error)."""
+    remove(home)
+    app = wl.app(home / "app", modules)
+    env = go_env(home, goproxy) if server is None else server.client_env(home, mode)
+    try:
+        return timed_go(["mod", "download"], env, app, timeout=900)
+    finally:
+        remove(home)
+
+
+def downloads(
+    cfg: dict[str, Any], wl: workload.Workload, upstream: Upstream, warm: Modgate, bare: Bare,
+    new_gate: Callable[[str], Modgate], here: Path, run: Run,
+) -> None:  # fmt: skip
+    """The five variants, interleaved: per repetition, the ones that need the upstream,
+    then (upstream stopped) the ones that must not, each list rotated by one per rep."""
+    with_upstream = ["direct", *(f"cold-{m}" for m in MODES)]
+    without = ["file", *(f"warm-{m}" for m in MODES), *(f"bare-{m}" for m in MODES)]
+    duplicates = 0
+    for rep in range(cfg["reps"]):
+        say(f"downloads, repetition {rep + 1} of {cfg['reps']}")
+        for variant in _rotate(with_upstream, rep):
+            if variant == "direct":
+                run.record(variant, *download(None, "", wl, here / "go", goproxy=upstream.url))
+                continue
+            upstream.reset_counts()
+            with new_gate("cold") as cold:
+                run.record(variant, *download(cold, variant.split("-")[1], wl, here / "go"))
+            remove(here / "cold")
+            duplicates += sum(n - 1 for n in upstream.counts().values())
+        upstream.stop()
+        for variant in _rotate(without, rep):
+            kind, _, mode = variant.partition("-")
+            if kind == "file":
+                seconds_error = download(None, "", wl, here / "go", goproxy=f"file://{wl.tree}")
+            else:
+                seconds_error = download(warm if kind == "warm" else bare, mode, wl, here / "go")
+            run.record(variant, *seconds_error)
+        upstream.start()
+    run.extra["cold_duplicate_fetches"] = duplicates
+
+
+def _rotate(items: list[str], by: int) -> list[str]:
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def upstream_speed(upstream: Upstream, wl: workload.Workload, binary: Path, here: Path) -> float:
+    """MB/s the test upstream serves the largest zip at, unthrottled and without delay:
+    whether it can saturate its own bandwidth cap."""
+    zips = [(wl.tree / proxy_path(m, v, ".zip")) for m, v in wl.modules]
+    largest = max(zips, key=lambda p: p.stat().st_size)
+    paths = here / "largest.txt"
+    paths.write_text("/" + str(largest.relative_to(wl.tree)) + "\n")
+    delay, upstream.delay = upstream.delay, 0.0
+    try:
+        result = run_loadgen(binary, "-base", upstream.url, "-paths", str(paths), "-conns", "1",
+                             "-max", "4", "-duration", "20s")  # fmt: skip
+    finally:
+        upstream.delay = delay
+    return round(float(result.get("mb_per_s", 0.0)), 1)
+
+
+def hits(
+    cfg: dict[str, Any], wl: workload.Workload, warm: Modgate, bare: Bare, binary: Path,
+    http2: bool, here: Path, run: Run,
+) -> None:  # fmt: skip
+    """Requests/s of small cached answers (.info, .mod) over 4 keep-alive connections,
+    modgate and bare mitmproxy alternating."""
+    paths = here / "small.txt"
+    paths.write_text("".join(f"/{proxy_path(m, v, ext)}\n" for m, v in wl.modules
+                             for ext in (".info", ".mod")))  # fmt: skip
+    samples: dict[str, list[float]] = {}
+    for rep in range(-1, cfg["reps"]):  # -1: a warm-up round, not kept
+        for name, server in _rotate_pairs([("modgate", warm), ("bare", bare)], rep):
+            for mode in MODES:
+                duration = f"{cfg['rps_seconds'] if rep >= 0 else 0.3}s"
+                common = ["-paths", str(paths), "-conns", "4", "-duration", duration]
+                if http2:
+                    common.append("-h2")
+                if mode == "proxy":
+                    target = ["-base", f"https://{HOST}", "-proxy", server.proxy_url,
+                              "-ca", str(server.bundle)]  # fmt: skip
+                else:
+                    target = ["-base", server.goproxy_url]
+                result = run_loadgen(binary, *target, *common)
+                if result.get("errors"):
+                    run.errors.append(f"hits {name} {mode}: {result.get('first_error')}")
+                if rep >= 0:
+                    samples.setdefault(f"{name}-{mode}", []).append(float(result["rps"]))
+                    say(f"hits {name} {mode}: {result['rps']:.0f} requests/s")
+    run.extra["hits_rps"] = samples
+
+
+def _rotate_pairs(items: list[tuple[str, Server]], by: int) -> list[tuple[str, Server]]:
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def memory(wl: workload.Workload, new_gate: Callable[[str], Modgate], here: Path, run: Run) -> None:
+    """Peak RSS of modgate (children included) while one huge module goes through it,
+    cold (fetched, stored, served) and then warm (served from the cache)."""
+    module, version = wl.huge
+    huge = wl.tree / proxy_path(module, version, ".zip")
+    run.extra["huge_mib"] = round(huge.stat().st_size / (1 << 20), 1)
+    rss: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    with new_gate("memory") as gate:
+        rss["idle"] = PeakRss(gate.pid).sample() / (1 << 20)
+        for case, mode in (("cold", "proxy"), ("warm-proxy", "proxy"), ("warm-goproxy", "goproxy")):
+            home = here / f"mem-{case}"
+            remove(home)
+            home.mkdir(parents=True)
+            say(f"memory: {module}@{version} {case}")
+            with PeakRss(gate.pid) as peak:
+                elapsed, error = timed_go(
+                    ["mod", "download", f"{module}@{version}"], gate.client_env(home, mode), home,
+                    timeout=900,
+                )  # fmt: skip
+            remove(home)
+            if error:
+                run.errors.append(f"memory {case}: {error}")
+            rss[case] = peak.peak / (1 << 20)
+            seconds[case] = elapsed
+    remove(here / "memory")
+    run.extra["rss_mib"] = {k: round(v, 1) for k, v in rss.items()}
+    run.extra["huge_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+
+
+def concurrent(
+    cfg: dict[str, Any], wl: workload.Workload, upstream: Upstream,
+    new_gate: Callable[[str], Modgate], here: Path, run: Run,
+) -> None:  # fmt: skip
+    """N go clients at once on a cold cache, half as HTTPS-proxy clients and half at the
+    GOPROXY endpoint, each downloading the graph's small modules and its two smallest
+    over 2 MB (32 copies of every large zip would measure the disk, not modgate); every
+    artifact must be fetched from the upstream exactly once."""
+    clients = cfg["clients"]
+    sizes = {mv: (wl.tree / proxy_path(*mv, ".zip")).stat().st_size for mv in wl.modules}
+    ranked = sorted(wl.modules, key=lambda mv: sizes[mv])
+    small = [mv for mv in ranked if sizes[mv] < 2_000_000]
+    modules = tuple(small + ranked[len(small) : len(small) + 2])
+    upstream.reset_counts()
+    say(f"{clients} clients at once, {len(modules)} modules each")
+    with new_gate("conc") as gate:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            done = list(pool.map(
+                lambda i: download(gate, MODES[i % 2], wl, here / f"c{i}", modules),
+                range(clients),
+            ))  # fmt: skip
+        elapsed = time.perf_counter() - start
+    remove(here / "conc")
+    errors = [e for _, e in done if e]
+    run.errors += [f"concurrent: {e}" for e in errors]
+    counts = upstream.counts()
+    run.extra["concurrent"] = {
+        "clients": clients,
+        "modules": len(modules),
+        "errors": len(errors),
+        "seconds": round(elapsed, 2),
+        "artifacts_fetched": len(counts),
+        "max_fetches_per_artifact": max(counts.values(), default=0),
+        "duplicate_fetches": sum(n - 1 for n in counts.values()),
+    }
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace, spec: workload.Spec, wl: workload.Workload, run: Run) -> None:
+    cfg = settings(args)
+    result = summary(cfg, spec, wl, run)
+    print(table(cfg, wl, run, result))
+    print(json.dumps(result, separators=(",", ":")))
+    print(f"reproduce: {reproduce(args, cfg)}")
+
+
+def summary(
+    cfg: dict[str, Any], spec: workload.Spec, wl: workload.Workload, run: Run
+) -> dict[str, Any]:
+    from modgate import __version__
+
+    def ratio(a: str, b: str) -> float | None:
+        x, y = run.median(a), run.median(b)
+        return round(x / y, 3) if x is not None and y else None
+
+    result: dict[str, Any] = {
+        "bench": "modgate", "modgate": __version__, **cfg, "http2": run.extra.get("http2"),
+        "modules": len(wl.modules), "artifacts": wl.artifacts,
+        "zip_mb": round(wl.zip_bytes / 1e6, 1),
+        "upstream_raw_mb_s": run.extra.get("upstream_raw_mb_s"),
+    }  # fmt: skip
+    for variant, values in sorted(run.times.items()):
+        if variant.startswith("prime"):
+            continue
+        result[f"{variant}_s"] = {
+            "median": round(statistics.median(values), 3),
+            "min": round(min(values), 3),
+            "max": round(max(values), 3),
+            "n": len(values),
+        }
+    ratios = {}
+    for mode in MODES:
+        ratios[f"warm_over_file_{mode}"] = ratio(f"warm-{mode}", "file")
+        ratios[f"cold_over_direct_{mode}"] = ratio(f"cold-{mode}", "direct")
+        ratios[f"warm_over_bare_{mode}"] = ratio(f"warm-{mode}", f"bare-{mode}")
+        ratios[f"bare_over_file_{mode}"] = ratio(f"bare-{mode}", "file")
+    rps = run.extra.get("hits_rps", {})
+    for mode in MODES:
+        mg, bare = rps.get(f"modgate-{mode}"), rps.get(f"bare-{mode}")
+        if mg and bare:
+            result[f"hits_rps_{mode}"] = {
+                "modgate": round(statistics.median(mg)), "bare": round(statistics.median(bare)),
+                "modgate_range": [round(min(mg)), round(max(mg))],
+                "bare_range": [round(min(bare)), round(max(bare))],
+            }  # fmt: skip
+            ratios[f"hits_rps_ratio_{mode}"] = round(
+                statistics.median(mg) / statistics.median(bare), 3
+            )
+    result["ratios"] = ratios
+    for key in ("cold_duplicate_fetches", "concurrent", "huge_mib", "rss_mib", "huge_seconds"):
+        if key in run.extra:
+            result[key] = run.extra[key]
+    rss = run.extra.get("rss_mib", {})
+    result["peak_rss_mib"] = max((v for k, v in rss.items() if k != "idle"), default=None)
+    result["errors"] = len(run.errors)
+    result["error_list"] = run.errors[:10]
+    result["targets"] = targets(result)
+    return result
+
+
+def targets(result: dict[str, Any]) -> dict[str, bool | None]:
+    r = result["ratios"]
+
+    def all_below(prefix: str, limit: float, above: bool = False) -> bool | None:
+        values = [r.get(f"{prefix}_{m}") for m in MODES]
+        known = [v for v in values if v is not None]
+        if len(known) < len(values):
+            return None
+        return all((v >= limit) if above else (v <= limit) for v in known)
+
+    conc = result.get("concurrent")
+    return {
+        "warm_le_1.3x_file": all_below("warm_over_file", 1.3),
+        "cold_le_1.1x_direct": all_below("cold_over_direct", 1.10),
+        "concurrent_clean": None if conc is None
+        else conc["errors"] == 0 and conc["max_fetches_per_artifact"] == 1,
+        "huge_rss_le_150mib": None if result["peak_rss_mib"] is None
+        else result["peak_rss_mib"] <= 150,
+        "hits_ge_70pct_bare": all_below("hits_rps_ratio", 0.70, above=True),
+    }  # fmt: skip
+
+
+def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str, Any]) -> str:
+    lines = [
+        f"modgate bench: {len(wl.modules)} modules, {wl.zip_bytes / 1e6:.0f} MB of zips per "
+        f"download; upstream {cfg['latency_ms']:g} ms/request, "
+        + (f"{cfg['throttle_mib']:g} MiB/s per connection" if cfg["throttle_mib"] else "no cap")
+        + f" (serves {result['upstream_raw_mb_s']} MB/s uncapped); http2 "
+        + ("on" if result["http2"] else "off") + f"; {cfg['reps']} repetition(s)",
+        "",
+        f"{'go mod download':46} {'median s':>9} {'min':>7} {'max':>7}   compared",
+    ]  # fmt: skip
+    names = {"direct": "direct from the upstream", "file": "GOPROXY=file:// (physical limit)"}
+    for kind, label in (("cold", "modgate cold"), ("warm", "modgate warm, upstream down"),
+                        ("bare", "bare mitmproxy")):  # fmt: skip
+        for mode in MODES:
+            names[f"{kind}-{mode}"] = f"{label}, {MODE_NAMES[mode]}"
+    order = ["direct", "cold-proxy", "cold-goproxy", "file", "warm-proxy", "warm-goproxy",
+             "bare-proxy", "bare-goproxy"]  # fmt: skip
+    r = result["ratios"]
+    for variant in order:
+        values = run.times.get(variant)
+        if not values:
+            continue
+        mode = variant.partition("-")[2]
+        note = ""
+        if variant.startswith("cold"):
+            note = f"{r[f'cold_over_direct_{mode}']}x direct"
+        elif variant.startswith("warm"):
+            note = f"{r[f'warm_over_file_{mode}']}x file, {r[f'warm_over_bare_{mode}']}x bare"
+        elif variant.startswith("bare"):
+            note = f"{r[f'bare_over_file_{mode}']}x file"
+        lines.append(f"{names[variant]:46} {statistics.median(values):9.2f} {min(values):7.2f} "
+                     f"{max(values):7.2f}   {note}")  # fmt: skip
+    lines.append("")
+    if conc := result.get("concurrent"):
+        lines.append(
+            f"{conc['clients']} clients at once, cold ({conc['modules']} modules each): "
+            f"{conc['errors']} errors, {conc['artifacts_fetched']} artifacts fetched, at most "
+            f"{conc['max_fetches_per_artifact']} fetch per artifact, {conc['seconds']:.1f}s"
+        )
+    if rss := result.get("rss_mib"):
+        secs = result.get("huge_seconds", {})
+        lines.append(
+            f"peak RSS, {result['huge_mib']} MiB module: "
+            + ", ".join(f"{k} {v:.0f} MiB" + (f" ({secs[k]:.1f}s)" if k in secs else "")
+                        for k, v in rss.items())
+        )  # fmt: skip
+    for mode in MODES:
+        if hit := result.get(f"hits_rps_{mode}"):
+            lines.append(
+                f"small cached hits, {MODE_NAMES[mode]}: modgate {hit['modgate']} requests/s "
+                f"{hit['modgate_range']}, bare {hit['bare']} {hit['bare_range']} "
+                f"({r[f'hits_rps_ratio_{mode}'] * 100:.0f}%)"
+            )
+    lines.append("")
+    marks = {True: "met", False: "NOT MET", None: "not measured"}
+    for key, text in TARGETS.items():
+        lines.append(f"target {text:45} {marks[result['targets'][key]]}")
+    lines.append(f"errors: {result['errors']}" + "".join(f"\n  {e}" for e in run.errors[:10]))
+    return "\n".join(lines)
+
+
+def reproduce(args: argparse.Namespace, cfg: dict[str, Any]) -> str:
+    parts = ["scripts/bench"]
+    if args.quick:
+        parts.append("--quick")
+    parts += ["--reps", str(cfg["reps"]), "--latency-ms", f"{cfg['latency_ms']:g}",
+              "--throttle-mib", f"{cfg['throttle_mib']:g}", "--clients", str(cfg["clients"]),
+              "--rps-seconds", f"{cfg['rps_seconds']:g}"]  # fmt: skip
+    if args.modules:
+        parts += ["--modules", str(args.modules)]
+    if args.http2 is not None:
+        parts.append("--http2" if args.http2 else "--no-http2")
+    if args.source:
+        parts += ["--source", str(args.source)]
+    if args.only != _parser().get_default("only"):
+        parts += ["--only", args.only]
+    return shlex.join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

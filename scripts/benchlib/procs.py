@@ -1,0 +1,257 @@
+"""The processes a benchmark run drives: modgate, bare mitmproxy, go, loadgen.
+
+Every server listens on 127.0.0.1 only and is stopped by the run that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Self
+
+import psutil
+
+from world import find_go, go_env, shared_gocache
+from world.gate import BANNER, GOPROXY_ENDPOINT, free_port
+from world.sumdb import TestSumdb
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "proxy.modgate.test"
+REVERSE_TARGET = "http://goproxy.modgate.invalid"
+
+
+class Server:
+    """A server subprocess whose output goes to a log file; stopped with SIGINT."""
+
+    def __init__(self, name: str, home: Path) -> None:
+        self.name, self.home = name, home
+        self.log = home / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.proxy_url = self.goproxy_url = ""
+        self.bundle = Path()
+
+    def _spawn(self, command: list[str], source: Path | None = None) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        if source is not None:  # another copy of the package, to compare two versions
+            env["PYTHONPATH"] = str(source)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, cwd=self.home, env=env
+            )
+
+    def _wait_for(self, ready: Any, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            found = ready(self.log.read_text(errors="replace"))
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start within {timeout}s:\n{self.output()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client_env(self, home: Path, mode: str, **extra: str) -> dict[str, str]:
+        """A go environment with a fresh module cache under `home` reaching HOST through
+        this server: as an HTTPS proxy ("proxy") or at its GOPROXY endpoint ("goproxy")."""
+        if mode == "goproxy":
+            return go_env(home, self.goproxy_url, **extra)
+        env = go_env(home, f"https://{HOST}", **extra)
+        return {**env, "HTTPS_PROXY": self.proxy_url, "SSL_CERT_FILE": str(self.bundle)}
+
+
+class Modgate(Server):
+    """`modgate run` gating https://HOST, fetched from `upstream`, with a fresh cache."""
+
+    def __init__(
+        self, home: Path, upstream: str, sumdb: str, args: tuple[str, ...] = (),
+        source: Path | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__("modgate", home)
+        self.upstream, self.sumdb, self.args, self.source = upstream, sumdb, args, source
+        self.cache_dir = home / "cache"
+
+    def start(self) -> Modgate:
+        rules = self.home / "rules.yaml"
+        self.home.mkdir(parents=True, exist_ok=True)
+        rules.write_text(
+            f"proxies:\n  - url: https://{HOST}\n    upstream: {self.upstream!r}\n"
+            f"checksum:\n  databases: [{self.sumdb!r}]\n"
+        )
+        confdir = self.home / "confdir"
+        self._spawn(
+            [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
+             "--goproxy-port", str(free_port()), "--confdir", str(confdir),
+             "--cache-dir", str(self.cache_dir), "--rules", str(rules), *self.args],
+            self.source,
+        )  # fmt: skip
+        match = self._wait_for(BANNER.search)
+        self.proxy_url = match.group(1)
+        endpoint = GOPROXY_ENDPOINT.search(match.group(0))
+        assert endpoint is not None, "modgate started without its GOPROXY endpoint"
+        self.goproxy_url = endpoint.group(1)
+        self.bundle = confdir / "ca-bundle.pem"
+        return self
+
+
+class SlowSumdb(TestSumdb):
+    """The test checksum database, answering after `delay` seconds like a distant one."""
+
+    __test__ = False
+
+    def __init__(self, delay: float) -> None:
+        super().__init__("sumdb.modgate.test")
+        self.delay = delay
+
+    def start(self) -> SlowSumdb:
+        super().start()
+        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle and
+        # delayed ACKs add 40 ms to every answer, which no real database has.
+        assert self._server is not None
+        self._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
+        return self
+
+    def respond(self, path: str) -> tuple[str, bytes]:
+        time.sleep(self.delay)
+        return super().respond(path)
+
+
+class Bare(Server):
+    """mitmdump with bare_addon.py: the same modes and CA as a modgate, answers from memory."""
+
+    def __init__(self, home: Path, tree: Path, like: Modgate, http2: bool) -> None:
+        super().__init__("bare", home)
+        self.tree, self.like, self.http2 = tree, like, http2
+
+    def start(self) -> Bare:
+        port, goport = free_port(), free_port()
+        confdir = Path(self.like.bundle).parent  # modgate's CA, so the same bundle works
+        self._spawn(
+            [str(Path(sys.executable).parent / "mitmdump"), "--listen-host", "127.0.0.1",
+             "--mode", f"regular@{port}", "--mode", f"reverse:{REVERSE_TARGET}@{goport}",
+             "--set", f"confdir={confdir}", "--set", "connection_strategy=lazy",
+             "--set", f"http2={'true' if self.http2 else 'false'}", "--flow-detail", "0",
+             "-s", str(Path(__file__).with_name("bare_addon.py")),
+             "--set", f"bench_tree={self.tree}"]
+        )  # fmt: skip
+        self._wait_for(lambda text: "bare: ready" in text)
+        self.proxy_url, self.goproxy_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{goport}"
+        self.bundle = self.like.bundle
+        return self
+
+
+class PeakRss:
+    """Samples the resident memory of a process and its children in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> int:
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            for p in [self.process, *self.process.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.sample())
+
+
+def timed_go(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[float, str]:
+    """Run go; (seconds, "") on success, (seconds, the error) on failure."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [find_go(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - start, f"go {' '.join(args)}: timed out after {timeout}s"
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        return elapsed, (done.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+    return elapsed, ""
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def loadgen(workdir: Path) -> Path:
+    """The Go load client, built once per source version into `workdir`."""
+    source = Path(__file__).with_name("loadgen.go").read_bytes()
+    target = workdir / f"loadgen-{hashlib.sha256(source).hexdigest()[:12]}"
+    if target.exists():
+        return target
+    build = workdir / "loadgen-src"
+    remove(build)
+    build.mkdir(parents=True)
+    (build / "main.go").write_bytes(source)
+    (build / "go.mod").write_text("module benchload\n\ngo 1.21\n")
+    env = go_env(build, "off")
+    env["GOCACHE"] = str(shared_gocache())
+    subprocess.run(
+        [find_go(), "build", "-o", str(target), "."], env=env, cwd=build, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    remove(build)
+    return target
+
+
+def run_loadgen(binary: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(binary), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        return {"requests": 0, "errors": 1, "rps": 0.0, "first_error": done.stderr.strip()}
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

@@ -138,14 +138,6 @@ class SlowSumdb(TestSumdb):
         super().__init__("sumdb.modgate.test")
         self.delay = delay
 
-    def start(self) -> SlowSumdb:
-        super().start()
-        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle and
-        # delayed ACKs add 40 ms to every answer, which no real database has.
-        assert self._server is not None
-        self._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
-        return self
-
     def respond(self, path: str) -> tuple[str, bytes]:
         time.sleep(self.delay)
         return super().respond(path)

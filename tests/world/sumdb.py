@@ -238,6 +238,10 @@ def _break_signature(msg: bytes) -> bytes:
 
 def _handler(db: TestSumdb) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle and
+        # delayed ACKs add 40 ms to every answer, which no real database has.
+        disable_nagle_algorithm = True
+
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)

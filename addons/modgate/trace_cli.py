@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from modgate.trace.store import TraceDB
+from modgate.trace.record import Record
+from modgate.trace.store import SessionSummary, TraceDB
 
 
 def add_parser(sub: Any) -> None:
@@ -111,6 +112,13 @@ def _open(args: argparse.Namespace, create: bool = False) -> Iterator[TraceDB]:
         db.close()
 
 
+def _session(args: argparse.Namespace) -> tuple[SessionSummary, list[Record]]:
+    """The session named by `args.session` (an id or "last") and its records."""
+    with _open(args) as db:
+        session = db.session(db.resolve(args.session))
+        return session, db.records(session.id)
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from modgate.trace.report import ls_text, summary_json
 
@@ -126,9 +134,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from modgate.trace.report import show_json, show_text
 
-    with _open(args) as db:
-        session = db.session(db.resolve(args.session))
-        records = db.records(session.id)
+    session, records = _session(args)
     if args.json:
         print(json.dumps(show_json(session, records), indent=2))
     else:
@@ -139,9 +145,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from modgate.trace.flows import write_flows, write_har
 
-    with _open(args) as db:
-        session = db.session(db.resolve(args.session))
-        records = db.records(session.id)
+    session, records = _session(args)
     if args.har:
         n = write_har(session, records, args.har)
         print(f"wrote {n} requests of session {session.id} to {args.har} (HAR 1.2)")
@@ -158,9 +162,7 @@ def cmd_waterfall(args: argparse.Namespace) -> int:
     wrong = [str(o) for o in args.output if o.suffix.lower() not in SUFFIXES]
     if wrong:
         raise ModgateError(f"{', '.join(wrong)}: write a .svg, .png or .html file")
-    with _open(args) as db:
-        session = db.session(db.resolve(args.session))
-        records = db.records(session.id)
+    session, records = _session(args)
     for output in args.output:
         render(session, records, output)
         print(f"wrote the waterfall of session {session.id} ({len(records)} requests) to {output}")
@@ -170,9 +172,7 @@ def cmd_waterfall(args: argparse.Namespace) -> int:
 def cmd_sequence(args: argparse.Namespace) -> int:
     from modgate.trace.sequence import mermaid
 
-    with _open(args) as db:
-        session = db.session(db.resolve(args.session))
-        records = db.records(session.id)
+    session, records = _session(args)
     _emit(mermaid(session, records, args.limit), args.output)
     return 0
 
@@ -180,9 +180,7 @@ def cmd_sequence(args: argparse.Namespace) -> int:
 def cmd_sbom(args: argparse.Namespace) -> int:
     from modgate.trace.sbom import downloaded, sbom_json
 
-    with _open(args) as db:
-        session = db.session(db.resolve(args.session))
-        records = db.records(session.id)
+    session, records = _session(args)
     _emit(sbom_json(session, records), args.output)
     if args.output:
         found = downloaded(records)

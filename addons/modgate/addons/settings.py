@@ -111,7 +111,8 @@ class Settings:
         pins = Pins(config.checksum, config.source)
         cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
         old = self.runtime
-        if old is not None and old.store.directory == cache_dir / "artifacts":
+        kept = old is not None and old.store.directory == cache_dir / "artifacts"
+        if old is not None and kept:
             store, gateway = old.store, old.gateway  # in-flight requests keep using them
             store.resize(config.cache.size_limit)
             gateway.settings = config.cache
@@ -121,7 +122,7 @@ class Settings:
             self._close_resources()
         checker = Checker(config.checksum, pins, databases, cache_dir / "state", gateway)
         gateway.validator = checker
-        if old is not None and self.runtime is not None:  # the store was kept
+        if old is not None and kept:  # else _close_resources closed it with the store
             old.checker.close()
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))

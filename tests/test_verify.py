@@ -10,7 +10,7 @@ import pytest
 
 from modgate.config import Chain, ChecksumSettings, SumdbConfig, parse_gosumdb
 from modgate.dirhash import hash_gomod
-from modgate.errors import ConfigError
+from modgate.errors import ConfigError, UpstreamError
 from modgate.goproxy import ModRequest, parse_request
 from modgate.store import Body, Entry
 from modgate.verify import Checker, IntegrityError, Ledger, Pins, recheck
@@ -185,3 +185,22 @@ def test_recheck() -> None:
     assert "content changed on disk" in recheck(entry(zip_path, data), Body(data=flipped))
     # The body is what was stored, but not what was verified (stored by a buggy version).
     assert "but it was verified as h1:AAAA" in recheck(entry(zip_path, data, H1), Body(data=data))
+
+
+class Unreachable(NoDatabase):
+    async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
+        raise UpstreamError(
+            f"{req}: no upstream answered: https://sum.golang.org: Name or service not known"
+        )
+
+
+def test_an_unreachable_database_fails_closed_and_says_what_to_do(tmp_path: Path) -> None:
+    settings = ChecksumSettings()
+    db = parse_gosumdb("sum.golang.org")
+    assert isinstance(db, SumdbConfig)
+    c = Checker(settings, Pins(settings), (db,), tmp_path / "state", Unreachable())
+    with pytest.raises(
+        IntegrityError,
+        match=r"cannot verify example.com/m@v1.0.0: checksum database sum.golang.org did not answer .*Name or service not known.*not served. Let modgate reach it, or pin the module or list it under checksum.private",
+    ):
+        check(c, "example.com/m/@v/v1.0.0.mod", b"module example.com/m\n", tmp_path)

@@ -228,7 +228,16 @@ class Checker:
             return pinned
         assert self.primary is not None
         db = self.primary
-        status, data = await self.source.fetch_body(db.chain, _lookup_request(db, module, version))
+        try:
+            status, data = await self.source.fetch_body(
+                db.chain, _lookup_request(db, module, version)
+            )
+        except UpstreamError as e:
+            raise IntegrityError(
+                f"cannot verify {module}@{version}: checksum database {db.name} did not answer "
+                f"({e}); not served. Let modgate reach it, or pin the module or list it under "
+                "checksum.private in rules.yaml"
+            ) from e
         if status != 200:
             raise IntegrityError(
                 f"{module}@{version}: not in checksum database {db.name} ({status}); "

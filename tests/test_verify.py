@@ -204,3 +204,29 @@ def test_an_unreachable_database_fails_closed_and_says_what_to_do(tmp_path: Path
         match=r"cannot verify example.com/m@v1.0.0: checksum database sum.golang.org did not answer .*Name or service not known.*not served. Let modgate reach it, or pin the module or list it under checksum.private",
     ):
         check(c, "example.com/m/@v/v1.0.0.mod", b"module example.com/m\n", tmp_path)
+
+
+def test_a_lookup_is_proven_once_for_the_same_bytes(tmp_path: Path) -> None:
+    # The gateway proves a lookup when it stores it, and the artifact check reads the
+    # same bytes right after: the second time must not ask the verifier again.
+    c = checker(tmp_path)
+    calls: list[str] = []
+
+    class CountingVerifier:
+        def lookup(self, module: str, version: str, data: bytes) -> list[str]:
+            calls.append(version)
+            return [f"{module} {version} {H1}"]
+
+        latest = b""
+
+    c._verifiers["sum.golang.org"] = CountingVerifier()  # type: ignore[assignment]
+
+    async def twice() -> tuple[list[str], list[str], list[str]]:
+        first = await c._lookup_lines("sum.golang.org", "example.com/m", "v1.0.0", b"record")
+        again = await c._lookup_lines("sum.golang.org", "example.com/m", "v1.0.0", b"record")
+        other = await c._lookup_lines("sum.golang.org", "example.com/m", "v1.0.0", b"other")
+        return first, again, other
+
+    first, again, other = asyncio.run(twice())
+    assert first == again == other
+    assert calls == ["v1.0.0", "v1.0.0/go.mod"] * 2  # once per distinct answer

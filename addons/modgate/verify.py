@@ -40,6 +40,9 @@ from modgate.sumdb import InconsistentTreeError, SumdbError, SumdbVerifier
 log = logging.getLogger(__name__)
 
 TOOLCHAIN = "golang.org/toolchain"
+# Lookup answers already proven in the log, kept so a miss does not prove the same bytes
+# twice (once when the gateway stores the lookup, once when an artifact uses it).
+PROVEN_MAX = 4096
 
 
 class IntegrityError(ModgateError):
@@ -147,6 +150,7 @@ class Checker:
         self._verifiers: dict[str, SumdbVerifier] = {}
         self._touched = threading.local()
         self._prefetches: set[asyncio.Future[tuple[int, bytes]]] = set()  # kept alive
+        self._proven: dict[tuple[str, str, str, bytes], list[str]] = {}
 
     def close(self) -> None:
         self.ledger.close()
@@ -270,7 +274,13 @@ class Checker:
     # --- the checksum database ---------------------------------------------------------
 
     async def _lookup_lines(self, name: str, module: str, version: str, data: bytes) -> list[str]:
-        """The record's go.sum lines for module@version and its go.mod, proven in the log."""
+        """The record's go.sum lines for module@version and its go.mod, proven in the log.
+
+        The same bytes proven once stay proven: their tree was merged into the verifier's
+        newest tree, which only moves forward along a consistent log."""
+        key = (name, module, version, hashlib.sha256(data).digest())
+        if (proven := self._proven.get(key)) is not None:
+            return proven
         verifier = self._verifier(name)
 
         def both() -> list[str]:
@@ -291,6 +301,9 @@ class Checker:
                 "checksum missing from sumdb response"
             )
         self._save_latest(name, verifier)
+        if len(self._proven) >= PROVEN_MAX:
+            self._proven.pop(next(iter(self._proven)))
+        self._proven[key] = lines
         return lines
 
     async def _merge_latest(self, name: str, data: bytes) -> None:

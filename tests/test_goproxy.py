@@ -144,3 +144,12 @@ def test_request_names_module_and_version() -> None:
         str(ModRequest(Kind.LIST, "example.com/m/@v/list", "example.com/m"))
         == "example.com/m (list)"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "sum_version"),
+    [("example.com/m/@v/v1.0.0.zip", "v1.0.0"), ("example.com/m/@v/v1.0.0.mod", "v1.0.0/go.mod"),
+     ("example.com/m/@v/v1.0.0.info", "v1.0.0")],
+)  # fmt: skip
+def test_sum_version_names_the_go_sum_line(path: str, sum_version: str) -> None:
+    assert parse_request(path).sum_version == sum_version

@@ -80,6 +80,12 @@ class ModRequest:
     def content_type(self) -> str:
         return CONTENT_TYPES[self.kind]
 
+    @property
+    def sum_version(self) -> str:
+        """The version as a go.sum line names what this fetches: `v1.0.0` for the zip,
+        `v1.0.0/go.mod` for the .mod ("Authenticating modules")."""
+        return self.version + "/go.mod" if self.kind is Kind.MOD else self.version
+
     def __str__(self) -> str:
         if self.module and self.version:
             return f"{self.module}@{self.version} ({self.kind.value})"

@@ -173,21 +173,20 @@ class Checker:
 
     async def _check_artifact(self, req: ModRequest, body: Path) -> Verdict:
         got, zip_gomod = await asyncio.to_thread(_hash_artifact, req, body)
-        suffix = "/go.mod" if req.kind is Kind.MOD else ""
         private = self._private(req.module)
-        expected = await self._expected(req.module, req.version, req.version + suffix, private)
-        want = expected.get(req.version + suffix)
+        expected = await self._expected(req.module, req.version, req.sum_version, private)
+        want = expected.get(req.sum_version)
         if want is None:
             if not private:  # never fall back to trusting a public module's first answer
                 raise IntegrityError(
-                    f"{req.module}@{req.version}{suffix}: no expected hash (checksum missing "
+                    f"{req.module}@{req.sum_version}: no expected hash (checksum missing "
                     "from sumdb response); not served"
                 )
             return self._first_seen(req, got, zip_gomod)
         h1, source = want
         if got != h1:
             raise IntegrityError(
-                f"SECURITY: {req.module}@{req.version}{suffix}: upstream sent {got}, "
+                f"SECURITY: {req.module}@{req.sum_version}: upstream sent {got}, "
                 f"but {source} says {h1}; not served, not cached"
             )
         if zip_gomod is not None and (mod := expected.get(req.version + "/go.mod")):
@@ -200,8 +199,7 @@ class Checker:
         it stored, instead of adding a round trip to the database after the download."""
         if req.kind not in (Kind.ZIP, Kind.MOD) or self._private(req.module):
             return
-        suffix = "/go.mod" if req.kind is Kind.MOD else ""
-        if self.pins.get(req.module, req.version + suffix) or self.primary is None:
+        if self.pins.get(req.module, req.sum_version) or self.primary is None:
             return
         lookup = _lookup_request(self.primary, req.module, req.version)
         task = asyncio.ensure_future(self.source.fetch_body(self.primary.chain, lookup))
@@ -256,8 +254,7 @@ class Checker:
 
     def _first_seen(self, req: ModRequest, got: str, zip_gomod: bytes | None) -> Verdict:
         """No pin and no database for this module: keep the first hash seen."""
-        suffix = "/go.mod" if req.kind is Kind.MOD else ""
-        key = f"{req.module}@{req.version}{suffix}"
+        key = f"{req.module}@{req.sum_version}"
         first = self.ledger.first_seen(key, got)
         if first != got:
             raise IntegrityError(

@@ -6,6 +6,7 @@ Other addons read `Settings.runtime`; nothing else opens files or sockets at sta
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -161,9 +162,11 @@ class Settings:
             self.runtime = None
 
 
+@functools.cache
 def goenv(name: str) -> str:
     """A go setting (GOPROXY, GOSUMDB) as the go command on this machine resolves it:
-    environment, go.env, built-in default."""
+    environment, go.env, built-in default. Asked once per process: a rules reload runs on
+    the event loop and must not start `go env` each time."""
     if os.environ.get(name):
         return os.environ[name]
     go = shutil.which("go")

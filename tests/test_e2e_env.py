@@ -52,7 +52,8 @@ def test_eval_env_sends_go_through_modgate(world: World, tmp_path: Path) -> None
     with (
         Upstream(world) as upstream,
         Gate(
-            tmp_path / "gate", f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\nchecksum:\n  private: example.modgate.test\n"
+            tmp_path / "gate",
+            f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\nchecksum:\n  private: example.modgate.test\n",
         ) as gate,
     ):
         env = go_env(tmp_path / "c", f"https://{HOST}")
@@ -144,7 +145,8 @@ def test_eval_env_leaves_the_live_registry_working(world: World, tmp_path: Path)
     with (
         Upstream(world) as upstream,
         Gate(
-            tmp_path / "gate", f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\nchecksum:\n  private: example.modgate.test\n"
+            tmp_path / "gate",
+            f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\nchecksum:\n  private: example.modgate.test\n",
         ) as gate,
     ):
         # The fixture modules through modgate (intercepted), then a real module from the

@@ -21,7 +21,15 @@ import pytest
 
 from world.gate import Gate
 from world.gocmd import go_env, run_go
-from world.modules import BULK, UPPER, MainModule, World, graph, write_main_module
+from world.modules import (
+    BULK,
+    UPPER,
+    MainModule,
+    World,
+    graph,
+    proxy_path,
+    write_main_module,
+)
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -188,15 +196,29 @@ def test_mutable_answers_are_served_stale_when_the_upstream_fails(
         assert "serving stale" in gate.output()
 
 
-def test_a_large_zip_streams_from_the_cache_byte_identical(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("redirect", [True, False], ids=["redirected", "through-mitmproxy"])
+def test_a_large_zip_streams_from_the_cache_byte_identical(
+    tmp_path: Path, mode: str, redirect: bool
+) -> None:
+    """Cold (sent while it downloads) and warm (from the cache), to a client on this
+    machine redirected to the loopback file server, or through mitmproxy as any other
+    client gets it."""
     with graph(n_modules=6, workdir=tmp_path / "world", payload_bytes=24 << 20) as big:
         bulk = big.get(BULK, "v1.0.0")
         with Upstream(big) as upstream, Gate(tmp_path / "gate", rules(upstream.url)) as gate:
+            if not redirect:
+                gate.extra_args += ["--set", "modgate_redirect_local=false"]
+                gate.stop()
+                gate.start()
             for run in ("cold", "warm"):
                 env = client(gate, tmp_path / run, mode)
                 done = run_go(["mod", "download", "-json", bulk.id], env, tmp_path)
                 assert json.loads(done.stdout)["Sum"] == bulk.zip_hash, run
             assert upstream.count("*.zip") == 1
+            url = f"{gate.goproxy_url}/{proxy_path(BULK, 'v1.0.0', '.zip')}"
+            with urllib.request.urlopen(url) as r:  # as any HTTP client on this machine
+                assert ("/blob/" in r.geturl()) == redirect, r.geturl()
+                assert r.read() == big.zip_path(bulk).read_bytes()
 
 
 def test_a_large_cached_zip_altered_on_disk_never_reaches_the_client_whole(tmp_path: Path) -> None:

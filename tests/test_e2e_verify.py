@@ -9,18 +9,21 @@ succeeds once the upstream behaves), and it holds when the client's own checks a
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import subprocess
+import time
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from world.gate import Gate, modgate_command
 from world.gocmd import go_env, run_go
-from world.modules import UPPER, MainModule, World, graph, proxy_path, write_main_module
+from world.modules import BULK, UPPER, MainModule, World, graph, proxy_path, write_main_module
 from world.sumdb import Fault, TestSumdb
 from world.upstream import Upstream
 
@@ -261,6 +264,62 @@ def test_pins_from_a_go_sum_file_catch_a_private_module_mismatch(
             refused = download(client(gate, tmp_path / "c1", sumdb, checks=False), tmp_path, other)
         assert refused.returncode != 0
         assert f"but {gosum}:3 says h1:AAAA" in refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize("mode", ["proxy", "goproxy"])
+def test_a_large_zip_failing_its_check_while_it_streams_never_arrives_whole(
+    tmp_path: Path, mode: str
+) -> None:
+    """A zip over 1 MiB goes to the client while modgate downloads it; its end is held
+    back until the hash is checked. A tampered one is cut short (go gets no zip), and the
+    next request is told why."""
+    with graph(n_modules=6, workdir=tmp_path / "world", payload_bytes=3 << 20) as big:
+        bulk = big.get(BULK, "v1.0.0")
+        tree = big.write_proxy_tree(tmp_path / "tree")
+        zip_file = tree / proxy_path(BULK, "v1.0.0", ".zip")
+        good = _rezip(
+            zip_file, lambda members: members.update({f"{bulk.id}/extra.go": b"package bulk\n"})
+        )
+        db = TestSumdb(DB)
+        for mv in big:
+            db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+        with db, Upstream(tree) as upstream, Gate(tmp_path / "gate", rules(upstream, db)) as gate:
+            upstream.fault("*.zip", throttle=8 << 20)  # bytes reach the client before the check
+            cut = download(client(gate, tmp_path / "c1", db, mode), tmp_path, bulk.id)
+            assert cut.returncode != 0
+            refusal = f"SECURITY: {bulk.id}: upstream sent h1:"
+            assert refusal in gate.output()
+            [record] = [r for r in _trace(gate) if r["kind"] == "zip"]
+            assert 0 < record["bytes_out"] < zip_file.stat().st_size  # streamed, end held back
+            assert refusal in record["error"]
+
+            told = download(client(gate, tmp_path / "c2", db, mode), tmp_path, bulk.id)
+            assert told.returncode != 0
+            assert "server response: modgate: " in told.stdout
+            assert refusal in told.stdout
+            assert upstream.count("*.zip") == 1  # refused from memory, not fetched again
+            assert not list((tmp_path / "c1").rglob("bulk@v1.0.0/payload.bin"))
+
+            zip_file.write_bytes(good)
+            gate.stop()  # a restart forgets the refusal (it lasts negative_ttl otherwise)
+            gate.start()
+            healed = download(client(gate, tmp_path / "c3", db, mode), tmp_path, bulk.id)
+            assert healed.returncode == 0, healed.stderr
+            assert json.loads(healed.stdout)["Sum"] == bulk.zip_hash
+
+
+def _trace(gate: Gate) -> list[dict[str, Any]]:
+    """The records of the latest trace session, once the writer has them."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(
+            modgate_command("trace", "show", "last", "--json", "--db", str(gate.home / "trace.db")),
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        records = json.loads(out.stdout)["requests"] if out.returncode == 0 else []
+        if any(r["kind"] == "zip" for r in records) or time.monotonic() > deadline:
+            return list(records)
+        time.sleep(0.2)
 
 
 def test_a_cached_artifact_altered_on_disk_is_healed(

@@ -4,6 +4,7 @@ a controllable clock so TTLs are tested without sleeping."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from modgate.gateway import Gateway, Outcome, Served
 from modgate.goproxy import parse_request
 from modgate.store import DiskStore
 from modgate.upstream import HttpFetcher
+from modgate.verify import IntegrityError
 from world.modules import ModuleVersion, World
 from world.upstream import Upstream
 
@@ -143,3 +145,99 @@ def test_the_answering_upstream_is_recorded(upstream: Upstream, tmp_path: Path) 
         [served] = serve_all(upstream, tmp_path, Clock(), f"{MODULE}/@v/v1.0.0.mod", chain=chain)
     assert served.entry.upstream == upstream.url
     assert [a.status for a in served.attempts] == [404, 200]
+
+
+# --- large zips, served while they download --------------------------------------------
+
+BIG = "example.modgate.test/big"
+
+
+class Refuse:
+    """A Validator that refuses every answer (as a hash mismatch would)."""
+
+    async def validate(self, req: object, body: Path) -> None:
+        raise IntegrityError(f"{req}: SECURITY ERROR: h1 mismatch (test)")
+
+    def prefetch(self, req: object) -> None:
+        pass
+
+
+def stream_one(
+    upstream: Upstream, tmp_path: Path, clock: Clock, path: str, validator: object = None,
+    then: int = 0,
+) -> tuple[Served, bytes, BaseException | None, list[str]]:  # fmt: skip
+    """Serve `path` once and read its body as it grows, until the download landed; then
+    serve it `then` more times. Returns the first answer, what the body file held when
+    it landed, how it landed, and the later outcomes (or error texts)."""
+
+    async def go() -> tuple[Served, bytes, BaseException | None, list[str]]:
+        store = DiskStore(tmp_path / "cache", 1 << 30)
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(
+            store, fetcher, tmp_path / "spool", CacheSettings(ttl=60, negative_ttl=10), clock
+        )
+        gateway.validator = validator  # type: ignore[assignment]
+        chain = Chain((Hop(upstream.url),))
+        try:
+            served = await gateway.serve(chain, parse_request(path))
+            assert served.growing is not None and served.landed is not None
+            assert not served.landed.done()  # answered before the download ended
+            landed: BaseException | None = None
+            try:
+                await served.landed
+            except IntegrityError as e:
+                landed = e
+            assert served.body.file is not None
+            data = served.body.file.read()
+            served.body.close()
+            later = []
+            for _ in range(then):
+                try:
+                    again = await gateway.serve(chain, parse_request(path))
+                    again.body.close()
+                    later.append(again.outcome.value)
+                except IntegrityError as e:
+                    later.append(str(e))
+            return served, data, landed, later
+        finally:
+            await fetcher.close()
+            store.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Iterator[tuple[World, Upstream]]:
+    with World([ModuleVersion(BIG, "v1.0.0", payload_bytes=3 << 20)]) as w, Upstream(w) as up:
+        up.fault("*.zip", throttle=4 << 20)  # about 0.8 s for the whole zip
+        yield w, up
+
+
+def test_a_large_zip_is_answered_while_it_downloads_and_then_kept(
+    big: tuple[World, Upstream], tmp_path: Path
+) -> None:
+    world, upstream = big
+    path = f"{BIG}/@v/v1.0.0.zip"
+    served, data, landed, later = stream_one(upstream, tmp_path, Clock(), path, then=1)
+    assert landed is None
+    assert served.outcome is Outcome.MISS and served.entry.size == len(data)
+    assert served.growing is not None and served.growing.entry is not None
+    assert served.growing.entry.sha256 == hashlib.sha256(data).hexdigest()
+    assert data == world.zip_path(world.get(BIG, "v1.0.0")).read_bytes()
+    assert later == ["hit"]
+    assert upstream.count(f"/{path}") == 1
+
+
+def test_a_large_zip_that_fails_its_check_is_refused_to_the_next_requests_for_a_while(
+    big: tuple[World, Upstream], tmp_path: Path
+) -> None:
+    _, upstream = big
+    path = f"{BIG}/@v/v1.0.0.zip"
+    clock = Clock()
+    served, _, landed, later = stream_one(upstream, tmp_path, clock, path, Refuse(), then=1)
+    assert isinstance(landed, IntegrityError)
+    assert served.growing is not None and served.growing.error is not None
+    assert "h1 mismatch (test)" in served.growing.error
+    # Its readers were cut short with no reason to show: the next request gets it.
+    assert later == [str(landed)]
+    assert upstream.count(f"/{path}") == 1

@@ -6,6 +6,11 @@ sight: the addons translate flows into `Gateway.serve` calls and its `Served` ba
                             Validator (hashes, checksum database), stored, served
     fetch failed         -> the stale entry if there is one, else UpstreamError
     check failed         -> IntegrityError: nothing stored, nothing served
+    large zip missing    -> served while it downloads (`Served.growing`): the reader
+                            holds back its end until the checks pass (growing.py); if
+                            they fail, its clients were cut short with no reason to
+                            show, so the refusal is kept `negative_ttl` seconds and
+                            answered to the next requests (go prints it)
 
 "GOPROXY protocol": a canonical version's .info/.mod/.zip never change, so they are
 kept forever; `list`, `@latest` and version queries change, so they live `ttl`
@@ -19,15 +24,16 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from modgate.config import CacheSettings, Chain
-from modgate.errors import CacheError, UpstreamError
-from modgate.goproxy import ModRequest
+from modgate.errors import CacheError, ModgateError, UpstreamError
+from modgate.goproxy import Kind, ModRequest
+from modgate.growing import GrowingFile
 from modgate.store import Body, Entry, Hit, Miss, Stale, Store
-from modgate.upstream import Attempt, Fetcher
+from modgate.upstream import Attempt, Fetched, Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +67,37 @@ class Outcome(enum.Enum):
     STALE = "stale"  # past its TTL and the upstream failed: served anyway
 
 
+Landed = asyncio.Future[tuple[Entry, tuple[Attempt, ...]]]
+
+
 @dataclass(frozen=True)
 class Served:
-    """What to answer. The receiver closes `body`."""
+    """What to answer. The receiver closes `body`.
+
+    A large zip served while it downloads has `growing` set: `body` is a handle on the
+    partial file, `entry` holds only what is known up front (no hashes yet), and
+    `landed` completes with the stored entry, or with the error that stopped it."""
 
     entry: Entry
     body: Body
     outcome: Outcome
     attempts: tuple[Attempt, ...] = ()
     stale_reason: str = ""
+    growing: GrowingFile | None = None
+    landed: Landed | None = None
+
+
+@dataclass
+class _Flight:
+    """One fetch in progress, shared by every request for its key."""
+
+    task: Landed = field(init=False)
+    growing: GrowingFile | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def body_started(self, growing: GrowingFile) -> None:
+        self.growing = growing
+        self.started.set()
 
 
 def cache_key(chain: Chain, req: ModRequest) -> str:
@@ -90,7 +118,8 @@ class Gateway:
         self.store, self.fetcher, self.spool = store, fetcher, spool
         self.settings, self.clock = settings, clock
         self.validator: Validator | None = None
-        self._flights: dict[str, asyncio.Future[tuple[Entry, tuple[Attempt, ...]]]] = {}
+        self._flights: dict[str, _Flight] = {}
+        self._refused: dict[str, tuple[float, ModgateError]] = {}  # key: (until, why)
         spool.mkdir(parents=True, exist_ok=True)
 
     async def serve(self, chain: Chain, req: ModRequest) -> Served:
@@ -103,8 +132,16 @@ class Gateway:
                 return Served(looked.entry, body, hit)
             log.warning("cached %s was damaged or missing on disk: fetching it again", req)
             looked = Miss()
+        if refused := self._refused.get(key):
+            if self.clock() < refused[0]:
+                raise refused[1]
+            del self._refused[key]
+        flight = self._flight(key, chain, req)
         try:
-            entry, attempts = await self._fetch_once(key, chain, req)
+            if req.kind is Kind.ZIP and (streamed := await self._streamed(key, req, flight)):
+                return streamed
+            # Shielded: a client that hangs up does not waste the fetch for the others.
+            entry, attempts = await asyncio.shield(flight.task)
         except UpstreamError as e:
             if isinstance(looked, Stale) and (body := self.store.open(looked.entry)):
                 log.warning("serving stale %s: %s", req, e)
@@ -116,53 +153,84 @@ class Gateway:
         fetched = Outcome.REFRESHED if isinstance(looked, Stale) else Outcome.MISS
         return Served(entry, body, fetched, attempts)
 
-    async def _fetch_once(
-        self, key: str, chain: Chain, req: ModRequest
-    ) -> tuple[Entry, tuple[Attempt, ...]]:
-        """Single-flight: concurrent requests for one key share one upstream fetch. The
-        fetch is shielded, so a client that hangs up does not waste it for the others."""
+    def _flight(self, key: str, chain: Chain, req: ModRequest) -> _Flight:
+        """Single-flight: concurrent requests for one key share one upstream fetch."""
         flight = self._flights.get(key)
         if flight is None:
-            flight = asyncio.ensure_future(self._fetch_and_store(key, chain, req))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda f: self._landed(key, f))
-        return await asyncio.shield(flight)
+            flight = self._flights[key] = _Flight()
+            flight.task = asyncio.ensure_future(self._fetch_and_store(key, chain, req, flight))
+            flight.task.add_done_callback(lambda f: self._landed(key, f))
+        return flight
 
-    def _landed(self, key: str, flight: asyncio.Future[tuple[Entry, tuple[Attempt, ...]]]) -> None:
+    def _landed(self, key: str, task: Landed) -> None:
         self._flights.pop(key, None)
-        if not flight.cancelled():
-            flight.exception()  # retrieved here too, in case every waiter has gone
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter has gone
+
+    async def _streamed(self, key: str, req: ModRequest, flight: _Flight) -> Served | None:
+        """The zip as it downloads, once its body starts and when it is large enough to be
+        worth it (the fetcher decides); None when it landed first or never grew."""
+        started = asyncio.ensure_future(flight.started.wait())
+        try:
+            await asyncio.wait((flight.task, started), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+        growing = flight.growing
+        if growing is None or flight.task.done() or growing.error is not None:
+            return None
+        try:
+            file = growing.open()  # before the spool file can be removed
+        except OSError:
+            return None
+        entry = Entry(
+            key=key, status=200, content_type=req.content_type, size=growing.size, sha256="",
+            stored_at=self.clock(), expires_at=None, upstream=growing.source,
+        )  # fmt: skip
+        return Served(entry, Body(file=file), Outcome.MISS, growing=growing, landed=flight.task)
 
     async def _fetch_and_store(
-        self, key: str, chain: Chain, req: ModRequest
+        self, key: str, chain: Chain, req: ModRequest, flight: _Flight
     ) -> tuple[Entry, tuple[Attempt, ...]]:
         if self.validator is not None:
             self.validator.prefetch(req)  # overlaps the checksum lookup with the download
-        fetched = await self.fetcher.fetch(chain, req, self.spool)
+        fetched = await self.fetcher.fetch(chain, req, self.spool, flight.body_started)
+        growing = flight.growing if flight.growing and flight.growing.path == fetched.body else None
         try:
-            verdict = None
-            if fetched.status == 200 and self.validator is not None:
-                verdict = await self.validator.validate(req, fetched.body)
-            now = self.clock()
-            entry = Entry(
-                key=key,
-                status=fetched.status,
-                content_type=req.content_type
-                if fetched.status == 200
-                else "text/plain; charset=utf-8",
-                size=fetched.size,
-                sha256=fetched.sha256,
-                stored_at=now,
-                expires_at=self._expiry(req, fetched.status, now),
-                upstream=fetched.upstream,
-                h1=verdict.h1 if verdict else "",
-                verdict=verdict.status if verdict else "",
-                checked_by=verdict.source if verdict else "",
-            )
+            entry = await self._checked(key, req, fetched)
+            if growing is not None:
+                growing.settle(entry)  # readers finish now, not after the copy
             await asyncio.to_thread(self.store.put, entry, fetched.body)
+        except BaseException as e:
+            if growing is not None and growing.entry is None:
+                growing.fail(str(e) or type(e).__name__)
+                if isinstance(e, ModgateError) and not isinstance(e, UpstreamError):
+                    # A check failed: the same bytes would fail again. (A download that
+                    # broke off is fetched afresh by the next request.)
+                    self._refused[key] = (self.clock() + self.settings.negative_ttl, e)
+            raise
         finally:
             fetched.body.unlink(missing_ok=True)
         return entry, fetched.attempts
+
+    async def _checked(self, key: str, req: ModRequest, fetched: Fetched) -> Entry:
+        """The entry to store for `fetched`, once the Validator passed it."""
+        verdict = None
+        if fetched.status == 200 and self.validator is not None:
+            verdict = await self.validator.validate(req, fetched.body)
+        now = self.clock()
+        return Entry(
+            key=key,
+            status=fetched.status,
+            content_type=req.content_type if fetched.status == 200 else "text/plain; charset=utf-8",
+            size=fetched.size,
+            sha256=fetched.sha256,
+            stored_at=now,
+            expires_at=self._expiry(req, fetched.status, now),
+            upstream=fetched.upstream,
+            h1=verdict.h1 if verdict else "",
+            verdict=verdict.status if verdict else "",
+            checked_by=verdict.source if verdict else "",
+        )
 
     async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
         """Serve `req` and read the whole body: for small answers modgate itself needs

@@ -13,6 +13,7 @@ import hashlib
 import os
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,11 +24,20 @@ from modgate import __version__
 from modgate.config import Chain, Hop
 from modgate.errors import ProtocolError, UpstreamError
 from modgate.goproxy import MAX_GOMOD, Kind, ModRequest, check_body
+from modgate.growing import GrowingFile
 
 # golang.org/x/mod/zip: MaxZipFile bounds the uncompressed size; a compressed zip that
 # is larger cannot be valid either. Everything else the protocol serves is small.
 MAX_ZIP = 500 << 20
+CHUNK = 256 << 10
 MAX_OTHER = MAX_GOMOD
+# A zip at least this large (by its Content-Length) is handed on while it downloads
+# (`on_body`); smaller answers are read whole first. The same size as the store's
+# in-memory answers: below it a client gets a refusal's reason as an error body.
+STREAM_MIN = 1 << 20
+
+OnBody = Callable[[GrowingFile], None]
+"""Called when a large zip starts arriving; the fetcher writes it, the gateway settles it."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,9 @@ class Fetched:
 
 
 class Fetcher(Protocol):
-    async def fetch(self, chain: Chain, req: ModRequest, spool: Path) -> Fetched: ...
+    async def fetch(
+        self, chain: Chain, req: ModRequest, spool: Path, on_body: OnBody | None = None
+    ) -> Fetched: ...
 
     async def close(self) -> None: ...
 
@@ -80,12 +92,16 @@ class HttpFetcher:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, chain: Chain, req: ModRequest, spool: Path) -> Fetched:
+    async def fetch(
+        self, chain: Chain, req: ModRequest, spool: Path, on_body: OnBody | None = None
+    ) -> Fetched:
         attempts: list[Attempt] = []
         for i, hop in enumerate(chain.hops):
             last = i == len(chain.hops) - 1
             try:
-                status, body, size, digest = await self._get(hop, req, spool, chain.database)
+                status, body, size, digest = await self._get(
+                    hop, req, spool, chain.database, on_body
+                )
             except (httpx.HTTPError, ProtocolError, OSError) as e:
                 attempts.append(Attempt(hop.url, error=_describe(e)))
                 if hop.any_error and not last:
@@ -103,29 +119,50 @@ class HttpFetcher:
         raise AssertionError("a chain has at least one hop")
 
     async def _get(
-        self, hop: Hop, req: ModRequest, spool: Path, database: bool
+        self, hop: Hop, req: ModRequest, spool: Path, database: bool, on_body: OnBody | None
     ) -> tuple[int, Path, int, str]:
         limit = MAX_ZIP if req.kind is Kind.ZIP else MAX_OTHER
         # A database's own URL serves what a proxy serves below sumdb/<name>/.
         wanted = req.path.split("/", 2)[2] if database else req.path
         fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
         path = Path(name)
+        growing: GrowingFile | None = None
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb", buffering=0) as out:
                 async with self._client.stream("GET", f"{hop.url}/{wanted}") as r:
+                    if on_body is not None and (length := _streamable(req, r)):
+                        growing = GrowingFile(path, length, hop.url)
+                        on_body(growing)
                     h, size = hashlib.sha256(), 0
-                    async for chunk in r.aiter_bytes(1 << 20):
+                    async for chunk in r.aiter_bytes(CHUNK):
                         size += len(chunk)
                         if size > limit:
                             raise ProtocolError(f"{req}: answer is over {limit} bytes")
                         h.update(chunk)
                         out.write(chunk)
+                        if growing is not None:
+                            growing.wrote(size)
             if r.status_code == 200:
                 check_body(req, path)
             return r.status_code, path, size, h.hexdigest()
-        except BaseException:
+        except BaseException as e:
+            if growing is not None:
+                growing.fail(_describe(e))
             path.unlink(missing_ok=True)
             raise
+
+
+def _streamable(req: ModRequest, r: httpx.Response) -> int:
+    """The announced length of a 200 zip worth handing on while it downloads, else 0."""
+    if r.status_code != 200 or req.kind is not Kind.ZIP:
+        return 0
+    if r.headers.get("Content-Encoding", "identity") != "identity":
+        return 0  # the length is of the encoded body, not of what a reader gets
+    try:
+        length = int(r.headers.get("Content-Length", ""))
+    except ValueError:
+        return 0  # no length to promise the client: read it whole first
+    return length if STREAM_MIN <= length <= MAX_ZIP else 0
 
 
 def _describe(e: BaseException) -> str:

@@ -7,14 +7,19 @@ Other addons read `Settings.runtime`; nothing else opens files or sockets at sta
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import re
 import shutil
+import ssl
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import mode_specs
@@ -148,10 +153,10 @@ class Settings:
         if self.runtime is None:  # loaded with add(), and no option was ever set
             self.reload()
             self._limit_interception()
-        await self.blobs.start()
+        self.blobs.start(loopback_tls())
 
     async def done(self) -> None:
-        await self.blobs.stop()
+        self.blobs.stop()
         await self.fetcher.close()
         self._close_resources()
 
@@ -160,6 +165,31 @@ class Settings:
             self.runtime.store.close()
             self.runtime.checker.close()
             self.runtime = None
+
+
+def loopback_tls() -> ssl.SSLContext | None:
+    """A TLS server context for 127.0.0.1 with a certificate from modgate's CA (mitmproxy's,
+    in the confdir), which clients of the HTTPS proxy already trust; None when mitmproxy
+    has no certificate store (no TLS interception)."""
+    tlsconfig = ctx.master.addons.get("tlsconfig")
+    certstore = getattr(tlsconfig, "certstore", None)
+    if certstore is None:
+        return None
+    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    entry = certstore.get_cert("127.0.0.1", sans)
+    key = entry.privatekey.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_alpn_protocols(["http/1.1"])
+    # load_cert_chain reads files only: a private temporary one, removed at once.
+    with tempfile.NamedTemporaryFile(prefix="modgate-loopback-", suffix=".pem") as pem:
+        pem.write(entry.cert.to_pem() + key)
+        pem.flush()
+        context.load_cert_chain(pem.name)
+    return context
 
 
 @functools.cache

@@ -25,6 +25,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, layers, mode_specs
 
 from modgate.addons import plain
+from modgate.blobs import Handoff
 from modgate.config import parse_duration
 from modgate.goproxy import ModRequest
 from modgate.trace.record import OTHER, TUNNEL, Record
@@ -143,6 +144,10 @@ class Tracer:
         writer = self.writer
         if writer is None or flow.request.method == "CONNECT" or "modgate.traced" in flow.metadata:
             return
+        handoff: Handoff | None = flow.metadata.get("modgate.handoff")
+        if handoff is not None and handoff.transfer is None:
+            handoff.then(lambda: self._finish(flow))  # the body is still on its way
+            return
         flow.metadata["modgate.traced"] = True
         record, body = record_of(flow)
         if _live_shown():
@@ -210,9 +215,15 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
     ruled: dict[str, Any] = meta.get("modgate.rule") or {}
     status = resp.status_code if resp is not None else 0
     error = meta.get("modgate.error") or (flow.error.msg if flow.error else "")
+    end = (resp.timestamp_end if resp is not None else None) or time.time()
+    bytes_out = _body_size(flow)
+    handoff: Handoff | None = meta.get("modgate.handoff")
+    if handoff is not None and handoff.transfer is not None:
+        # Redirected to the BlobServer: the record is of the body the client got there.
+        status, end, bytes_out = 200, handoff.transfer.ended, handoff.transfer.sent
     record = Record(
         start=req.timestamp_start,
-        end=(resp.timestamp_end if resp is not None else None) or time.time(),
+        end=end,
         ttfb=resp.timestamp_start - req.timestamp_start if resp and resp.timestamp_start else None,
         client=_ip(flow.client_conn.peername),
         client_port=flow.client_conn.peername[1] if flow.client_conn.peername else 0,
@@ -226,7 +237,7 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
         version=mod.version if mod else "",
         status=status,
         bytes_in=_request_size(req),
-        bytes_out=_body_size(flow),
+        bytes_out=bytes_out,
         cache=str(meta.get("modgate.cache", "")),
         upstream=str(meta.get("modgate.upstream", "")),
         attempts=tuple(str(a) for a in meta.get("modgate.attempts", ())),
@@ -240,7 +251,8 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
     )
     body = None
     if mod and status == 200 and not record.h1 and record.kind in ("mod", "zip") and resp:
-        body = resp.raw_content
+        # None when the body never passed through mitmproxy (streamed, or redirected).
+        body = None if handoff is not None else resp.raw_content
     return record, body
 
 

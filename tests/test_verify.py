@@ -213,9 +213,9 @@ def test_a_lookup_is_proven_once_for_the_same_bytes(tmp_path: Path) -> None:
     calls: list[str] = []
 
     class CountingVerifier:
-        def lookup(self, module: str, version: str, data: bytes) -> list[str]:
-            calls.append(version)
-            return [f"{module} {version} {H1}"]
+        def lookup_versions(self, module: str, versions: tuple[str, ...], _: bytes) -> list[str]:
+            calls.append(versions)
+            return [f"{module} {version} {H1}" for version in versions]
 
         latest = b""
 
@@ -229,4 +229,4 @@ def test_a_lookup_is_proven_once_for_the_same_bytes(tmp_path: Path) -> None:
 
     first, again, other = asyncio.run(twice())
     assert first == again == other
-    assert calls == ["v1.0.0", "v1.0.0/go.mod"] * 2  # once per distinct answer
+    assert calls == [("v1.0.0", "v1.0.0/go.mod")] * 2  # one proof per distinct answer

@@ -225,6 +225,10 @@ def test_verifier_accepts_lookup(world: World) -> None:
     assert verifier.tree == world.db.tree()
     assert verifier.latest == world.db.signed_tree()
     assert verifier.name == "sumdb.modgate.test"
+    both = world.verifier().lookup_versions(
+        UPPER, (VERSION, f"{VERSION}/go.mod"), world.db.get(world.lookup_path(module))
+    )
+    assert both == lines + go_mod
 
 
 def test_verifier_caches_verified_tiles(world: World) -> None:

@@ -281,10 +281,7 @@ class Checker:
         verifier = self._verifier(name)
 
         def both() -> list[str]:
-            return [
-                *verifier.lookup(module, version, data),
-                *verifier.lookup(module, version + "/go.mod", data),
-            ]
+            return verifier.lookup_versions(module, (version, version + "/go.mod"), data)
 
         try:
             lines = await self._with_tiles(name, both)

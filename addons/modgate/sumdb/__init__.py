@@ -134,14 +134,19 @@ class SumdbVerifier:
         record's lines that start with "<path> <version> " (empty if there are none:
         "checksum missing from sumdb response" is then the caller's to say).
         """
+        return self.lookup_versions(path, (version,), response)
+
+    def lookup_versions(self, path: str, versions: tuple[str, ...], response: bytes) -> list[str]:
+        """`lookup` of several versions in one response (a version and its "/go.mod"),
+        proven once: the proof is most of a lookup's cost."""
         try:
             record_id, text, tree_note = parse_record(response)
             self.merge_latest(tree_note)
             self._check_record(record_id, text)
         except SumdbError as e:
-            raise e.within(f"{path}@{version}") from e
-        prefix = f"{path} {version} "
-        return [line for line in text.decode().split("\n") if line.startswith(prefix)]
+            raise e.within(f"{path}@{versions[0]}") from e
+        prefixes = tuple(f"{path} {version} " for version in versions)
+        return [line for line in text.decode().split("\n") if line.startswith(prefixes)]
 
     def merge_latest(self, note: bytes) -> Tree:
         """Verify a signed tree head and, if newer and consistent, adopt it; return its tree.

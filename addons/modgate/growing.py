@@ -27,6 +27,7 @@ class GrowingFile:
         self.entry: Entry | None = None  # set when settled
         self._error: str | None = None
         self._changed = threading.Condition()
+        self._waiting = 0  # readers inside wait(): wrote() wakes nobody when there are none
 
     def open(self) -> BinaryIO:
         """A reader's own handle: it keeps the data readable after the spool file is
@@ -36,9 +37,12 @@ class GrowingFile:
     # --- the writer's side (the fetcher, then the gateway) ------------------------------
 
     def wrote(self, total: int) -> None:
-        with self._changed:
-            self._written = total
-            self._changed.notify_all()
+        """Called on the event loop for every piece: no lock unless a reader waits (a
+        reader counts itself before it looks at `_written`, so none is missed)."""
+        self._written = total
+        if self._waiting:
+            with self._changed:
+                self._changed.notify_all()
 
     def settle(self, entry: Entry) -> None:
         """The whole body is written and passed every check; readers may finish once what
@@ -60,9 +64,13 @@ class GrowingFile:
         """Wait until more than `offset` bytes are written, the body is settled or failed,
         or `timeout` passes. Returns (bytes written, sha256 if settled, error if failed)."""
         with self._changed:
-            self._changed.wait_for(
-                lambda: self._written > offset or self.entry or self._error, timeout
-            )
+            self._waiting += 1
+            try:
+                self._changed.wait_for(
+                    lambda: self._written > offset or self.entry or self._error, timeout
+                )
+            finally:
+                self._waiting -= 1
             return self._written, self.entry.sha256 if self.entry else None, self._error
 
     @property

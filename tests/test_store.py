@@ -21,8 +21,10 @@ from modgate.store import (
 )
 
 
-def entry_for(key: str, body: bytes, expires_at: float | None = None) -> Entry:
-    return Entry(key=key, status=200, content_type="application/zip", size=len(body),
+def entry_for(
+    key: str, body: bytes, expires_at: float | None = None, content_type: str = "text/plain"
+) -> Entry:
+    return Entry(key=key, status=200, content_type=content_type, size=len(body),
                  sha256=hashlib.sha256(body).hexdigest(), stored_at=100.0,
                  expires_at=expires_at, upstream="http://up.example")  # fmt: skip
 
@@ -35,11 +37,12 @@ def store(tmp_path: Path) -> DiskStore:
 
 
 def put(
-    store: DiskStore, tmp_path: Path, key: str, body: bytes, expires_at: float | None = None
-) -> Entry:
+    store: DiskStore, tmp_path: Path, key: str, body: bytes, expires_at: float | None = None,
+    content_type: str = "text/plain",
+) -> Entry:  # fmt: skip
     f = tmp_path / f"spool-{len(body)}"
     f.write_bytes(body)
-    entry = entry_for(key, body, expires_at)
+    entry = entry_for(key, body, expires_at, content_type)
     store.put(entry, f)
     return entry
 
@@ -166,7 +169,8 @@ def test_only_small_immutable_answers_are_held(store: DiskStore, tmp_path: Path)
     small = put(store, tmp_path, "small", b"s" * HELD_MAX)
     large = put(store, tmp_path, "large", b"l" * (HELD_MAX + 1))
     mutable = put(store, tmp_path, "list", b"v1.0.0\n", expires_at=1e12)
-    for entry in (small, large, mutable):
+    code = put(store, tmp_path, "zip", b"PK small zip", content_type="application/zip")
+    for entry in (small, large, mutable, code):
         opened = store.open(entry)
         assert opened is not None
         opened.close()
@@ -174,6 +178,24 @@ def test_only_small_immutable_answers_are_held(store: DiskStore, tmp_path: Path)
     assert store.lookup("small", now=0) == Hit(small)
     assert store.lookup("large", now=0) == Miss()
     assert store.lookup("list", now=0) == Miss()
+    assert store.lookup("zip", now=0) == Miss()  # the code is checked on disk every time
+
+
+def test_a_held_answer_damaged_on_disk_is_served_as_checked_until_dropped(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    entry = put(store, tmp_path, "k", b"module example.com/m\n")
+    assert store.open(entry) is not None  # checked, and held
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (b"module evil.example/m\n", "k"))
+    held = store.open(entry)
+    assert held is not None and held.data == b"module example.com/m\n"  # never the damage
+    fresh = DiskStore(store.directory, size_limit=None)  # another process: nothing held
+    try:
+        assert fresh.open(entry) is None  # found damaged on disk, and dropped
+        assert fresh.lookup("k", now=0) == Miss()
+    finally:
+        fresh.close()
 
 
 def test_a_damaged_body_never_enters_memory(store: DiskStore, tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ version's .info and .mod: "GOPROXY protocol", they never change) in a bounded
 least-recently-used memory, so a hot hit costs no SQLite at all. A body enters it
 only after its SHA-256 was checked on the way out of the disk; `put` and `delete`
 drop it. Its reads still count as uses of the disk entry (for eviction). An entry
-removed by another process, or evicted by diskcache, may still be answered from memory
-until this process drops it: what is held was checked and never changes.
+damaged or removed on disk (by another process, or evicted by diskcache) may still be
+answered from memory until this process drops it: what is held was checked and never
+changes. Zips are never held: the code is read and checked from disk on every serve,
+so damage there is found, and healed, at the next request.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ TOUCH_EVERY = 5.0  # seconds
 # what modgate added to a small cached hit (scripts/bench, issue 6).
 HELD_MAX = 64 * 1024
 HELD_TOTAL = 16 << 20
+ZIP_TYPE = "application/zip"  # goproxy's content type of a .zip: never held
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ class DiskStore:
                 body.close()
             self.delete(entry.key)  # unreadable or damaged: the caller fetches it again
             return None
-        if body.data is not None and entry.expires_at is None and entry.size <= HELD_MAX:
+        if body.data is not None and _holdable(entry):
             self._hold(entry, body.data)
         return body
 
@@ -288,6 +291,10 @@ class DiskStore:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def _holdable(entry: Entry) -> bool:
+    return entry.expires_at is None and entry.size <= HELD_MAX and entry.content_type != ZIP_TYPE
 
 
 def _read_whole(file: BinaryIO) -> Body | None:

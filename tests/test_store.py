@@ -9,11 +9,22 @@ from pathlib import Path
 import pytest
 
 from modgate.errors import CacheError
-from modgate.store import INLINE_MAX, MEMORY_MAX, DiskStore, Entry, Hit, Miss, Stale
+from modgate.store import (
+    HELD_MAX,
+    INLINE_MAX,
+    MEMORY_MAX,
+    DiskStore,
+    Entry,
+    Hit,
+    Miss,
+    Stale,
+)
 
 
-def entry_for(key: str, body: bytes, expires_at: float | None = None) -> Entry:
-    return Entry(key=key, status=200, content_type="application/zip", size=len(body),
+def entry_for(
+    key: str, body: bytes, expires_at: float | None = None, content_type: str = "text/plain"
+) -> Entry:
+    return Entry(key=key, status=200, content_type=content_type, size=len(body),
                  sha256=hashlib.sha256(body).hexdigest(), stored_at=100.0,
                  expires_at=expires_at, upstream="http://up.example")  # fmt: skip
 
@@ -26,11 +37,12 @@ def store(tmp_path: Path) -> DiskStore:
 
 
 def put(
-    store: DiskStore, tmp_path: Path, key: str, body: bytes, expires_at: float | None = None
-) -> Entry:
+    store: DiskStore, tmp_path: Path, key: str, body: bytes, expires_at: float | None = None,
+    content_type: str = "text/plain",
+) -> Entry:  # fmt: skip
     f = tmp_path / f"spool-{len(body)}"
     f.write_bytes(body)
-    entry = entry_for(key, body, expires_at)
+    entry = entry_for(key, body, expires_at, content_type)
     store.put(entry, f)
     return entry
 
@@ -130,3 +142,117 @@ def test_an_unreadable_row_is_dropped_not_raised(store: DiskStore, tmp_path: Pat
         db.execute("UPDATE Cache SET value = CAST(? AS TEXT) WHERE key = ?", (b"\xff\xfe", "k"))
     assert store.open(entry) is None
     assert store.lookup("k", now=0) == Miss()
+
+
+# --- small immutable answers held in memory ----------------------------------------------
+
+
+def spoil_tags(store: DiskStore) -> None:
+    """Make every stored entry unreadable from SQLite: only memory can answer now."""
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        db.execute("UPDATE Cache SET tag = 'damaged'")
+
+
+def test_a_served_small_immutable_answer_is_then_answered_from_memory(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    entry = put(store, tmp_path, "k", b"module example.com/m\n")
+    opened = store.open(entry)
+    assert opened is not None and opened.data == b"module example.com/m\n"
+    spoil_tags(store)
+    assert store.lookup("k", now=0) == Hit(entry)
+    again = store.open(entry)
+    assert again is not None and again.data == b"module example.com/m\n"
+
+
+def test_only_small_immutable_answers_are_held(store: DiskStore, tmp_path: Path) -> None:
+    small = put(store, tmp_path, "small", b"s" * HELD_MAX)
+    large = put(store, tmp_path, "large", b"l" * (HELD_MAX + 1))
+    mutable = put(store, tmp_path, "list", b"v1.0.0\n", expires_at=1e12)
+    code = put(store, tmp_path, "zip", b"PK small zip", content_type="application/zip")
+    for entry in (small, large, mutable, code):
+        opened = store.open(entry)
+        assert opened is not None
+        opened.close()
+    spoil_tags(store)  # the disk lookups now fail (and drop the entry): a Miss
+    assert store.lookup("small", now=0) == Hit(small)
+    assert store.lookup("large", now=0) == Miss()
+    assert store.lookup("list", now=0) == Miss()
+    assert store.lookup("zip", now=0) == Miss()  # the code is checked on disk every time
+
+
+def test_a_held_answer_damaged_on_disk_is_served_as_checked_until_dropped(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    entry = put(store, tmp_path, "k", b"module example.com/m\n")
+    assert store.open(entry) is not None  # checked, and held
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (b"module evil.example/m\n", "k"))
+    held = store.open(entry)
+    assert held is not None and held.data == b"module example.com/m\n"  # never the damage
+    fresh = DiskStore(store.directory, size_limit=None)  # another process: nothing held
+    try:
+        assert fresh.open(entry) is None  # found damaged on disk, and dropped
+        assert fresh.lookup("k", now=0) == Miss()
+    finally:
+        fresh.close()
+
+
+def test_a_damaged_body_never_enters_memory(store: DiskStore, tmp_path: Path) -> None:
+    entry = put(store, tmp_path, "k", b"module example.com/m\n")
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (b"module evil.example/m\n", "k"))
+    assert store.open(entry) is None
+    assert store.lookup("k", now=0) == Miss()
+    assert store.open(entry) is None
+
+
+def test_delete_drops_the_answer_from_memory_too(store: DiskStore, tmp_path: Path) -> None:
+    entry = put(store, tmp_path, "k", b"module example.com/m\n")
+    assert store.open(entry) is not None
+    store.delete("k")
+    assert store.lookup("k", now=0) == Miss()
+    assert store.open(entry) is None
+
+
+def test_put_replaces_the_answer_in_memory(store: DiskStore, tmp_path: Path) -> None:
+    old = put(store, tmp_path, "k", b"old")
+    assert store.open(old) is not None
+    new = put(store, tmp_path, "k", b"new body")
+    assert store.lookup("k", now=0) == Hit(new)
+    opened = store.open(new)
+    assert opened is not None and opened.data == b"new body"
+
+
+def test_memory_is_bounded_and_drops_the_least_recently_used(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "cache", size_limit=1 << 30, held_total=3000)
+    try:
+        entries = {k: put(store, tmp_path, k, k.encode() * 1000) for k in "abc"}  # 1000 B each
+        for k in "abc":
+            assert store.open(entries[k]) is not None
+        assert store.open(entries["a"]) is not None  # "a" used again: "b" is now the oldest
+        entries["d"] = put(store, tmp_path, "d", b"d" * 1000)
+        assert store.open(entries["d"]) is not None  # 4000 B > 3000: one must go
+        spoil_tags(store)
+        held = [k for k in "abcd" if store.lookup(k, now=0) == Hit(entries[k])]
+        assert held == ["a", "c", "d"]
+    finally:
+        store.close()
+
+
+def test_answers_from_memory_still_mark_entries_recently_used(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    first, _ = put(store, tmp_path, "a", b"a"), put(store, tmp_path, "b", b"b")
+    assert store.open(first) is not None  # now held
+    store.flush()
+
+    def used() -> dict[str, float]:
+        with sqlite3.connect(store.directory / "cache.db") as db:
+            return dict(db.execute("SELECT key, access_time FROM Cache"))
+
+    before = used()["a"]
+    assert store.lookup("a", now=0) == Hit(first)
+    assert store.open(first) is not None  # from memory
+    store.flush()
+    assert used()["a"] > before

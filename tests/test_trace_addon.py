@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions, http
+from mitmproxy import log as mitmlog
 from mitmproxy.proxy import layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.mode_specs import ProxyMode
@@ -134,6 +136,30 @@ def test_the_record_is_journaled_before_the_response_goes_on(
     [line] = [r for r in caplog.records if "example.com/Upper@v1.0.0" in r.getMessage()]
     assert line.getMessage() == "zip example.com/Upper@v1.0.0 200 hit 5.0ms"
     assert line.levelno == logging.INFO  # so `modgate run --quiet` (warn) hides it
+
+
+def test_the_live_line_is_shown_but_not_made_an_add_log_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    events: list[str] = []
+
+    class AddLog:  # an addon on mitmproxy's deprecated add_log hook
+        def add_log(self, entry: mitmlog.LogEntry) -> None:
+            events.append(entry.msg)
+
+    t = Tracer()
+    # In the test itself: mitmproxy's log handlers ignore records from other test phases.
+    with taddons.context(t, AddLog()) as tctx:
+        tctx.options.add_option("modgate_cache_dir", str, str(tmp_path / "cache"), "")
+        tctx.configure(t, modgate_cache_dir=str(tmp_path / "cache"))
+        t.response(module_flow())
+        logging.getLogger("modgate").info("modgate: another line")
+        tctx.master.event_loop.run_until_complete(asyncio.sleep(0.01))  # deliver add_log
+        t.done()
+    assert "zip example.com/Upper@v1.0.0 200" in caplog.text  # handlers still get it
+    assert any("another line" in e for e in events)
+    assert not any("example.com/Upper@v1.0.0" in e for e in events)
 
 
 def test_quiet_means_no_live_line(

@@ -58,6 +58,27 @@ def test_stop_writes_what_is_still_queued(tmp_path: Path) -> None:
     assert count(tmp_path / "t.db") == 1000
 
 
+def test_commits_are_paced_a_record_after_a_quiet_spell_is_committed_at_once(
+    tmp_path: Path,
+) -> None:
+    writer = TraceWriter(tmp_path / "t.db", pace=1.0)
+    writer.start()
+    first = threading.Event()
+    submitted = time.monotonic()
+    writer.submit(rec(0.0), done=lambda _e: first.set())
+    assert first.wait(10)
+    assert time.monotonic() - submitted < 0.9  # no wait for the first in a while
+    rest = threading.Semaphore(0)
+    for i in range(20):  # one every 10 ms: each would be its own transaction unpaced
+        writer.submit(rec(0.01 * (i + 1)), done=lambda _e: rest.release())
+        time.sleep(0.01)
+    for _ in range(20):
+        assert rest.acquire(timeout=10)
+    writer.stop()
+    assert writer.stats.written == 21
+    assert writer.stats.batches <= 3
+
+
 def test_the_h1_of_a_served_body_is_computed_when_no_verifier_gave_one(tmp_path: Path) -> None:
     mv = ModuleVersion("example.com/Upper", "v1.0.0")
     writer = TraceWriter(tmp_path / "t.db")

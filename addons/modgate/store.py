@@ -4,6 +4,16 @@ A lookup is a value: `Hit(entry)` (fresh), `Stale(entry)` (past its TTL, still
 servable when the upstream fails) or `Miss()`. Bodies go in and out as files, so
 a 500 MiB zip is never held in memory. `DiskStore` keeps them in a diskcache
 directory; the interface is what an S3-backed store will implement later.
+
+`DiskStore` also keeps the small immutable answers it has served (a canonical
+version's .info and .mod: "GOPROXY protocol", they never change) in a bounded
+least-recently-used memory, so a hot hit costs no SQLite at all. A body enters it
+only after its SHA-256 was checked on the way out of the disk; `put` and `delete`
+drop it. Its reads still count as uses of the disk entry (for eviction). An entry
+damaged or removed on disk (by another process, or evicted by diskcache) may still be
+answered from memory until this process drops it: what is held was checked and never
+changes. Zips are never held: the code is read and checked from disk on every serve,
+so damage there is found, and healed, at the next request.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ import io
 import json
 import os
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +49,12 @@ MEMORY_MAX = 1 << 20
 # transaction per read, the largest cost of a cache hit (scripts/bench, issue 6).
 TOUCH_BATCH = 256
 TOUCH_EVERY = 5.0  # seconds
+# Immutable answers up to HELD_MAX bytes are held in memory once served, up to HELD_TOTAL
+# bytes in all: two SQLite SELECTs, a JSON decode and a SHA-256 per hit were a tenth of
+# what modgate added to a small cached hit (scripts/bench, issue 6).
+HELD_MAX = 64 * 1024
+HELD_TOTAL = 16 << 20
+ZIP_TYPE = "application/zip"  # goproxy's content type of a .zip: never held
 
 
 @dataclass(frozen=True)
@@ -109,8 +127,11 @@ class DiskStore:
     """A Store in a diskcache directory: one item per answer, the entry's metadata in
     the item's tag, so metadata and body are written and evicted together."""
 
-    def __init__(self, directory: Path, size_limit: int | None) -> None:
-        """Open (or create) the store. `size_limit` None keeps the one the store has."""
+    def __init__(
+        self, directory: Path, size_limit: int | None, held_total: int = HELD_TOTAL
+    ) -> None:
+        """Open (or create) the store. `size_limit` None keeps the one the store has;
+        `held_total` bounds the bytes of small immutable bodies held in memory."""
         try:
             directory.mkdir(parents=True, exist_ok=True)
             probe = directory / ".modgate-write-test"
@@ -134,8 +155,16 @@ class DiskStore:
         self.directory = directory
         self._touched: dict[str, float] = {}
         self._flushed = time.monotonic()
+        # key -> (entry, its checked body), least recently used first. A lock: `put` runs
+        # in a worker thread (asyncio.to_thread) while the event loop reads.
+        self._held: OrderedDict[str, tuple[Entry, bytes]] = OrderedDict()
+        self._held_size, self._held_total = 0, held_total
+        self._held_lock = threading.Lock()
 
     def lookup(self, key: str, now: float) -> Lookup:
+        held = self._held.get(key)
+        if held is not None:
+            return Hit(held[0])  # immutable: fresh for ever
         tag = self._tag(key)
         if tag is None:
             return Miss()
@@ -156,6 +185,15 @@ class DiskStore:
         return row[0] if row else None
 
     def open(self, entry: Entry) -> Body | None:
+        with self._held_lock:
+            held = self._held.get(entry.key)
+            if held is not None and (held[0] is entry or held[0] == entry):
+                self._held.move_to_end(entry.key)
+            else:
+                held = None
+        if held is not None:
+            self._touch(entry.key)
+            return Body(data=held[1])
         body = self.raw(entry)
         if body is not None and body.file is not None and entry.size <= MEMORY_MAX:
             with body.file as file:
@@ -165,7 +203,24 @@ class DiskStore:
                 body.close()
             self.delete(entry.key)  # unreadable or damaged: the caller fetches it again
             return None
+        if body.data is not None and _holdable(entry):
+            self._hold(entry, body.data)
         return body
+
+    def _hold(self, entry: Entry, data: bytes) -> None:
+        """Keep a checked immutable body in memory, dropping the least recently used."""
+        with self._held_lock:
+            self._drop_held(entry.key)
+            self._held[entry.key] = (entry, data)
+            self._held_size += len(data)
+            while self._held_size > self._held_total:
+                _, (_, old) = self._held.popitem(last=False)
+                self._held_size -= len(old)
+
+    def _drop_held(self, key: str) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._held_size -= len(held[1])
 
     def raw(self, entry: Entry) -> Body | None:
         """The stored body as it is on disk, unchecked; None when it cannot be read."""
@@ -210,8 +265,13 @@ class DiskStore:
                     self._cache.set(entry.key, f, read=True, tag=tag)
         except (OSError, sqlite3.Error) as e:
             raise CacheError(f"cannot store {entry.key!r} in {self.directory}: {e}") from e
+        finally:
+            with self._held_lock:  # the old answer, if held, is gone
+                self._drop_held(entry.key)
 
     def delete(self, key: str) -> None:
+        with self._held_lock:
+            self._drop_held(key)
         with contextlib.suppress(sqlite3.Error):  # unreadable: the next put replaces it
             self._cache.delete(key)
 
@@ -231,6 +291,10 @@ class DiskStore:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def _holdable(entry: Entry) -> bool:
+    return entry.expires_at is None and entry.size <= HELD_MAX and entry.content_type != ZIP_TYPE
 
 
 def _read_whole(file: BinaryIO) -> Body | None:

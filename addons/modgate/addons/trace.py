@@ -13,6 +13,7 @@ they close, with their timing but without byte counts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy import log as mitmlog
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, layers, mode_specs
 
@@ -65,6 +67,9 @@ class Tracer:
     def load(self, loader: Loader) -> None:
         if live.level == logging.NOTSET and live.getEffectiveLevel() > logging.INFO:
             live.setLevel(logging.INFO)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, mitmlog.LegacyLogEvents):
+                handler.addFilter(_not_live)
         loader.add_option(
             "modgate_trace", bool, True, "Record every request in the trace database."
         )
@@ -186,6 +191,14 @@ class Tracer:
         writer.submit(record)
 
 
+def _not_live(record: logging.LogRecord) -> bool:
+    """Keeps the live lines out of mitmproxy's deprecated `add_log` events. Each would
+    cost the event loop a wake-up and a hook call on every addon, which no built-in addon
+    answers, about as much as the rest of a cached hit's trace (scripts/bench, issue 6).
+    The terminal and mitmweb's event log have handlers of their own and still show them."""
+    return record.name != live.name
+
+
 _VERBOSITY = {"debug": logging.DEBUG, "info": logging.INFO, "alert": 25, "warn": logging.WARNING,
               "error": logging.ERROR}  # fmt: skip
 
@@ -303,6 +316,11 @@ def _asked(flow: http.HTTPFlow) -> tuple[str, str, int, str]:
         url = meta["modgate.proxy"].rstrip("/") + urlsplit(url).path
     if not url:
         return req.scheme, req.pretty_host, req.port, req.path
+    return _split(url)
+
+
+@functools.lru_cache(maxsize=4096)  # hits ask for the same URLs again and again
+def _split(url: str) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
     default = 443 if parts.scheme == "https" else 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")

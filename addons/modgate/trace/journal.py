@@ -17,6 +17,7 @@ writer's check-and-truncate, so no line is truncated before its record is commit
 from __future__ import annotations
 
 import json
+import operator
 import os
 import threading
 from collections.abc import Callable
@@ -24,10 +25,14 @@ from pathlib import Path
 
 from modgate.trace.record import COLUMNS, Record
 
+# Made once: json.dumps with separators builds a new encoder on every call, and this
+# runs on the event loop for every request.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_VALUES = operator.attrgetter(*COLUMNS)
+
 
 def encode(record: Record) -> bytes:
-    values = [getattr(record, c) for c in COLUMNS]
-    return json.dumps(values, separators=(",", ":")).encode()
+    return _ENCODER.encode(_VALUES(record)).encode()
 
 
 def decode(data: bytes) -> Record:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -227,11 +228,7 @@ def test_a_large_cached_zip_altered_on_disk_never_reaches_the_client_whole(tmp_p
         with Upstream(big) as upstream, Gate(tmp_path / "gate", rules(upstream.url)) as gate:
             env = client(gate, tmp_path / "c1", "goproxy")
             run_go(["mod", "download", "-json", bulk.id], env, tmp_path)
-            with sqlite3.connect(gate.cache_dir / "artifacts" / "cache.db") as db:
-                (name,) = db.execute(
-                    "SELECT filename FROM Cache WHERE key LIKE ?", ("%bulk/@v/v1.0.0.zip",)
-                ).fetchone()
-            stored = gate.cache_dir / "artifacts" / name
+            stored = gate.cache_dir / "artifacts" / _stored_file(gate, "%bulk/@v/v1.0.0.zip")
             with stored.open("r+b") as f:  # same size, one byte different
                 f.seek(stored.stat().st_size // 2)
                 byte = f.read(1)
@@ -252,6 +249,19 @@ def test_a_large_cached_zip_altered_on_disk_never_reaches_the_client_whole(tmp_p
             )
             assert json.loads(healed.stdout)["Sum"] == bulk.zip_hash
             assert upstream.count("*bulk/@v/v1.0.0.zip") == 2
+
+
+def _stored_file(gate: Gate, key_like: str) -> str:
+    """The cache file of an entry. A zip sent while it downloads reaches the client
+    before the copy into the cache is committed, so wait for it a little."""
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(gate.cache_dir / "artifacts" / "cache.db") as db:
+            row = db.execute("SELECT filename FROM Cache WHERE key LIKE ?", (key_like,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        assert time.monotonic() < deadline, f"{key_like} was never stored"
+        time.sleep(0.05)
 
 
 def test_path_prefixes_on_both_sides(world: World, app: MainModule, tmp_path: Path) -> None:

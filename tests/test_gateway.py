@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,7 @@ from modgate.config import CacheSettings, Chain, Hop
 from modgate.errors import UpstreamError
 from modgate.gateway import Gateway, Outcome, Served
 from modgate.goproxy import parse_request
-from modgate.store import DiskStore
+from modgate.store import DiskStore, Entry, Hit, Miss
 from modgate.upstream import HttpFetcher
 from modgate.verify import IntegrityError
 from world.modules import ModuleVersion, World
@@ -241,3 +243,44 @@ def test_a_large_zip_that_fails_its_check_is_refused_to_the_next_requests_for_a_
     # Its readers were cut short with no reason to show: the next request gets it.
     assert later == [str(landed)]
     assert upstream.count(f"/{path}") == 1
+
+
+def test_a_small_miss_is_answered_once_checked_while_it_is_stored(
+    world: World, upstream: Upstream, tmp_path: Path
+) -> None:
+    """The copy into the store (a disk write and a commit) is not on the client's path;
+    requests that come meanwhile share the answer, and nothing is fetched twice."""
+
+    class SlowStore(DiskStore):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.release = threading.Event()
+
+        def put(self, entry: Entry, body: Path) -> None:
+            assert self.release.wait(10)
+            super().put(entry, body)
+
+    async def go() -> None:
+        store = SlowStore(tmp_path / "cache", 1 << 30)
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(store, fetcher, tmp_path / "spool", CacheSettings(), Clock())
+        chain, req = Chain((Hop(upstream.url),)), parse_request(f"{MODULE}/@v/v1.0.0.mod")
+        try:
+            first = await asyncio.wait_for(gateway.serve(chain, req), 5)
+            again = await asyncio.wait_for(gateway.serve(chain, req), 5)  # joins the flight
+            assert first.outcome is again.outcome is Outcome.MISS
+            assert first.body.data == again.body.data == world.get(MODULE, "v1.0.0").gomod
+            assert isinstance(store.lookup(first.entry.key, 0), Miss)  # not stored yet
+            drained = asyncio.ensure_future(gateway.drain(timeout=5))  # as on shutdown
+            await asyncio.sleep(0.2)
+            assert not drained.done()  # waits for the copy
+            store.release.set()
+            await drained
+            assert isinstance(store.lookup(first.entry.key, 0), Hit)
+            assert upstream.count(f"/{req.path}") == 1
+        finally:
+            store.release.set()
+            await fetcher.close()
+            store.close()
+
+    asyncio.run(go())

@@ -3,7 +3,8 @@ sight: the addons translate flows into `Gateway.serve` calls and its `Served` ba
 
     fresh entry          -> served from the store (hit / negative)
     stale entry or none  -> one fetch per key at a time (single-flight), checked by the
-                            Validator (hashes, checksum database), stored, served
+                            Validator (hashes, checksum database), stored, served; a
+                            small answer is served once checked, while it is stored
     fetch failed         -> the stale entry if there is one, else UpstreamError
     check failed         -> IntegrityError: nothing stored, nothing served
     large zip missing    -> served while it downloads (`Served.growing`): the reader
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from modgate.config import CacheSettings, Chain
 from modgate.errors import CacheError, ModgateError, UpstreamError
 from modgate.goproxy import Kind, ModRequest
 from modgate.growing import GrowingFile
-from modgate.store import Body, Entry, Hit, Miss, Stale, Store
+from modgate.store import MEMORY_MAX, Body, Entry, Hit, Miss, Stale, Store
 from modgate.upstream import Attempt, Fetched, Fetcher
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class Outcome(enum.Enum):
 
 
 Landed = asyncio.Future[tuple[Entry, tuple[Attempt, ...]]]
+Checked = asyncio.Future[tuple[Entry, tuple[Attempt, ...], bytes]]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class _Flight:
     """One fetch in progress, shared by every request for its key."""
 
     task: Landed = field(init=False)
+    # A small answer that passed its checks, ready before it is stored: the requests
+    # waiting for it need not wait for the copy into the store too.
+    checked: Checked = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     growing: GrowingFile | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -137,11 +143,17 @@ class Gateway:
                 raise refused[1]
             del self._refused[key]
         flight = self._flight(key, chain, req)
+        fetched = Outcome.REFRESHED if isinstance(looked, Stale) else Outcome.MISS
         try:
             if req.kind is Kind.ZIP and (streamed := await self._streamed(key, req, flight)):
                 return streamed
-            # Shielded: a client that hangs up does not waste the fetch for the others.
-            entry, attempts = await asyncio.shield(flight.task)
+            # Not cancelled with this request: a client that hangs up does not waste the
+            # fetch for the others.
+            await asyncio.wait((flight.task, flight.checked), return_when=asyncio.FIRST_COMPLETED)
+            if flight.checked.done() and not flight.checked.cancelled():
+                entry, attempts, data = flight.checked.result()
+                return Served(entry, Body(data=data), fetched, attempts)
+            entry, attempts = flight.task.result()
         except UpstreamError as e:
             if isinstance(looked, Stale) and (body := self.store.open(looked.entry)):
                 log.warning("serving stale %s: %s", req, e)
@@ -150,7 +162,6 @@ class Gateway:
         body = self.store.open(entry)
         if body is None:
             raise CacheError(f"{req}: stored answer vanished from the cache before it was read")
-        fetched = Outcome.REFRESHED if isinstance(looked, Stale) else Outcome.MISS
         return Served(entry, body, fetched, attempts)
 
     def _flight(self, key: str, chain: Chain, req: ModRequest) -> _Flight:
@@ -163,7 +174,9 @@ class Gateway:
         return flight
 
     def _landed(self, key: str, task: Landed) -> None:
-        self._flights.pop(key, None)
+        flight = self._flights.pop(key, None)
+        if flight is not None and not flight.checked.done():
+            flight.checked.cancel()  # it failed, or was too large to hold: see the task
         if not task.cancelled():
             task.exception()  # retrieved here too, in case every waiter has gone
 
@@ -172,7 +185,9 @@ class Gateway:
         worth it (the fetcher decides); None when it landed first or never grew."""
         started = asyncio.ensure_future(flight.started.wait())
         try:
-            await asyncio.wait((flight.task, started), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (flight.task, flight.checked, started), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             started.cancel()
         growing = flight.growing
@@ -199,6 +214,10 @@ class Gateway:
             entry = await self._checked(key, req, fetched)
             if growing is not None:
                 growing.settle(entry)  # readers finish now, not after the copy
+            elif fetched.size <= MEMORY_MAX:
+                data = fetched.body.read_bytes()
+                if hashlib.sha256(data).hexdigest() == fetched.sha256:  # as it was checked
+                    flight.checked.set_result((entry, fetched.attempts, data))
             await asyncio.to_thread(self.store.put, entry, fetched.body)
         except BaseException as e:
             if growing is not None and growing.entry is None:
@@ -231,6 +250,13 @@ class Gateway:
             verdict=verdict.status if verdict else "",
             checked_by=verdict.source if verdict else "",
         )
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) for fetches in flight to be stored: answers
+        already sent while they were being stored would otherwise be lost on shutdown."""
+        tasks = [flight.task for flight in self._flights.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
         """Serve `req` and read the whole body: for small answers modgate itself needs

@@ -156,6 +156,8 @@ class Settings:
         self.blobs.start(loopback_tls())
 
     async def done(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.gateway.drain(timeout=10)
         self.blobs.stop()
         await self.fetcher.close()
         self._close_resources()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import Any
 
 import pytest
 
@@ -787,6 +788,33 @@ def test_tile_hash_reader_rejects_tile_not_matching_tree(corrupt: str, index: in
         reader([index])
     assert corrupt in tiles.read
     assert reader.verified == {}
+
+
+@pytest.mark.parametrize("corrupt", ["tile/8/0/000", "tile/8/1/000.p/1"])
+def test_a_remembered_proof_never_vouches_for_other_bytes(
+    corrupt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proofs = 0
+    authenticate = TileHashReader._authenticate
+
+    def counting(self: TileHashReader, *args: Any) -> None:
+        nonlocal proofs
+        proofs += 1
+        authenticate(self, *args)
+
+    monkeypatch.setattr(TileHashReader, "_authenticate", counting)
+    tree, remembered = Tree(300, tree_hash(300, READ)), set[object]()
+    for i in (5, 6, 5):  # records of one tile: the same tiles, proven once
+        assert TileHashReader(tree, 8, Tiles(300), remembered)([stored_hash_index(0, i)]) == [
+            LOG[stored_hash_index(0, i)]
+        ]
+    assert proofs == 1
+    tampered = TileHashReader(tree, 8, Tiles(300, corrupt=corrupt), remembered)
+    with pytest.raises(ProofError, match="^downloaded inconsistent tile$"):
+        tampered([stored_hash_index(0, 5)])
+    other_tree = TileHashReader(Tree(300, tree_hash(299, READ)), 8, Tiles(300), remembered)
+    with pytest.raises(ProofError, match="^downloaded inconsistent tile$"):
+        other_tree([stored_hash_index(0, 5)])
 
 
 def test_tile_hash_reader_rejects_other_tree_hash() -> None:

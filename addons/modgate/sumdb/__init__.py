@@ -108,6 +108,7 @@ class SumdbVerifier:
         self._tree_note = b""
         self._tiles: OrderedDict[Tile, bytes] = OrderedDict()
         self._max_tiles = cached_tiles
+        self._authenticated: set[object] = set()  # see TileHashReader
         self.merge_latest(latest)
 
     @property
@@ -161,6 +162,10 @@ class SumdbVerifier:
         while True:
             with self._lock:
                 latest, latest_note = self._tree, self._tree_note
+            if tree == latest:
+                # The newest verified tree itself (almost every lookup): checkTrees would
+                # rebuild its hash from tiles authenticated against that very hash.
+                return tree
             if tree.n <= latest.n:
                 self._check_trees(tree, note, latest, latest_note)
                 return tree
@@ -185,7 +190,7 @@ class SumdbVerifier:
 
         Tiles are cached only once the trees agree, so a fork's tiles are never reused.
         """
-        reader = TileHashReader(newer, self._height, self._read_tile)
+        reader = TileHashReader(newer, self._height, self._read_tile, self._authenticated)
         try:
             h = tree_hash(older.n, reader)
         except SumdbError as e:
@@ -206,7 +211,7 @@ class SumdbVerifier:
         latest = self.tree
         if not 0 <= record_id < latest.n:
             raise ProofError(f"cannot validate record {record_id} in tree of size {latest.n}")
-        reader = TileHashReader(latest, self._height, self._read_tile)
+        reader = TileHashReader(latest, self._height, self._read_tile, self._authenticated)
         [h] = reader([stored_hash_index(0, record_id)])
         self._save_tiles(reader.verified)
         if h != record_hash(text):

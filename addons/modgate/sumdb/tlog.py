@@ -539,6 +539,10 @@ class _TilePlan:
         return self.order[tile]
 
 
+# Proofs remembered by TileHashReader (each holds references to tiles kept anyway).
+AUTHENTICATED_MAX = 1024
+
+
 class TileHashReader:
     """tlog.TileHashReader: a HashReader over `tree` that reads tiles and trusts none unproven.
 
@@ -546,17 +550,36 @@ class TileHashReader:
     (the tiles holding the tree's subtree hashes) or against an authenticated parent tile.
     `read_tile(tile)` returns a tile's bytes. `verified` collects the tiles found valid,
     for the caller to keep (tlog.TileReader.SaveTiles's role).
+
+    `authenticated`, shared between readers, remembers which tiles (with which bytes)
+    were authenticated against which tree, so the same proof is not computed again: it
+    is pure Python here (a tile's hash is 255 SHA-256 calls), and the records of one
+    tile share it. Added to Go's design, which recomputes it cheaply.
     """
 
-    def __init__(self, tree: Tree, height: int, read_tile: Callable[[Tile], bytes]) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        height: int,
+        read_tile: Callable[[Tile], bytes],
+        authenticated: set[object] | None = None,
+    ) -> None:
         self.tree, self.height = tree, height
         self._read_tile = read_tile
+        self._authenticated = authenticated
         self.verified: dict[Tile, bytes] = {}
 
     def __call__(self, indexes: Sequence[int]) -> list[Hash]:
         plan = self._plan(indexes)
         data = [self._read_checked(tile) for tile in plan.tiles]
-        self._authenticate(plan, data)
+        # The tree, the tiles and their bytes decide the outcome of _authenticate.
+        proof = (self.tree, tuple(plan.tiles), tuple(data))
+        if self._authenticated is None or proof not in self._authenticated:
+            self._authenticate(plan, data)
+            if self._authenticated is not None:
+                if len(self._authenticated) >= AUTHENTICATED_MAX:
+                    self._authenticated.clear()
+                self._authenticated.add(proof)
         self.verified.update(zip(plan.tiles, data, strict=True))
         return [
             hash_from_tile(plan.tiles[j], data[j], x)

@@ -245,20 +245,23 @@ def test_a_large_zip_that_fails_its_check_is_refused_to_the_next_requests_for_a_
     assert upstream.count(f"/{path}") == 1
 
 
+class SlowStore(DiskStore):
+    """A store whose copies wait for `release`."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.release = threading.Event()
+
+    def put(self, entry: Entry, body: Path) -> None:
+        assert self.release.wait(10)
+        super().put(entry, body)
+
+
 def test_a_small_miss_is_answered_once_checked_while_it_is_stored(
     world: World, upstream: Upstream, tmp_path: Path
 ) -> None:
     """The copy into the store (a disk write and a commit) is not on the client's path;
     requests that come meanwhile share the answer, and nothing is fetched twice."""
-
-    class SlowStore(DiskStore):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            self.release = threading.Event()
-
-        def put(self, entry: Entry, body: Path) -> None:
-            assert self.release.wait(10)
-            super().put(entry, body)
 
     async def go() -> None:
         store = SlowStore(tmp_path / "cache", 1 << 30)
@@ -278,6 +281,32 @@ def test_a_small_miss_is_answered_once_checked_while_it_is_stored(
             await drained
             assert isinstance(store.lookup(first.entry.key, 0), Hit)
             assert upstream.count(f"/{req.path}") == 1
+        finally:
+            store.release.set()
+            await fetcher.close()
+            store.close()
+
+    asyncio.run(go())
+
+
+def test_forgetting_an_answer_still_being_stored_drops_it_once_stored(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A checksum-database tile found bad is forgotten while its copy may still be on its
+    way into the store: it must not land there afterwards."""
+
+    async def go() -> None:
+        store = SlowStore(tmp_path / "cache", 1 << 30)
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(store, fetcher, tmp_path / "spool", CacheSettings(), Clock())
+        chain, req = Chain((Hop(upstream.url),)), parse_request(f"{MODULE}/@v/v1.1.0.mod")
+        try:
+            served = await asyncio.wait_for(gateway.serve(chain, req), 5)
+            gateway.forget(chain, req)
+            store.release.set()
+            await gateway.drain(timeout=5)
+            await asyncio.sleep(0)  # the flight's done callbacks
+            assert isinstance(store.lookup(served.entry.key, 0), Miss)
         finally:
             store.release.set()
             await fetcher.close()

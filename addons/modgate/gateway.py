@@ -270,7 +270,12 @@ class Gateway:
             served.body.close()
 
     def forget(self, chain: Chain, req: ModRequest) -> None:
-        self.store.delete(cache_key(chain, req))
+        """Drop a stored answer found bad, and the one being stored now if it is in flight
+        (its waiters were answered before it was stored)."""
+        key = cache_key(chain, req)
+        self.store.delete(key)
+        if (flight := self._flights.get(key)) is not None:
+            flight.task.add_done_callback(lambda _: self.store.delete(key))
 
     def _expiry(self, req: ModRequest, status: int, now: float) -> float | None:
         if status != 200:

@@ -129,9 +129,8 @@ class CacheGate:
     def _transferred(self, flow: http.HTTPFlow, handoff: Handoff | None, done: Transfer) -> None:
         """A BlobServer transfer ended: what it served goes into the flow's metadata."""
         _settled(flow)
-        if done.error:
-            growing: GrowingFile | None = flow.metadata.get("modgate.growing")
-            flow.metadata["modgate.error"] = (growing and growing.error) or done.error
+        if done.error:  # e.g. "not served: SECURITY: …", "client went away: …"
+            flow.metadata["modgate.error"] = done.error
         if handoff is not None:
             handoff.ended(done)
 

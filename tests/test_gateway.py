@@ -4,7 +4,9 @@ a controllable clock so TTLs are tested without sleeping."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
+import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,3 +315,44 @@ def test_forgetting_an_answer_still_being_stored_drops_it_once_stored(
             store.close()
 
     asyncio.run(go())
+
+
+def test_a_gzip_encoded_answer_is_decoded_and_kept(tmp_path: Path) -> None:
+    """Some mirrors compress their answers; a small one grows when gzipped, so its
+    Content-Length is more than the decoded body holds, and that is not a short read."""
+    gomod = b"module example.modgate.test/z\n"
+    packed = gzip.compress(gomod)
+    assert len(packed) > len(gomod)
+
+    class Gzipping(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(packed)))
+            self.end_headers()
+            self.wfile.write(packed)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gzipping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def go() -> Served:
+        store = DiskStore(tmp_path / "cache", 1 << 30)
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(store, fetcher, tmp_path / "spool", CacheSettings(), Clock())
+        try:
+            chain = Chain((Hop(f"http://127.0.0.1:{server.server_address[1]}"),))
+            return await gateway.serve(chain, parse_request("example.modgate.test/z/@v/v1.0.0.mod"))
+        finally:
+            await fetcher.close()
+            store.close()
+
+    try:
+        served = asyncio.run(go())
+    finally:
+        server.shutdown()
+    assert served.body.data == gomod

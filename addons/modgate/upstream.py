@@ -159,8 +159,9 @@ class HttpFetcher:
                                 growing.wrote(size)
                     except aiohttp.ClientPayloadError as e:
                         raise ProtocolError(_short(r, size)) from e
-                    if r.content_length is not None and size < r.content_length:
-                        raise ProtocolError(_short(r, size))
+                    identity = r.headers.get("Content-Encoding", "identity") == "identity"
+                    if identity and r.content_length is not None and size < r.content_length:
+                        raise ProtocolError(_short(r, size))  # (a decoded body has its own)
             if r.status == 200:
                 check_body(req, path)
             return r.status, path, size, h.hexdigest()

@@ -189,7 +189,7 @@ def stream_one(
             landed: BaseException | None = None
             try:
                 await served.landed
-            except IntegrityError as e:
+            except (IntegrityError, UpstreamError) as e:
                 landed = e
             assert served.body.file is not None
             data = served.body.file.read()
@@ -200,7 +200,7 @@ def stream_one(
                     again = await gateway.serve(chain, parse_request(path))
                     again.body.close()
                     later.append(again.outcome.value)
-                except IntegrityError as e:
+                except (IntegrityError, UpstreamError) as e:
                     later.append(str(e))
             return served, data, landed, later
         finally:
@@ -230,6 +230,23 @@ def test_a_large_zip_is_answered_while_it_downloads_and_then_kept(
     assert data == world.zip_path(world.get(BIG, "v1.0.0")).read_bytes()
     assert later == ["hit"]
     assert upstream.count(f"/{path}") == 1
+
+
+def test_a_large_zip_cut_short_upstream_cuts_its_readers_and_is_fetched_again(
+    big: tuple[World, Upstream], tmp_path: Path
+) -> None:
+    _, upstream = big
+    path = f"{BIG}/@v/v1.0.0.zip"
+    upstream.clear_faults()
+    upstream.fault("*.zip", throttle=4 << 20, truncate=2 << 20, times=1)
+    served, data, landed, later = stream_one(upstream, tmp_path, Clock(), path, then=1)
+    assert isinstance(landed, UpstreamError)
+    assert served.growing is not None and served.growing.error is not None
+    assert "peer closed connection without sending complete message body" in (served.growing.error)
+    assert len(data) == 2 << 20  # what arrived; its reader never gets the end
+    # A download that broke off is not remembered as a refusal: fetched again, and kept.
+    assert later == ["miss"]
+    assert upstream.count(f"/{path}") == 2
 
 
 def test_a_large_zip_that_fails_its_check_is_refused_to_the_next_requests_for_a_while(

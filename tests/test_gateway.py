@@ -242,7 +242,7 @@ def test_a_large_zip_cut_short_upstream_cuts_its_readers_and_is_fetched_again(
     served, data, landed, later = stream_one(upstream, tmp_path, Clock(), path, then=1)
     assert isinstance(landed, UpstreamError)
     assert served.growing is not None and served.growing.error is not None
-    assert "peer closed connection without sending complete message body" in (served.growing.error)
+    assert "without sending complete message body" in served.growing.error
     assert len(data) == 2 << 20  # what arrived; its reader never gets the end
     # A download that broke off is not remembered as a refusal: fetched again, and kept.
     assert later == ["miss"]

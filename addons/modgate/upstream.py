@@ -157,11 +157,8 @@ class HttpFetcher:
                             out.write(chunk)
                             if growing is not None:
                                 growing.wrote(size)
-                    except aiohttp.ClientPayloadError as e:
+                    except aiohttp.ClientPayloadError as e:  # short of its Content-Length
                         raise ProtocolError(_short(r, size)) from e
-                    identity = r.headers.get("Content-Encoding", "identity") == "identity"
-                    if identity and r.content_length is not None and size < r.content_length:
-                        raise ProtocolError(_short(r, size))  # (a decoded body has its own)
             if r.status == 200:
                 check_body(req, path)
             return r.status, path, size, h.hexdigest()

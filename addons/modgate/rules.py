@@ -385,11 +385,8 @@ def _patterns(node: _Node) -> tuple[Pattern, ...]:
 
 
 def _pattern(node: _Node) -> Pattern:
-    text = _raw(node, "a module path pattern such as github.com/org or *.corp.example")
-    try:
-        return compile_pattern(text)
-    except ValueError as e:
-        raise node.error(str(e)) from e
+    expected = "a module path pattern such as github.com/org or *.corp.example"
+    return _parsed(node, expected, compile_pattern)
 
 
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float")}
@@ -409,9 +406,14 @@ def _raw(node: _Node, expected: str) -> str:
 
 
 def _versions(node: _Node) -> VersionSpec:
-    text = _raw(node, 'a version range such as ">=1.2.0 <2.0.0"')
+    return _parsed(node, 'a version range such as ">=1.2.0 <2.0.0"', parse_spec)
+
+
+def _parsed[T](node: _Node, expected: str, parse: Callable[[str], T]) -> T:
+    """`_raw`, then `parse`: as `_Node.convert`, on the text exactly as written."""
+    text = _raw(node, expected)
     try:
-        return parse_spec(text)
+        return parse(text)
     except ValueError as e:
         raise node.error(str(e)) from e
 

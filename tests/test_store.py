@@ -88,10 +88,21 @@ def test_mutable_entries_go_stale_after_their_expiry(store: DiskStore, tmp_path:
     assert store.lookup("other", now=0) == Miss()
 
 
-def test_damaged_small_body_is_dropped(store: DiskStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("update", "value"),
+    [
+        ("UPDATE Cache SET value = ? WHERE key = ?", b"module evil.example/m\n"),  # damaged
+        # A value of the wrong type: what a torn write or a stray tool can leave.
+        ("UPDATE Cache SET value = CAST(? AS TEXT) WHERE key = ?", b"\xff\xfe"),
+    ],
+    ids=["damaged", "unreadable"],
+)
+def test_a_damaged_or_unreadable_small_body_is_dropped_not_raised(
+    store: DiskStore, tmp_path: Path, update: str, value: bytes
+) -> None:
     entry = put(store, tmp_path, "k", b"module example.com/m\n")
     with sqlite3.connect(store.directory / "cache.db") as db:
-        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (b"module evil.example/m\n", "k"))
+        db.execute(update, (value, "k"))
     assert store.open(entry) is None
     assert store.lookup("k", now=0) == Miss()
     assert store.open(entry) is None  # and it never entered the memory of served answers
@@ -134,15 +145,6 @@ def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
         CacheError, match=r"cache directory .*/file/cache cannot be used.*--cache-dir"
     ):
         DiskStore(blocker / "cache", size_limit=1 << 20)
-
-
-def test_an_unreadable_row_is_dropped_not_raised(store: DiskStore, tmp_path: Path) -> None:
-    entry = put(store, tmp_path, "k", b"module example.com/m\n")
-    with sqlite3.connect(store.directory / "cache.db") as db:
-        # A value of the wrong type: what a torn write or a stray tool can leave.
-        db.execute("UPDATE Cache SET value = CAST(? AS TEXT) WHERE key = ?", (b"\xff\xfe", "k"))
-    assert store.open(entry) is None
-    assert store.lookup("k", now=0) == Miss()
 
 
 # --- small immutable answers held in memory ----------------------------------------------

@@ -13,9 +13,14 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modgate import __version__, cache_cli, rules_cli, trace_cli
 from modgate.errors import ModgateError
+
+if TYPE_CHECKING:
+    from mitmproxy.master import Master
+    from mitmproxy.options import Options
 
 DEFAULT_PORT = 8080
 DEFAULT_GOPROXY_PORT = 8081
@@ -126,7 +131,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: Path | None) -> int:
     from mitmproxy import exceptions, options
-    from mitmproxy.tools.dump import DumpMaster
 
     from modgate.addons import all_addons
     from modgate.cabundle import write_bundle
@@ -139,7 +143,7 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     if args.goproxy_port >= 0:
         modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
     opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
-    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master = lean_master(opts)
     master.addons.add(*all_addons(), _Banner(confdir))
     try:
         opts.update(
@@ -158,6 +162,39 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     write_bundle(confdir)
     await master.run()
     return 0
+
+
+def lean_master(opts: Options) -> Master:
+    """A mitmproxy master with the addons modgate uses, and none of the rest.
+
+    mitmproxy calls every addon on every event of every request, and a module proxy
+    answers hundreds of small requests per build: `mitmdump`'s thirty-odd addons (flow
+    playback, header rewriting, HAR export, the onboarding site...) cost a third of a
+    cached answer's CPU time while doing nothing here (issue 6). What stays: the proxy
+    itself (core, proxyserver, next_layer, tlsconfig), who may use it (proxyauth, and
+    block, which refuses clients from public addresses unless told otherwise),
+    disable_h2c, the terminal log, and errorcheck, which makes startup errors (a port
+    in use) fatal. `mitmweb -s addons/modgate_addons.py` still loads everything.
+    """
+    from mitmproxy import master
+    from mitmproxy.addons import (
+        block,
+        core,
+        disable_h2c,
+        errorcheck,
+        next_layer,
+        proxyauth,
+        proxyserver,
+        tlsconfig,
+    )
+
+    m = master.Master(opts, with_termlog=True)
+    m.addons.add(
+        core.Core(), block.Block(), disable_h2c.DisableH2C(), proxyauth.ProxyAuth(),
+        proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
+        errorcheck.ErrorCheck(),
+    )  # fmt: skip
+    return m
 
 
 class _Banner:

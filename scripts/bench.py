@@ -7,7 +7,8 @@ GOMODCACHE, repeated, interleaved within one run (the machine is shared and nois
     cold        through modgate with an empty cache (HTTPS proxy and GOPROXY endpoint)
     warm        through modgate with a full cache and the upstream stopped
     file        GOPROXY=file:// of the same files: the physical limit of a warm cache
-    bare        mitmproxy with a trivial addon answering from memory: the stack's floor
+    bare        a trivial addon answering from memory, on the mitmproxy modgate runs
+                (the same addons): the floor of the stack
 
 plus 32 go clients at once on a cold cache, modgate's peak RSS while it moves a module
 of over 200 MiB, and requests/s for small cached hits against bare mitmproxy. It prints

@@ -1,6 +1,11 @@
 """The floor of the stack: mitmproxy answering module-proxy requests from memory.
 
+    python scripts/benchlib/bare_addon.py DIR PROXY_PORT GOPROXY_PORT CONFDIR HTTP2
     mitmdump -s scripts/benchlib/bare_addon.py --set bench_tree=DIR
+
+Run as a script, it uses the mitmproxy that `modgate run` uses (`lean_master`: only
+the addons modgate loads, same modes); in mitmdump, it pays for mitmdump's thirty-odd
+other addons on every request, which modgate does not.
 
 Each file of the proxy tree DIR is read once, on its first request, and then answered
 from memory with `Response.make`: no routing, no store, no checks. The benchmark
@@ -9,6 +14,8 @@ compares modgate with this to see what modgate itself costs on top of mitmproxy.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -43,3 +50,21 @@ class Bare:
 
 
 addons = [Bare()]
+
+
+async def main(tree: str, port: int, goport: int, confdir: str, http2: bool) -> None:
+    from mitmproxy import options
+
+    from modgate.cli import REVERSE_TARGET, lean_master
+
+    modes = [f"regular@{port}", f"reverse:{REVERSE_TARGET}@{goport}"]
+    opts = options.Options(listen_host="127.0.0.1", confdir=confdir, mode=modes)
+    master = lean_master(opts)
+    master.addons.add(Bare())
+    opts.update(connection_strategy="lazy", http2=http2, bench_tree=tree)
+    await master.run()
+
+
+if __name__ == "__main__":
+    tree, port, goport, confdir, http2 = sys.argv[1:]
+    asyncio.run(main(tree, int(port), int(goport), confdir, http2 == "true"))

@@ -26,7 +26,6 @@ from world.sumdb import TestSumdb
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "proxy.modgate.test"
-REVERSE_TARGET = "http://goproxy.modgate.invalid"
 
 
 class Server:
@@ -144,7 +143,8 @@ class SlowSumdb(TestSumdb):
 
 
 class Bare(Server):
-    """mitmdump with bare_addon.py: the same modes and CA as a modgate, answers from memory."""
+    """bare_addon.py on the mitmproxy modgate runs (same addons, modes and CA): answers
+    from memory."""
 
     def __init__(self, home: Path, tree: Path, like: Modgate, http2: bool) -> None:
         super().__init__("bare", home)
@@ -154,12 +154,8 @@ class Bare(Server):
         port, goport = free_port(), free_port()
         confdir = Path(self.like.bundle).parent  # modgate's CA, so the same bundle works
         self._spawn(
-            [str(Path(sys.executable).parent / "mitmdump"), "--listen-host", "127.0.0.1",
-             "--mode", f"regular@{port}", "--mode", f"reverse:{REVERSE_TARGET}@{goport}",
-             "--set", f"confdir={confdir}", "--set", "connection_strategy=lazy",
-             "--set", f"http2={'true' if self.http2 else 'false'}", "--flow-detail", "0",
-             "-s", str(Path(__file__).with_name("bare_addon.py")),
-             "--set", f"bench_tree={self.tree}"]
+            [sys.executable, str(Path(__file__).with_name("bare_addon.py")), str(self.tree),
+             str(port), str(goport), str(confdir), "true" if self.http2 else "false"]
         )  # fmt: skip
         self._wait_for(lambda text: "bare: ready" in text)
         self.proxy_url, self.goproxy_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{goport}"

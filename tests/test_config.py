@@ -44,6 +44,7 @@ cache:
   size_limit: 2GiB
   ttl: 5m
   negative_ttl: 30s
+  readahead: false
 """
     )
     assert config.proxies is not None
@@ -59,7 +60,9 @@ cache:
     )
     assert str(mirror.chain) == "https://a.example,https://b.example/mirror|https://c.example"
     assert plain.chain == Chain((Hop("https://proxy.modgate.test"),))  # default: the proxy itself
-    assert config.cache == CacheSettings(size_limit=2 << 30, ttl=300, negative_ttl=30)
+    assert config.cache == CacheSettings(
+        size_limit=2 << 30, ttl=300, negative_ttl=30, readahead=False
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,6 +99,7 @@ def test_proxy_relative(host: str, port: int, path: str, relative: str | None) -
         ("cache:\n  ttl: soon\n", r"rules.yaml:2: cache.ttl: 'soon' is not a duration"),
         ("cache:\n  size_limit: lots\n", r"rules.yaml:2: cache.size_limit: 'lots' is not a size"),
         ("cache:\n  size_limit: [1]\n", r"rules.yaml:2: cache.size_limit: expected a single value"),
+        ("cache:\n  readahead: sometimes\n", r"rules.yaml:2: cache.readahead: 'sometimes' is not true or false"),
         ("- 1\n", r"rules.yaml:1: \(top level\): expected a mapping"),
     ],
 )  # fmt: skip

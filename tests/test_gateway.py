@@ -373,3 +373,41 @@ def test_a_gzip_encoded_answer_is_decoded_and_kept(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert served.body.data == gomod
+
+
+def test_prefetch_stores_for_a_later_request_that_joins_or_hits_and_swallows_failure(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    chain = Chain((Hop(upstream.url),))
+    info, mod = parse_request(f"{MODULE}/@v/v1.0.0.info"), parse_request(f"{MODULE}/@v/v1.1.0.mod")
+
+    async def go() -> None:
+        store = DiskStore(tmp_path / "cache", 1 << 30)
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(store, fetcher, tmp_path / "spool", CacheSettings(), Clock())
+        try:
+            upstream.fault("*.info", delay=0.2, times=1)
+            ahead = asyncio.create_task(gateway.prefetch(chain, info))
+            await asyncio.sleep(0.05)
+            joined = await gateway.serve(chain, info)  # arrives while it is fetched
+            joined.body.close()
+            assert await ahead is True
+            assert upstream.count(f"/{info.path}") == 1
+            assert await gateway.prefetch(chain, info) is False  # stored: nothing to do
+            hit = await gateway.serve(chain, info)
+            hit.body.close()
+            assert hit.outcome is Outcome.HIT and upstream.count(f"/{info.path}") == 1
+
+            upstream.fault("*.mod", reset=True)
+            assert await gateway.prefetch(chain, mod) is True  # failed, quietly
+            assert isinstance(store.lookup(f"v1 {chain} {mod.path}", 0), Miss)
+            upstream.clear_faults()
+            fresh = await gateway.serve(chain, mod)  # the client's own request fetches it
+            fresh.body.close()
+            assert fresh.outcome is Outcome.MISS
+            assert upstream.count(f"/{mod.path}") >= 2
+        finally:
+            await fetcher.close()
+            store.close()
+
+    asyncio.run(go())

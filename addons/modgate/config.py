@@ -94,6 +94,7 @@ class CacheSettings:
     size_limit: int = 20 * GIB
     ttl: float = 600.0
     negative_ttl: float = 60.0
+    readahead: bool = True  # fetch the .info a client is about to ask for (readahead.py)
 
 
 # cmd/go/internal/modfetch/key.go: the database the go command trusts by default.
@@ -196,7 +197,7 @@ def _check_unique_proxies(proxies: tuple[Proxy, ...], node: _Node) -> None:
 
 
 def _cache(node: _Node) -> CacheSettings:
-    fields = node.mapping({"size_limit", "ttl", "negative_ttl"})
+    fields = node.mapping({"size_limit", "ttl", "negative_ttl", "readahead"})
     default = CacheSettings()
     return CacheSettings(
         size_limit=fields["size_limit"].convert(parse_size) if "size_limit" in fields
@@ -204,7 +205,15 @@ def _cache(node: _Node) -> CacheSettings:
         ttl=fields["ttl"].convert(parse_duration) if "ttl" in fields else default.ttl,
         negative_ttl=fields["negative_ttl"].convert(parse_duration)
         if "negative_ttl" in fields else default.negative_ttl,
+        readahead=fields["readahead"].convert(_boolean) if "readahead" in fields
+        else default.readahead,
     )  # fmt: skip
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not true or false")
+    return value
 
 
 def _database(node: _Node) -> SumdbConfig:

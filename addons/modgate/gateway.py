@@ -164,6 +164,17 @@ class Gateway:
             raise CacheError(f"{req}: stored answer vanished from the cache before it was read")
         return Served(entry, body, fetched, attempts)
 
+    async def prefetch(self, chain: Chain, req: ModRequest) -> bool:
+        """Fetch and store `req` for a client expected to ask for it soon, unless it is
+        stored and fresh, or refused. Nobody waits for this answer: a failure is left for
+        the client's own request to meet (and report). True when it fetched."""
+        key = cache_key(chain, req)
+        if isinstance(self.store.lookup(key, self.clock()), Hit) or key in self._refused:
+            return False
+        flight = self._flight(key, chain, req)
+        await asyncio.wait((flight.task,))
+        return True
+
     def _flight(self, key: str, chain: Chain, req: ModRequest) -> _Flight:
         """Single-flight: concurrent requests for one key share one upstream fetch."""
         flight = self._flights.get(key)

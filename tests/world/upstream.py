@@ -125,6 +125,7 @@ class Upstream:
         self.delay = delay
         self.content_types = {**CONTENT_TYPES, **(content_types or {})}
         self._counts: Counter[str] = Counter()
+        self._first: dict[str, float] = {}  # path -> when it was first asked for (time.time)
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -214,10 +215,16 @@ class Upstream:
         with self._lock:
             return dict(self._counts)
 
+    def first_asked(self) -> dict[str, float]:
+        """When each path was first asked for (time.time()), as received."""
+        with self._lock:
+            return dict(self._first)
+
     def reset_counts(self) -> None:
         """Forget the request counts."""
         with self._lock:
             self._counts.clear()
+            self._first.clear()
 
     def resolve(self, path: str) -> Resource | None:
         """The answer to a GOPROXY request path (with base), or None for a 404."""
@@ -233,6 +240,7 @@ class Upstream:
         """Count the request and consume the first fault rule that matches it."""
         with self._lock:
             self._counts[path] += 1
+            self._first.setdefault(path, time.time())
             for rule in self._rules:
                 if rule.matches(path):
                     rule.hits += 1

@@ -3,6 +3,7 @@
     Settings   options, rules file, store and upstream client (no hooks on flows)
     Router     is this a module-proxy request? parse it, or answer 400/404/405
     RulesGate  may this host, module or version pass? 403 with the reason; filter lists
+    ReadAheadGate  on a client's first .info, fetch the others it will ask for next
     CacheGate  answer it from the store or the upstream chain
     Tracer     record every request, as it finishes, in the trace database (last)
 
@@ -17,13 +18,15 @@ from mitmproxy import http
 
 def all_addons() -> list[object]:
     from modgate.addons.cache import CacheGate
+    from modgate.addons.readahead import ReadAheadGate
     from modgate.addons.router import Router
     from modgate.addons.rules import RulesGate
     from modgate.addons.settings import Settings
     from modgate.addons.trace import Tracer
 
     settings = Settings()
-    return [settings, Router(settings), RulesGate(settings), CacheGate(settings), Tracer()]
+    return [settings, Router(settings), RulesGate(settings), ReadAheadGate(settings),
+            CacheGate(settings), Tracer()]  # fmt: skip
 
 
 def plain(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:

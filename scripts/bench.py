@@ -11,7 +11,8 @@ GOMODCACHE, repeated, interleaved within one run (the machine is shared and nois
                 (the same addons): the floor of the stack
 
 plus 32 go clients at once on a cold cache, modgate's peak RSS while it moves a module
-of over 200 MiB, and requests/s for small cached hits against bare mitmproxy. It prints
+of over 200 MiB, and requests/s for small cached hits against bare mitmproxy (and, for
+the record, against the same addon in mitmdump, with all of mitmproxy's addons). It prints
 a table, one JSON line, and the command that reproduces the run. Run `scripts/bench`.
 
 Everything listens on 127.0.0.1. The upstream is the test world's (tests/world), reached
@@ -181,7 +182,10 @@ def bench(
                     downloads(cfg, wl, upstream, warm, bare, new_gate, here, run)
                 if "hits" in parts:
                     upstream.stop()
-                    hits(cfg, wl, warm, bare, binary, http2, here, run)
+                    with Bare(here / "mitmdump", wl.tree, warm, http2, mitmdump=True).start() as md:
+                        download(md, "proxy", wl, here / "prime")  # reads the files once
+                        servers = [("modgate", warm), ("bare", bare), ("mitmdump", md)]
+                        hits(cfg, wl, servers, binary, http2, here, run)
                     upstream.start()
         if "memory" in parts:
             memory(wl, new_gate, here, run)
@@ -264,17 +268,17 @@ def upstream_speed(upstream: Upstream, wl: workload.Workload, binary: Path, here
 
 
 def hits(
-    cfg: dict[str, Any], wl: workload.Workload, warm: Modgate, bare: Bare, binary: Path,
-    http2: bool, here: Path, run: Run,
+    cfg: dict[str, Any], wl: workload.Workload, servers: list[tuple[str, Server]],
+    binary: Path, http2: bool, here: Path, run: Run,
 ) -> None:  # fmt: skip
     """Requests/s of small cached answers (.info, .mod) over 4 keep-alive connections,
-    modgate and bare mitmproxy alternating."""
+    modgate, bare mitmproxy and mitmdump taking turns."""
     paths = here / "small.txt"
     paths.write_text("".join(f"/{proxy_path(m, v, ext)}\n" for m, v in wl.modules
                              for ext in (".info", ".mod")))  # fmt: skip
     samples: dict[str, list[float]] = {}
     for rep in range(-1, cfg["reps"]):  # -1: a warm-up round, not kept
-        for name, server in _rotate_pairs([("modgate", warm), ("bare", bare)], rep):
+        for name, server in _rotate_pairs(servers, rep):
             for mode in MODES:
                 duration = f"{cfg['rps_seconds'] if rep >= 0 else 0.3}s"
                 common = ["-paths", str(paths), "-conns", "4", "-duration", duration]
@@ -420,6 +424,11 @@ def summary(
             ratios[f"hits_rps_ratio_{mode}"] = round(
                 statistics.median(mg) / statistics.median(bare), 3
             )
+            if md := rps.get(f"mitmdump-{mode}"):
+                result[f"hits_rps_{mode}"]["mitmdump"] = round(statistics.median(md))
+                ratios[f"hits_rps_ratio_mitmdump_{mode}"] = round(
+                    statistics.median(mg) / statistics.median(md), 3
+                )
     result["ratios"] = ratios
     for key in ("cold_duplicate_fetches", "concurrent", "huge_mib", "rss_mib", "huge_seconds"):
         if key in run.extra:
@@ -502,11 +511,15 @@ def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str
         )  # fmt: skip
     for mode in MODES:
         if hit := result.get(f"hits_rps_{mode}"):
-            lines.append(
+            line = (
                 f"small cached hits, {MODE_NAMES[mode]}: modgate {hit['modgate']} requests/s "
                 f"{hit['modgate_range']}, bare {hit['bare']} {hit['bare_range']} "
                 f"({r[f'hits_rps_ratio_{mode}'] * 100:.0f}%)"
             )
+            if "mitmdump" in hit:
+                share = r[f"hits_rps_ratio_mitmdump_{mode}"] * 100
+                line += f", mitmdump {hit['mitmdump']} ({share:.0f}%)"
+            lines.append(line)
     lines.append("")
     marks = {True: "met", False: "NOT MET", None: "not measured"}
     for key, text in TARGETS.items():

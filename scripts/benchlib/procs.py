@@ -26,6 +26,7 @@ from world.sumdb import TestSumdb
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "proxy.modgate.test"
+REVERSE_TARGET = "http://goproxy.modgate.invalid"  # never contacted
 
 
 class Server:
@@ -144,19 +145,30 @@ class SlowSumdb(TestSumdb):
 
 class Bare(Server):
     """bare_addon.py on the mitmproxy modgate runs (same addons, modes and CA): answers
-    from memory."""
+    from memory. With `mitmdump`, in mitmdump instead, with its thirty-odd addons."""
 
-    def __init__(self, home: Path, tree: Path, like: Modgate, http2: bool) -> None:
-        super().__init__("bare", home)
-        self.tree, self.like, self.http2 = tree, like, http2
+    def __init__(
+        self, home: Path, tree: Path, like: Modgate, http2: bool, mitmdump: bool = False
+    ) -> None:
+        super().__init__("mitmdump" if mitmdump else "bare", home)
+        self.tree, self.like, self.http2, self.mitmdump = tree, like, http2, mitmdump
 
     def start(self) -> Bare:
         port, goport = free_port(), free_port()
         confdir = Path(self.like.bundle).parent  # modgate's CA, so the same bundle works
-        self._spawn(
-            [sys.executable, str(Path(__file__).with_name("bare_addon.py")), str(self.tree),
-             str(port), str(goport), str(confdir), "true" if self.http2 else "false"]
-        )  # fmt: skip
+        addon = str(Path(__file__).with_name("bare_addon.py"))
+        h2 = "true" if self.http2 else "false"
+        if self.mitmdump:
+            self._spawn(
+                [str(Path(sys.executable).parent / "mitmdump"), "--listen-host", "127.0.0.1",
+                 "--mode", f"regular@{port}", "--mode", f"reverse:{REVERSE_TARGET}@{goport}",
+                 "--set", f"confdir={confdir}", "--set", "connection_strategy=lazy",
+                 "--set", f"http2={h2}", "--flow-detail", "0", "-s", addon,
+                 "--set", f"bench_tree={self.tree}"]
+            )  # fmt: skip
+        else:
+            self._spawn([sys.executable, addon, str(self.tree), str(port), str(goport),
+                         str(confdir), h2])  # fmt: skip
         self._wait_for(lambda text: "bare: ready" in text)
         self.proxy_url, self.goproxy_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{goport}"
         self.bundle = self.like.bundle

@@ -164,13 +164,18 @@ class Gateway:
             raise CacheError(f"{req}: stored answer vanished from the cache before it was read")
         return Served(entry, body, fetched, attempts)
 
+    def has(self, chain: Chain, req: ModRequest) -> bool:
+        """Whether `req` is stored and fresh, or refused for now: nothing to fetch."""
+        key = cache_key(chain, req)
+        return key in self._refused or isinstance(self.store.lookup(key, self.clock()), Hit)
+
     async def prefetch(self, chain: Chain, req: ModRequest) -> bool:
         """Fetch and store `req` for a client expected to ask for it soon, unless it is
         stored and fresh, or refused. Nobody waits for this answer: a failure is left for
         the client's own request to meet (and report). True when it fetched."""
-        key = cache_key(chain, req)
-        if isinstance(self.store.lookup(key, self.clock()), Hit) or key in self._refused:
+        if self.has(chain, req):
             return False
+        key = cache_key(chain, req)
         flight = self._flight(key, chain, req)
         await asyncio.wait((flight.task,))
         return True

@@ -52,7 +52,10 @@ class ReadAheadGate:
             return
         if runtime is None or not self._on():
             return
-        due = self.memory.due(_client(flow), req.module)
+        # What is stored already costs no task: a warm build pays a lookup per module.
+        wanted = self.memory.due(_client(flow), req.module)
+        due = [(chain, info) for chain, module, version in wanted
+               if not runtime.gateway.has(chain, info := _info(module, version))]  # fmt: skip
         if due:
             task = asyncio.create_task(self._read(runtime, deque(due)))
             self._tasks.add(task)
@@ -67,7 +70,7 @@ class ReadAheadGate:
         runtime = self.settings.runtime
         return runtime is not None and runtime.config.cache.readahead
 
-    async def _read(self, runtime: Runtime, due: deque[tuple[Chain, str, str]]) -> None:
+    async def _read(self, runtime: Runtime, due: deque[tuple[Chain, ModRequest]]) -> None:
         total = len(due)
         fetched = await asyncio.gather(
             *(self._worker(runtime, due) for _ in range(min(WORKERS, total)))
@@ -75,20 +78,22 @@ class ReadAheadGate:
         if sum(fetched):
             log.info("modgate: read ahead %d of %d .info answers", sum(fetched), total)
 
-    async def _worker(self, runtime: Runtime, due: deque[tuple[Chain, str, str]]) -> int:
+    async def _worker(self, runtime: Runtime, due: deque[tuple[Chain, ModRequest]]) -> int:
         fetched = 0
         rules = runtime.config.rules
         while due:
-            chain, module, version = due.popleft()
-            if isinstance(rules.decide_path(module), Deny) and rules.mode is Mode.ENFORCE:
+            chain, info = due.popleft()
+            if isinstance(rules.decide_path(info.module), Deny) and rules.mode is Mode.ENFORCE:
                 continue
-            info = ModRequest(Kind.INFO, f"{escape(module)}/@v/{escape(version)}.info",
-                              module, version)  # fmt: skip
             try:
                 fetched += await runtime.gateway.prefetch(chain, info)
             except (ModgateError, OSError, sqlite3.Error) as e:  # the store failed us:
                 log.debug("modgate: read-ahead of %s: %s", info, e)  # go's request meets it
         return fetched
+
+
+def _info(module: str, version: str) -> ModRequest:
+    return ModRequest(Kind.INFO, f"{escape(module)}/@v/{escape(version)}.info", module, version)
 
 
 def _client(flow: http.HTTPFlow) -> str:

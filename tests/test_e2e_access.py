@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,19 +15,12 @@ import pytest
 
 from world.gate import Gate, modgate_command
 from world.gocmd import find_go, go_env
-from world.modules import MainModule, World, graph, write_main_module
+from world.modules import MainModule, World, write_main_module
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 
 HOST = "proxy.modgate.test"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(n_modules=6, workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
 
 
 def with_userinfo(url: str, userinfo: str) -> str:

@@ -20,13 +20,13 @@ from typing import Any, Self
 
 import psutil
 
+from modgate.cli import REVERSE_TARGET
 from world import find_go, go_env, shared_gocache
 from world.gate import BANNER, GOPROXY_ENDPOINT, free_port
 from world.sumdb import TestSumdb
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "proxy.modgate.test"
-REVERSE_TARGET = "http://goproxy.modgate.invalid"  # never contacted
 
 
 class Server:

@@ -22,7 +22,7 @@ from mitmproxy import http
 from modgate.addons.settings import Runtime, Settings
 from modgate.config import Chain
 from modgate.errors import ModgateError
-from modgate.goproxy import Kind, ModRequest, escape
+from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.readahead import ReadAhead
 from modgate.rules import Deny, Mode
 
@@ -93,7 +93,7 @@ class ReadAheadGate:
 
 
 def _info(module: str, version: str) -> ModRequest:
-    return ModRequest(Kind.INFO, f"{escape(module)}/@v/{escape(version)}.info", module, version)
+    return parse_request(f"{escape(module)}/@v/{escape(version)}.info")  # as RulesGate does
 
 
 def _client(flow: http.HTTPFlow) -> str:

@@ -167,7 +167,10 @@ class Gateway:
     def has(self, chain: Chain, req: ModRequest) -> bool:
         """Whether `req` is stored and fresh, or refused for now: nothing to fetch."""
         key = cache_key(chain, req)
-        return key in self._refused or isinstance(self.store.lookup(key, self.clock()), Hit)
+        refused = self._refused.get(key)
+        if refused is not None and self.clock() < refused[0]:
+            return True
+        return isinstance(self.store.lookup(key, self.clock()), Hit)
 
     async def prefetch(self, chain: Chain, req: ModRequest) -> bool:
         """Fetch and store `req` for a client expected to ask for it soon, unless it is

@@ -207,7 +207,9 @@ class _Banner:
         from mitmproxy import ctx
         from mitmproxy.proxy import mode_specs
 
-        settings = ctx.master.addons.get("settings")
+        from modgate.addons.settings import Settings
+
+        settings = ctx.master.addons.get("modgate").stage(Settings)
         proxy = goproxy = ""
         for server in ctx.master.addons.get("proxyserver").servers:
             for host, port, *_ in server.listen_addrs:

@@ -7,8 +7,9 @@
     CacheGate  answer it from the store or the upstream chain
     Tracer     record every request, as it finishes, in the trace database (last)
 
-`all_addons()` builds them wired together; `addons/modgate_addons.py` is the one-line
-script for `mitmdump -s` / `mitmweb -s`.
+`all_addons()` builds them wired together, behind one mitmproxy addon that calls them
+in this order (pipeline.py: mitmproxy would otherwise send every event to each of them);
+`addons/modgate_addons.py` is the one-line script for `mitmdump -s` / `mitmweb -s`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mitmproxy import http
 
 def all_addons() -> list[object]:
     from modgate.addons.cache import CacheGate
+    from modgate.addons.pipeline import Pipeline
     from modgate.addons.readahead import ReadAheadGate
     from modgate.addons.router import Router
     from modgate.addons.rules import RulesGate
@@ -25,8 +27,9 @@ def all_addons() -> list[object]:
     from modgate.addons.trace import Tracer
 
     settings = Settings()
-    return [settings, Router(settings), RulesGate(settings), ReadAheadGate(settings),
-            CacheGate(settings), Tracer()]  # fmt: skip
+    stages = [settings, Router(settings), RulesGate(settings), ReadAheadGate(settings),
+              CacheGate(settings), Tracer()]  # fmt: skip
+    return [Pipeline(stages)]
 
 
 def plain(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:

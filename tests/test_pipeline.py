@@ -1,0 +1,120 @@
+"""The Pipeline: modgate's stages behind one mitmproxy addon, driven by mitmproxy's own
+addon manager."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+
+import pytest
+from mitmproxy import exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.hooks import Hook
+from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
+from mitmproxy.test import taddons, tflow
+
+from modgate.addons import all_addons
+from modgate.addons.cache import CacheGate
+from modgate.addons.pipeline import Pipeline, hook_names
+from modgate.addons.readahead import ReadAheadGate
+from modgate.addons.router import Router
+from modgate.addons.rules import RulesGate
+from modgate.addons.settings import Settings
+from modgate.addons.trace import Tracer
+
+
+class Sync:
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option("sync_limit", int, 1, "a positive number")
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        if "sync_limit" in updated and ctx.options.sync_limit < 1:
+            raise exceptions.OptionsError("sync_limit must be positive")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.seen.append("sync request")
+
+
+class Async:
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        self.seen.append("async request")
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.seen.append("async's response")
+
+
+class Broken:
+    def request(self, flow: http.HTTPFlow) -> None:
+        raise RuntimeError("stage fell over")
+
+
+def deliver(pipeline: Pipeline, *events: Hook) -> None:
+    """Send `events` through mitmproxy's addon manager, as the proxy does."""
+
+    async def main() -> None:
+        with taddons.context(pipeline) as tctx:
+            for event in events:
+                await tctx.master.addons.handle_lifecycle(event)
+
+    asyncio.run(main())
+
+
+def test_each_hook_calls_the_stages_that_answer_it_in_order() -> None:
+    seen: list[str] = []
+    flow = tflow.tflow(resp=True)
+    deliver(Pipeline([Async(seen), Sync(seen)]), HttpRequestHook(flow), HttpResponseHook(flow))
+    assert seen == ["async request", "sync request", "async's response"]
+
+
+def test_a_hook_no_stage_answers_is_not_offered_to_mitmproxy() -> None:
+    pipeline = Pipeline([Sync([])])
+    assert not hasattr(pipeline, "response") and not hasattr(pipeline, "update")
+    # mitmproxy calls load and configure synchronously: they must not be coroutines.
+    assert not inspect.iscoroutinefunction(pipeline.configure)
+    assert inspect.iscoroutinefunction(Pipeline([Async([]), Sync([])]).request)
+
+
+def test_a_failing_stage_is_logged_and_the_next_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+    with caplog.at_level(logging.ERROR):
+        deliver(Pipeline([Broken(), Sync(seen), Async(seen)]), HttpRequestHook(tflow.tflow()))
+    assert seen == ["sync request", "async request"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "Broken.request: stage fell over" in errors[0].getMessage()
+    assert errors[0].exc_info is not None  # with its traceback
+
+
+def test_options_are_loaded_and_a_bad_value_is_refused() -> None:
+    pipeline = Pipeline([Sync([])])
+    with taddons.context(pipeline) as tctx:
+        assert tctx.options.sync_limit == 1
+        with pytest.raises(exceptions.OptionsError, match="sync_limit must be positive"):
+            tctx.configure(pipeline, sync_limit=0)
+
+
+def test_modgate_runs_as_one_addon_with_its_stages_in_the_documented_order() -> None:
+    [pipeline] = all_addons()
+    assert isinstance(pipeline, Pipeline)
+    kinds = [type(s) for s in pipeline.stages]
+    assert kinds == [Settings, Router, RulesGate, ReadAheadGate, CacheGate, Tracer]
+    assert pipeline.stage(Settings) is pipeline.stages[0]
+    with pytest.raises(LookupError, match="no int in the pipeline"):
+        pipeline.stage(int)
+    # Every hook a stage answers reaches it: none has a method mitmproxy does not know
+    # under a hook's name, and every hook method is offered.
+    for stage in pipeline.stages:
+        for name in hook_names():
+            if callable(getattr(stage, name, None)):
+                assert callable(getattr(pipeline, name)), (type(stage).__name__, name)

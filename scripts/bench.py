@@ -7,6 +7,8 @@ GOMODCACHE, repeated, interleaved within one run (the machine is shared and nois
     cold        through modgate with an empty cache (HTTPS proxy and GOPROXY endpoint)
     warm        through modgate with a full cache and the upstream stopped
     file        GOPROXY=file:// of the same files: the physical limit of a warm cache
+    gohttp      the same files from Go's own net/http file server: the limit of any HTTP
+                server (plain HTTP, keep-alive, no proxy)
     bare        a trivial addon answering from memory, on the mitmproxy modgate runs
                 (the same addons): the floor of the stack
 
@@ -44,6 +46,7 @@ from benchlib import workload  # noqa: E402
 from benchlib.procs import (  # noqa: E402
     HOST,
     Bare,
+    FileServer,
     Modgate,
     PeakRss,
     Server,
@@ -179,7 +182,10 @@ def bench(
             with Bare(here / "bare", wl.tree, warm, http2).start() as bare:
                 run.record("prime-bare", *download(bare, "proxy", wl, here / "prime"))
                 if "downloads" in parts:
-                    downloads(cfg, wl, upstream, warm, bare, new_gate, here, run)
+                    workdir = args.workdir.expanduser()
+                    with FileServer(here / "fileserver", wl.tree, workdir).start() as files:
+                        servers = {"warm": warm, "bare": bare, "gohttp": files}
+                        downloads(cfg, wl, upstream, servers, new_gate, here, run)
                 if "hits" in parts:
                     upstream.stop()
                     with Bare(here / "mitmdump", wl.tree, warm, http2, mitmdump=True).start() as md:
@@ -215,13 +221,14 @@ def download(
 
 
 def downloads(
-    cfg: dict[str, Any], wl: workload.Workload, upstream: Upstream, warm: Modgate, bare: Bare,
+    cfg: dict[str, Any], wl: workload.Workload, upstream: Upstream, servers: dict[str, Server],
     new_gate: Callable[[str], Modgate], here: Path, run: Run,
 ) -> None:  # fmt: skip
-    """The five variants, interleaved: per repetition, the ones that need the upstream,
-    then (upstream stopped) the ones that must not, each list rotated by one per rep."""
+    """The six variants, interleaved: per repetition, the ones that need the upstream,
+    then (upstream stopped) the ones that must not, each list rotated by one per rep.
+    `servers`: the warm modgate, bare mitmproxy and the Go file server, by variant."""
     with_upstream = ["direct", *(f"cold-{m}" for m in MODES)]
-    without = ["file", *(f"warm-{m}" for m in MODES), *(f"bare-{m}" for m in MODES)]
+    without = ["file", "gohttp", *(f"warm-{m}" for m in MODES), *(f"bare-{m}" for m in MODES)]
     duplicates = 0
     for rep in range(cfg["reps"]):
         say(f"downloads, repetition {rep + 1} of {cfg['reps']}")
@@ -240,7 +247,7 @@ def downloads(
             if kind == "file":
                 seconds_error = download(None, "", wl, here / "go", goproxy=f"file://{wl.tree}")
             else:
-                seconds_error = download(warm if kind == "warm" else bare, mode, wl, here / "go")
+                seconds_error = download(servers[kind], mode or "goproxy", wl, here / "go")
             run.record(variant, *seconds_error)
         upstream.start()
     run.extra["cold_duplicate_fetches"] = duplicates
@@ -406,12 +413,13 @@ def summary(
             "max": round(max(values), 3),
             "n": len(values),
         }
-    ratios = {}
+    ratios = {"gohttp_over_file": ratio("gohttp", "file")}
     for mode in MODES:
         ratios[f"warm_over_file_{mode}"] = ratio(f"warm-{mode}", "file")
         ratios[f"cold_over_direct_{mode}"] = ratio(f"cold-{mode}", "direct")
         ratios[f"warm_over_bare_{mode}"] = ratio(f"warm-{mode}", f"bare-{mode}")
         ratios[f"bare_over_file_{mode}"] = ratio(f"bare-{mode}", "file")
+        ratios[f"warm_over_gohttp_{mode}"] = ratio(f"warm-{mode}", "gohttp")
     rps = run.extra.get("hits_rps", {})
     for mode in MODES:
         mg, bare = rps.get(f"modgate-{mode}"), rps.get(f"bare-{mode}")
@@ -473,13 +481,14 @@ def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str
         "",
         f"{'go mod download':46} {'median s':>9} {'min':>7} {'max':>7}   compared",
     ]  # fmt: skip
-    names = {"direct": "direct from the upstream", "file": "GOPROXY=file:// (physical limit)"}
+    names = {"direct": "direct from the upstream", "file": "GOPROXY=file:// (physical limit)",
+             "gohttp": "Go net/http file server (HTTP limit)"}  # fmt: skip
     for kind, label in (("cold", "modgate cold"), ("warm", "modgate warm, upstream down"),
                         ("bare", "bare mitmproxy")):  # fmt: skip
         for mode in MODES:
             names[f"{kind}-{mode}"] = f"{label}, {MODE_NAMES[mode]}"
-    order = ["direct", "cold-proxy", "cold-goproxy", "file", "warm-proxy", "warm-goproxy",
-             "bare-proxy", "bare-goproxy"]  # fmt: skip
+    order = ["direct", "cold-proxy", "cold-goproxy", "file", "gohttp", "warm-proxy",
+             "warm-goproxy", "bare-proxy", "bare-goproxy"]  # fmt: skip
     r = result["ratios"]
     for variant in order:
         values = run.times.get(variant)
@@ -490,9 +499,12 @@ def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str
         if variant.startswith("cold"):
             note = f"{r[f'cold_over_direct_{mode}']}x direct"
         elif variant.startswith("warm"):
-            note = f"{r[f'warm_over_file_{mode}']}x file, {r[f'warm_over_bare_{mode}']}x bare"
+            note = (f"{r[f'warm_over_file_{mode}']}x file, {r[f'warm_over_gohttp_{mode}']}x Go "
+                    f"http, {r[f'warm_over_bare_{mode}']}x bare")  # fmt: skip
         elif variant.startswith("bare"):
             note = f"{r[f'bare_over_file_{mode}']}x file"
+        elif variant == "gohttp":
+            note = f"{r['gohttp_over_file']}x file"
         lines.append(f"{names[variant]:46} {statistics.median(values):9.2f} {min(values):7.2f} "
                      f"{max(values):7.2f}   {note}")  # fmt: skip
     lines.append("")

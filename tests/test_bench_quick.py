@@ -17,15 +17,14 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {
     "bench", "quick", "reps", "latency_ms", "throttle_mib", "http2", "modules", "zip_mb",
-    "upstream_raw_mb_s", "direct_s", "file_s", "cold-proxy_s", "cold-goproxy_s",
+    "upstream_raw_mb_s", "direct_s", "file_s", "gohttp_s", "cold-proxy_s", "cold-goproxy_s",
     "warm-proxy_s", "warm-goproxy_s", "bare-proxy_s", "bare-goproxy_s", "hits_rps_proxy",
     "hits_rps_goproxy", "ratios", "concurrent", "rss_mib", "peak_rss_mib", "errors", "targets",
 }  # fmt: skip
-RATIOS = {
-    f"{name}_{mode}"
-    for name in ("warm_over_file", "cold_over_direct", "warm_over_bare", "hits_rps_ratio")
-    for mode in ("proxy", "goproxy")
-}
+PER_MODE = ("warm_over_file", "warm_over_gohttp", "cold_over_direct", "warm_over_bare",
+            "hits_rps_ratio")  # fmt: skip
+RATIOS = {f"{name}_{mode}" for name in PER_MODE for mode in ("proxy", "goproxy")}
+RATIOS.add("gohttp_over_file")
 
 
 @pytest.mark.timeout(240)  # the first run on a machine also compiles the Go load client

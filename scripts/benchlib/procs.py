@@ -1,4 +1,5 @@
-"""The processes a benchmark run drives: modgate, bare mitmproxy, go, loadgen.
+"""The processes a benchmark run drives: modgate, bare mitmproxy, go, loadgen, a Go
+file server.
 
 Every server listens on 127.0.0.1 only and is stopped by the run that started it.
 """
@@ -175,6 +176,23 @@ class Bare(Server):
         return self
 
 
+class FileServer(Server):
+    """Go's net/http file server over a GOPROXY tree (fileserver.go), on plain HTTP: the
+    floor of any HTTP server for a warm cache, next to GOPROXY=file://."""
+
+    def __init__(self, home: Path, tree: Path, workdir: Path) -> None:
+        super().__init__("fileserver", home)
+        self.tree, self.workdir = tree, workdir
+
+    def start(self) -> FileServer:
+        port = free_port()
+        binary = _go_program("fileserver", self.workdir)
+        self._spawn([str(binary), "-port", str(port), "-root", str(self.tree)])
+        self._wait_for(lambda text: "fileserver: ready" in text)
+        self.goproxy_url = f"http://127.0.0.1:{port}"
+        return self
+
+
 class PeakRss:
     """Samples the resident memory of a process and its children in a thread."""
 
@@ -228,11 +246,16 @@ def remove(path: Path) -> None:
 
 def loadgen(workdir: Path) -> Path:
     """The Go load client, built once per source version into `workdir`."""
-    source = Path(__file__).with_name("loadgen.go").read_bytes()
-    target = workdir / f"loadgen-{hashlib.sha256(source).hexdigest()[:12]}"
+    return _go_program("loadgen", workdir)
+
+
+def _go_program(name: str, workdir: Path) -> Path:
+    """benchlib/`name`.go, built once per source version into `workdir`."""
+    source = Path(__file__).with_name(f"{name}.go").read_bytes()
+    target = workdir / f"{name}-{hashlib.sha256(source).hexdigest()[:12]}"
     if target.exists():
         return target
-    build = workdir / "loadgen-src"
+    build = workdir / f"{name}-src"
     remove(build)
     build.mkdir(parents=True)
     (build / "main.go").write_bytes(source)

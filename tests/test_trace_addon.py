@@ -16,7 +16,7 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
-from modgate.addons.trace import Tracer, default_db, record_of
+from modgate.addons.trace import LIVE_DELAY, Tracer, default_db, record_of
 from modgate.goproxy import parse_request
 from modgate.trace import journal
 from modgate.trace.store import TraceDB
@@ -134,7 +134,7 @@ def test_the_record_is_journaled_before_the_response_goes_on(
     assert rows(tmp_path) == [("zip", "example.com/Upper", "v1.0.0", "hit", 200)]
     assert journal.read(tmp_path / "trace.db.pending") == []  # all committed: emptied
     [line] = [r for r in caplog.records if "example.com/Upper@v1.0.0" in r.getMessage()]
-    assert line.getMessage() == "zip example.com/Upper@v1.0.0 200 hit 5.0ms"
+    assert line.getMessage() == "[127.0.0.1:22] zip example.com/Upper@v1.0.0 200 hit 5.0ms"
     assert line.levelno == logging.INFO  # so `modgate run --quiet` (warn) hides it
 
 
@@ -160,6 +160,31 @@ def test_the_live_line_is_shown_but_not_made_an_add_log_event(
     assert "zip example.com/Upper@v1.0.0 200" in caplog.text  # handlers still get it
     assert any("another line" in e for e in events)
     assert not any("example.com/Upper@v1.0.0" in e for e in events)
+
+
+def test_live_lines_go_out_together_soon_after_their_requests(
+    tracer: tuple[Tracer, taddons.context], caplog: pytest.LogCaptureFixture
+) -> None:
+    t, _ = tracer
+    caplog.set_level(logging.INFO)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "modgate.trace"]
+
+    async def main() -> None:
+        t.response(module_flow("example.com/a/@v/v1.0.0.mod"))
+        t.response(module_flow("example.com/b/@v/v1.0.0.mod"))
+        assert lines() == []  # not yet: one logging call for the batch
+        await asyncio.sleep(LIVE_DELAY * 3)
+        t.response(module_flow("example.com/c/@v/v1.0.0.mod"))
+
+    asyncio.run(main())
+    assert lines() == [
+        "[127.0.0.1:22] mod example.com/a@v1.0.0 200 - 5.0ms\n"
+        "[127.0.0.1:22] mod example.com/b@v1.0.0 200 - 5.0ms"
+    ]
+    t.done()  # stopping writes what is still waiting
+    assert lines()[1:] == ["[127.0.0.1:22] mod example.com/c@v1.0.0 200 - 5.0ms"]
 
 
 def test_quiet_means_no_live_line(

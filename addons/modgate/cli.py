@@ -226,6 +226,8 @@ class _Banner:
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
         print(f"{line}; gating {gated}", flush=True)
+        # Its work is done: mitmproxy would otherwise offer it every event of every request.
+        ctx.master.addons.remove(self)
 
 
 def _default_confdir() -> Path:

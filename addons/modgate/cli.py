@@ -160,8 +160,22 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
         print(f"modgate: {e}", file=sys.stderr)
         return 2
     write_bundle(confdir)
+    _stop_on_signals(master)
     await master.run()
     return 0
+
+
+def _stop_on_signals(master: Master) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (kill, docker stop, systemd) stop modgate cleanly: the
+    trace writer commits what it holds and the store closes. Set here, on the event loop,
+    because a shell that starts modgate in the background (`modgate run &`, a CI step)
+    hands it SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
 
 
 def lean_master(opts: Options) -> Master:

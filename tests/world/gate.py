@@ -25,6 +25,10 @@ def modgate_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "modgate", *args]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Gate:
     """`modgate run` in a subprocess with its own confdir, cache and rules file.
 
@@ -41,6 +45,7 @@ class Gate:
         self.rules_text = rules
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args: list[str] = []
+        self.ignore_sigint = False  # as a shell does for `modgate run &`
         self.proxy_url = self.goproxy_url = ""
 
     def start(self, timeout: float = 60) -> Gate:
@@ -54,6 +59,7 @@ class Gate:
             self.proc = subprocess.Popen(
                 modgate_command(*args), stdout=out, stderr=subprocess.STDOUT, cwd=self.home,
                 env={k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+                preexec_fn=_ignore_sigint if self.ignore_sigint else None,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

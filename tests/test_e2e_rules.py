@@ -88,14 +88,6 @@ def required(app: Path, module: str) -> str:
     return next(r.version for r in requires if r.module == module)
 
 
-def wait_for(gate: Gate, text: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in gate.output():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not in modgate's log:\n{gate.output()}")
-        time.sleep(0.1)
-
-
 def wait_until_refused(url: str, timeout: float = 15) -> None:
     """The rules file is polled every second: wait until modgate has applied an edit."""
     deadline = time.monotonic() + timeout
@@ -244,8 +236,8 @@ def test_audit_mode_lets_everything_through_and_records_each_would_be_refusal(
         run_go(["get", f"{LIB}@latest"], env, app)
         assert required(app, LIB) == "v1.2.1"
         for version in ("v1.2.0", "v1.2.1"):
-            wait_for(
-                gate, f'audit: would refuse {LIB}@{version}: rule modules[0] "no leaky lib": {CVE}'
+            gate.wait_for(
+                f'audit: would refuse {LIB}@{version}: rule modules[0] "no leaky lib": {CVE}'
             )
         assert "would refuse " + LIB + "@v1.1.0" not in gate.output()
         proxy_host, proxy_port = gate.proxy_url.removeprefix("http://").split(":")
@@ -253,7 +245,7 @@ def test_audit_mode_lets_everything_through_and_records_each_would_be_refusal(
         tunnel.set_tunnel("vcs.modgate.test", 443)
         tunnel.connect()  # the tunnel is open
         tunnel.close()
-        wait_for(gate, "audit: would refuse host vcs.modgate.test:443: rule hosts.default")
+        gate.wait_for("audit: would refuse host vcs.modgate.test:443: rule hosts.default")
 
 
 def test_editing_rules_yaml_changes_the_next_decision_and_a_broken_edit_keeps_the_rules(
@@ -272,7 +264,7 @@ def test_editing_rules_yaml_changes_the_next_decision_and_a_broken_edit_keeps_th
         broken = rules(upstream.url, DENY_LIB.replace('">=1.2.0"', "'^v1.x'"))
         gate.rules.write_text(broken)
         line = broken.splitlines().index("    versions: '^v1.x'") + 1
-        wait_for(gate, f"{gate.rules}:{line}: modules[0].versions: '^v1.x' is not a version range")
+        gate.wait_for(f"{gate.rules}:{line}: modules[0].versions: '^v1.x' is not a version range")
         assert "the previous rules stay in force" in gate.output()
         app3 = new_app(world, tmp_path / "app3")
         done = run_go(["get", f"{LIB}@v1.2.0"], client(gate, tmp_path / "c3"), app3, check=False)

@@ -94,6 +94,15 @@ class Gate:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_for(self, text: str, timeout: float = 15) -> None:
+        """Wait until modgate's log says `text` (live lines go out in batches, a little
+        after their request)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in modgate's log:\n{self.output()}")
+            time.sleep(0.05)
+
     @property
     def bundle(self) -> Path:
         return self.confdir / "ca-bundle.pem"

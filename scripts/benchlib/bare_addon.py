@@ -3,9 +3,10 @@
     python scripts/benchlib/bare_addon.py DIR PROXY_PORT GOPROXY_PORT CONFDIR HTTP2
     mitmdump -s scripts/benchlib/bare_addon.py --set bench_tree=DIR
 
-Run as a script, it uses the mitmproxy that `modgate run` uses (`lean_master`: only
-the addons modgate loads, same modes); in mitmdump, it pays for mitmdump's thirty-odd
-other addons on every request, which modgate does not.
+Run as a script (under `python -O`, as `modgate run` runs), it uses the mitmproxy that
+`modgate run` uses (`lean_master`: only the addons modgate loads, same modes); in
+mitmdump, it pays for mitmdump's thirty-odd other addons on every request, which modgate
+does not.
 
 Each file of the proxy tree DIR is read once, on its first request, and then answered
 from memory with `Response.make`: no routing, no store, no checks. The benchmark

@@ -168,7 +168,8 @@ class Bare(Server):
                  "--set", f"bench_tree={self.tree}"]
             )  # fmt: skip
         else:
-            self._spawn([sys.executable, addon, str(self.tree), str(port), str(goport),
+            # -O, as `modgate run` runs (cli._optimised)
+            self._spawn([sys.executable, "-O", addon, str(self.tree), str(port), str(goport),
                          str(confdir), h2])  # fmt: skip
         self._wait_for(lambda text: "bare: ready" in text)
         self.proxy_url, self.goproxy_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{goport}"

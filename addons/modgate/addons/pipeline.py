@@ -60,7 +60,9 @@ def hook_names() -> frozenset[str]:
 
 def _dispatcher(hook: str, handlers: list[Callable[..., Any]]) -> Callable[..., Any]:
     # mitmproxy calls a hook from synchronous code too (load, configure) and refuses a
-    # coroutine function there: the dispatcher is async only if some handler is.
+    # coroutine function there: the dispatcher is async only if some handler is. The two
+    # loops are alike on purpose: a shared context manager for the error handling made
+    # every cached hit ~0.1 ms slower (measured A/B, scripts/bench's hits).
     if not any(inspect.iscoroutinefunction(h) for h in handlers):
 
         def call(*args: Any) -> None:

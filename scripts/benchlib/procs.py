@@ -31,7 +31,8 @@ HOST = "proxy.modgate.test"
 
 
 class Server:
-    """A server subprocess whose output goes to a log file; stopped with SIGINT."""
+    """A server subprocess whose output goes to a log file; stopped with SIGTERM (a bench
+    started in the background hands its children SIGINT ignored)."""
 
     def __init__(self, name: str, home: Path) -> None:
         self.name, self.home = name, home
@@ -73,7 +74,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:

@@ -166,7 +166,9 @@ class Gateway:
 
     def has(self, chain: Chain, req: ModRequest) -> bool:
         """Whether `req` is stored and fresh, or refused for now: nothing to fetch."""
-        key = cache_key(chain, req)
+        return self._has(cache_key(chain, req))
+
+    def _has(self, key: str) -> bool:
         refused = self._refused.get(key)
         if refused is not None and self.clock() < refused[0]:
             return True
@@ -176,9 +178,9 @@ class Gateway:
         """Fetch and store `req` for a client expected to ask for it soon, unless it is
         stored and fresh, or refused. Nobody waits for this answer: a failure is left for
         the client's own request to meet (and report). True when it fetched."""
-        if self.has(chain, req):
-            return False
         key = cache_key(chain, req)
+        if self._has(key):
+            return False
         flight = self._flight(key, chain, req)
         await asyncio.wait((flight.task,))
         return True

@@ -10,8 +10,14 @@ import logging
 import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.flow import Error
 from mitmproxy.hooks import Hook
-from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
+from mitmproxy.proxy.layers.http import (
+    HttpRequestHeadersHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+)
 from mitmproxy.test import taddons, tflow
 
 from modgate.addons import all_addons
@@ -87,9 +93,17 @@ def test_a_failing_stage_is_logged_and_the_next_still_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     seen: list[str] = []
+    flow = tflow.tflow()
     with caplog.at_level(logging.ERROR):
-        deliver(Pipeline([Broken(), Sync(seen), Async(seen)]), HttpRequestHook(tflow.tflow()))
+        deliver(Pipeline([Broken(), Sync(seen), Async(seen)]), HttpRequestHook(flow))
     assert seen == ["sync request", "async request"]
+    # ... and the flow is answered by modgate, never left for mitmproxy to forward.
+    assert flow.response is not None and flow.response.status_code == 502
+    assert flow.response.text == (
+        "modgate: internal error: Broken.request failed (RuntimeError: stage fell over); "
+        "not served\n"
+    )
+    assert flow.metadata["modgate.error"].startswith("internal error: Broken.request failed")
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "Broken.request: stage fell over" in errors[0].getMessage()
@@ -118,3 +132,96 @@ def test_modgate_runs_as_one_addon_with_its_stages_in_the_documented_order() -> 
         for name in hook_names():
             if callable(getattr(stage, name, None)):
                 assert callable(getattr(pipeline, name)), (type(stage).__name__, name)
+
+
+class Silent:
+    """A stage that answers nothing (as a stage with a bug that forgot to would)."""
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        pass
+
+
+def _gated(flow: http.HTTPFlow) -> bool:
+    return flow.request.host == "proxy.example"
+
+
+@pytest.mark.parametrize(
+    ("host", "metadata", "answered"),
+    [
+        ("proxy.example", {}, True),  # gated and unanswered: modgate's 502
+        ("other.example", {}, False),  # not modgate's: left to mitmproxy
+        ("proxy.example", {"modgate.blob": "/blob/1"}, False),  # handed to modgate's own server
+    ],
+)
+def test_a_gated_flow_no_stage_answered_gets_modgate_s_502(
+    host: str, metadata: dict[str, str], answered: bool
+) -> None:
+    flow = tflow.tflow()
+    flow.request.host = host
+    flow.metadata.update(metadata)
+    deliver(Pipeline([Silent()], gated=_gated), HttpRequestHook(flow))
+    if answered:
+        assert flow.response is not None and flow.response.status_code == 502
+        assert "no stage answered this request; not served" in flow.response.text
+    else:
+        assert flow.response is None
+
+
+def test_the_check_runs_even_when_no_stage_has_a_request_hook() -> None:
+    flow = tflow.tflow()
+    flow.request.host = "proxy.example"
+    deliver(Pipeline([], gated=_gated), HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 502
+
+
+def test_when_it_cannot_tell_whether_a_flow_is_gated_it_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(flow: http.HTTPFlow) -> bool:
+        raise KeyError("settings")
+
+    flow = tflow.tflow()
+    with caplog.at_level(logging.ERROR):
+        deliver(Pipeline([Silent()], gated=broken), HttpRequestHook(flow))
+    assert flow.response is not None and flow.response.status_code == 502
+    assert "broken" in caplog.text
+
+
+def test_a_gated_request_body_is_never_streamed_to_the_origin() -> None:
+    class Streams:
+        def requestheaders(self, flow: http.HTTPFlow) -> None:
+            flow.request.stream = True
+
+    flow = tflow.tflow()
+    flow.request.host = "proxy.example"
+    deliver(Pipeline([Streams()], gated=_gated), HttpRequestHeadersHook(flow))
+    assert not flow.request.stream
+    other = tflow.tflow()
+    deliver(Pipeline([Streams()], gated=_gated), HttpRequestHeadersHook(other))
+    assert other.request.stream
+
+
+class BrokenHeaders:
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        raise RuntimeError("headers fell over")
+
+
+def test_a_failure_while_a_server_body_is_on_its_way_cuts_the_flow() -> None:
+    """mitmproxy would fill a replacement response with the server's body: cut instead."""
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.response.data.content = None  # headers only, as in the responseheaders hook
+    deliver(Pipeline([BrokenHeaders()]), HttpResponseHeadersHook(flow))
+    assert flow.error is not None and flow.error.msg == Error.KILLED_MESSAGE
+    assert flow.metadata["modgate.error"].startswith("internal error: BrokenHeaders")
+
+
+def test_a_failure_after_modgate_made_the_answer_replaces_it() -> None:
+    class BrokenResponse:
+        def response(self, flow: http.HTTPFlow) -> None:
+            raise ValueError("trace fell over")
+
+    flow = tflow.tflow(resp=True)
+    deliver(Pipeline([BrokenResponse()]), HttpResponseHook(flow))
+    assert flow.response is not None and flow.response.status_code == 502
+    assert "BrokenResponse.response failed (ValueError: trace fell over)" in flow.response.text

@@ -54,6 +54,12 @@ class Chain:
         return "".join(parts[:-1])
 
 
+def normal_host(host: str) -> str:
+    """A host name as DNS compares it: case-insensitive, and `host.` (fully qualified) is
+    `host`. Every spelling of a gated host must be gated."""
+    return host.lower().removesuffix(".")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """A URL clients ask (a module proxy or a checksum database) that modgate answers for."""
@@ -62,7 +68,7 @@ class Endpoint:
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return normal_host(urlsplit(self.url).hostname or "")
 
     @property
     def port(self) -> int:
@@ -76,7 +82,7 @@ class Endpoint:
 
     def relative(self, host: str, port: int, path: str) -> str | None:
         """The request path below this URL, or None if the request is not for it."""
-        if host.lower() != self.host or port != self.port:
+        if normal_host(host) != self.host or port != self.port:
             return None
         prefix = self.base_path + "/"
         return path[len(prefix) :] if path.startswith(prefix) else None

@@ -46,6 +46,7 @@ class Gate:
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args: list[str] = []
         self.ignore_sigint = False  # as a shell does for `modgate run &`
+        self.env: dict[str, str] = {}  # added to modgate's environment
         self.proxy_url = self.goproxy_url = ""
 
     def start(self, timeout: float = 60) -> Gate:
@@ -58,7 +59,8 @@ class Gate:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 modgate_command(*args), stdout=out, stderr=subprocess.STDOUT, cwd=self.home,
-                env={k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+                env={**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+                     **self.env},
                 preexec_fn=_ignore_sigint if self.ignore_sigint else None,
             )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -27,9 +27,11 @@ def all_addons() -> list[object]:
     from modgate.addons.trace import Tracer
 
     settings = Settings()
-    stages = [settings, Router(settings), RulesGate(settings), ReadAheadGate(settings),
+    router = Router(settings)
+    stages = [settings, router, RulesGate(settings), ReadAheadGate(settings),
               CacheGate(settings), Tracer()]  # fmt: skip
-    return [Pipeline(stages)]
+    # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
+    return [Pipeline(stages, gated=router.gated)]
 
 
 def plain(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:

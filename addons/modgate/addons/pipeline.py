@@ -1,4 +1,4 @@
-"""modgate's addons as one mitmproxy addon, which calls them in order.
+"""modgate's addons as one mitmproxy addon, which calls them in order, and fails closed.
 
 mitmproxy hands every event to every addon it holds, and once more as `update` after
 each flow event. Each delivery costs a generator, a getattr, a context manager and a
@@ -8,8 +8,23 @@ the CPU of a cached hit (scripts/bench, issue 6).
 
 So mitmproxy holds one `Pipeline`. For each hook that some stage answers, the pipeline
 has a method that calls just those stages, in the order they were given; for the others
-it has no method, and mitmproxy passes it by. Errors are handled as mitmproxy would: an
-exception in one stage is logged with its traceback and the next stage still runs;
+it has no method, and mitmproxy passes it by.
+
+**Fail closed.** mitmproxy's own policy for an addon's exception is to log it and carry
+on; a flow no addon answered is then forwarded to its origin, and the client gets the
+origin's bytes, unchecked. For a gate that is fail-open, so the pipeline owns one rule
+instead of trusting every stage to keep it:
+
+- a stage that raises in a flow hook that still decides the answer (`http_connect`,
+  `requestheaders`, `request`, `responseheaders`, `response`) leaves the flow answered
+  with `502 modgate: internal error …; not served` (a streamed body is killed instead),
+  logged with its traceback and recorded in `flow.metadata["modgate.error"]`; the later
+  stages still run, so the trace records the error;
+- a flow the gate owns (`gated(flow)`: a module proxy's or checksum database's host, the
+  GOPROXY endpoint) that leaves the `request` hook with no answer and not handed to
+  modgate's own file server (`modgate.blob`) is answered with a 502 the same way; its
+  request body is never streamed to an origin before that check.
+
 AddonHalt and OptionsError go up to mitmproxy (a bad `--set` still stops `modgate run`).
 """
 
@@ -20,21 +35,35 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from mitmproxy import exceptions, hooks
+from mitmproxy import exceptions, hooks, http
+
+from modgate.addons import plain
 
 log = logging.getLogger("modgate")
 T = TypeVar("T")
+
+# Hooks after which mitmproxy sends what the flow holds: an error there must not let an
+# unanswered or half-answered flow through.
+ANSWERING = frozenset({"http_connect", "requestheaders", "request", "responseheaders", "response"})
+BLOB = "modgate.blob"  # CacheGate pointed the flow at modgate's own loopback file server
+
+
+def _never(flow: http.HTTPFlow) -> bool:
+    return False
 
 
 class Pipeline:
     name = "modgate"  # what ctx.master.addons.get() finds it by
 
-    def __init__(self, stages: Sequence[object]) -> None:
+    def __init__(
+        self, stages: Sequence[object], gated: Callable[[http.HTTPFlow], bool] = _never
+    ) -> None:
         self.stages = tuple(stages)
+        self.gated = gated
         for hook in sorted(hook_names()):
             handlers = [getattr(s, hook) for s in self.stages if callable(getattr(s, hook, None))]
-            if handlers:
-                setattr(self, hook, _dispatcher(hook, handlers))
+            if handlers or (hook in ("requestheaders", "request") and gated is not _never):
+                setattr(self, hook, _dispatcher(hook, handlers, self._closing(hook)))
 
     def stage(self, kind: type[T]) -> T:
         """The stage of type `kind`."""
@@ -42,6 +71,33 @@ class Pipeline:
             if isinstance(s, kind):
                 return s
         raise LookupError(f"no {kind.__name__} in the pipeline")
+
+    def _closing(self, hook: str) -> Callable[[Any], None] | None:
+        """What runs after every stage of `hook`: the check that a gated flow has an
+        answer modgate made (see the module docstring)."""
+        if hook == "requestheaders":
+            return self._no_request_stream
+        if hook == "request":
+            return self._answered
+        return None
+
+    def _no_request_stream(self, flow: http.HTTPFlow) -> None:
+        if flow.request.stream and self._owns(flow):
+            # A streamed request body goes to the origin before the `request` hook, and
+            # with it the connection: no gated request travels before it is answered.
+            flow.request.stream = False
+
+    def _answered(self, flow: http.HTTPFlow) -> None:
+        unanswered = flow.response is None and flow.error is None and BLOB not in flow.metadata
+        if unanswered and self._owns(flow):
+            internal_error(flow, "no stage answered this request")
+
+    def _owns(self, flow: http.HTTPFlow) -> bool:
+        try:
+            return self.gated(flow)
+        except Exception as e:  # cannot tell: it is ours, and so is the error
+            _failed(f"{getattr(self.gated, '__qualname__', self.gated)}", e)
+            return True
 
     def __repr__(self) -> str:
         return f"Pipeline({', '.join(type(s).__name__ for s in self.stages)})"
@@ -58,11 +114,30 @@ def hook_names() -> frozenset[str]:
     return frozenset(hooks.all_hooks)
 
 
-def _dispatcher(hook: str, handlers: list[Callable[..., Any]]) -> Callable[..., Any]:
+def internal_error(flow: http.HTTPFlow, why: str) -> None:
+    """Answer `flow` with modgate's own 502, whatever it held: nothing unchecked leaves.
+
+    A response whose body is still to come from a server (the `responseheaders` hook),
+    or is streamed to the client, cannot be swapped for another: mitmproxy would fill
+    the new one with the server's body, or has sent part of it. Such a flow is cut."""
+    message = f"internal error: {why}; not served"
+    flow.metadata["modgate.error"] = message
+    response = flow.response
+    if response is not None and (response.stream or response.raw_content is None):
+        if flow.killable:
+            flow.kill()
+        return
+    flow.response = plain(502, f"modgate: {message}")
+
+
+def _dispatcher(
+    hook: str, handlers: list[Callable[..., Any]], closing: Callable[[Any], None] | None
+) -> Callable[..., Any]:
     # mitmproxy calls a hook from synchronous code too (load, configure) and refuses a
     # coroutine function there: the dispatcher is async only if some handler is. The two
     # loops are alike on purpose: a shared context manager for the error handling made
     # every cached hit ~0.1 ms slower (measured A/B, scripts/bench's hits).
+    answering = hook in ANSWERING
     if not any(inspect.iscoroutinefunction(h) for h in handlers):
 
         def call(*args: Any) -> None:
@@ -72,7 +147,9 @@ def _dispatcher(hook: str, handlers: list[Callable[..., Any]]) -> Callable[..., 
                 except (exceptions.AddonHalt, exceptions.OptionsError):
                     raise
                 except Exception as e:
-                    _failed(handler, e)
+                    _stage_failed(handler, e, args, answering)
+            if closing is not None:
+                closing(*args)
 
         call.__name__ = hook
         return call
@@ -86,11 +163,22 @@ def _dispatcher(hook: str, handlers: list[Callable[..., Any]]) -> Callable[..., 
             except (exceptions.AddonHalt, exceptions.OptionsError):
                 raise
             except Exception as e:
-                _failed(handler, e)
+                _stage_failed(handler, e, args, answering)
+        if closing is not None:
+            closing(*args)
 
     acall.__name__ = hook
     return acall
 
 
-def _failed(handler: Callable[..., Any], e: Exception) -> None:
-    log.error("Addon error in %s: %s", getattr(handler, "__qualname__", handler), e, exc_info=e)
+def _stage_failed(
+    handler: Callable[..., Any], e: Exception, args: tuple[Any, ...], answering: bool
+) -> None:
+    where = getattr(handler, "__qualname__", str(handler))
+    _failed(where, e)
+    if answering and args and isinstance(args[0], http.HTTPFlow):
+        internal_error(args[0], f"{where} failed ({type(e).__name__}: {e})")
+
+
+def _failed(where: str, e: Exception) -> None:
+    log.error("Addon error in %s: %s", where, e, exc_info=e)

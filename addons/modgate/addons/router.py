@@ -20,7 +20,7 @@ from mitmproxy.proxy import mode_specs
 
 from modgate.addons import plain
 from modgate.addons.settings import Settings
-from modgate.config import Chain, Endpoint, SumdbConfig
+from modgate.config import Chain, Endpoint, SumdbConfig, normal_host
 from modgate.errors import ProtocolError
 from modgate.goproxy import Kind, parse_request
 
@@ -34,10 +34,22 @@ class Router:
         self.settings = settings
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or self.settings.runtime is None:
+        if flow.response or flow.error:
+            return
+        if self.settings.runtime is None:
+            flow.response = plain(503, "modgate: not configured yet; not served")
             return
         matched = self._match(flow)
         if matched is None:
+            if self.gated(flow):
+                # A gated host, but no proxy's path: `//go/…`, `/GO/…`, `/go;x/…` may reach
+                # the same origin path and must not pass unruled and unchecked.
+                flow.metadata["modgate.url"] = flow.request.url
+                flow.response = plain(
+                    403,
+                    f"modgate: refused {flow.request.method} {flow.request.url}: not a request "
+                    "of a module proxy or checksum database modgate gates on this host",
+                )
             return
         endpoint, chain, relative = matched
         flow.metadata["modgate.proxy"] = endpoint.url
@@ -54,17 +66,37 @@ class Router:
         except ProtocolError as e:
             flow.response = plain(e.status, f"modgate: {e}")
             return
-        db = self._database(req.sumdb) if req.sumdb else None
-        if db is not None:
+        if req.sumdb:
+            db = self._database(req.sumdb)
+            if db is None:
+                # Nothing modgate could check it against: "not here", so go asks the
+                # database itself (`supported`) or reports the 404 (lookups, tiles).
+                flow.response = plain(
+                    404, f"modgate: checksum database {req.sumdb!r} is not one modgate "
+                    "verifies (checksum.databases in rules.yaml); not served",
+                )  # fmt: skip
+                return
             if req.kind is Kind.SUMDB_SUPPORTED:
                 # "Checksum database": 200 tells go to send every lookup and tile here.
                 flow.response = http.Response.make(200, b"", {"Content-Type": "text/plain"})
                 return
             chain = db.chain
-        elif not req.sumdb:  # rules.yaml `routes`: a module path pattern's own upstreams
+        else:  # rules.yaml `routes`: a module path pattern's own upstreams
             chain = self.settings.runtime.config.rules.route(req.module) or chain
         flow.metadata["modgate.request"] = req
         flow.metadata["modgate.chain"] = chain
+
+    def gated(self, flow: http.HTTPFlow) -> bool:
+        """Whether modgate owns `flow`: it must leave with an answer modgate made. The
+        GOPROXY endpoint, and any request to the host and port of a module proxy or
+        checksum database modgate gates (however the host is spelled), whatever its path."""
+        runtime = self.settings.runtime
+        if runtime is None or "modgate.proxy" in flow.metadata:
+            return True
+        if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+            return True
+        host, port = normal_host(flow.request.host), flow.request.port
+        return (host, port) in runtime.gated
 
     def _database(self, name: str) -> SumdbConfig | None:
         # A method, not a property: mitmproxy reads every addon attribute at add().

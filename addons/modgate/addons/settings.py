@@ -60,6 +60,11 @@ class Runtime:
     gateway: Gateway
     checker: Checker
 
+    @functools.cached_property
+    def gated(self) -> frozenset[tuple[str, int]]:
+        """(host, port) of every module proxy and checksum database modgate answers for."""
+        return frozenset((e.host, e.port) for e in (*self.proxies, *self.databases))
+
 
 class Settings:
     def __init__(self) -> None:
@@ -139,13 +144,13 @@ class Settings:
         assert self.runtime is not None
         if ctx.options.modgate_intercept_all:
             return
-        endpoints = (*self.runtime.proxies, *self.runtime.databases)
-        hosts = [(e.host, e.port) for e in endpoints]
+        hosts = list(self.runtime.gated)
         for spec in ctx.options.mode:
             mode = mode_specs.ProxyMode.parse(spec)
             if isinstance(mode, mode_specs.ReverseMode):
                 hosts.append((mode.address[0], mode.address[1]))
-        allow = sorted({f"^{re.escape(h)}:{port}$" for h, port in hosts})
+        # `host.` is the same host (matched case-insensitively by mitmproxy).
+        allow = sorted({f"^{re.escape(h)}\\.?:{port}$" for h, port in hosts})
         if ctx.options.allow_hosts != allow:
             ctx.options.update(allow_hosts=allow)
 

@@ -1,0 +1,201 @@
+"""Faults injected into a real `modgate run` process, and an origin that must never be
+reached.
+
+`FaultInjector` writes a `sitecustomize.py` that the modgate process (and the copy of
+itself it starts under `python -O`) imports at start-up, through PYTHONPATH:
+- every stage hook that decides an answer (Router.requestheaders, CacheGate.request, …)
+  raises `RuntimeError("injected fault in Stage.hook")` while the fault file names it,
+  so one process serves every fault in turn;
+- host names ending in `.modgate.test` resolve to 127.0.0.1, so a request modgate
+  forwarded to its origin would really get there (and `Origin` would count it).
+
+`Origin` is that origin: HTTP and HTTPS servers on 127.0.0.1 that answer every request
+with `ORIGIN_BYTES` and count them. A gate that fails closed never lets one through.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ORIGIN_BYTES = b"ORIGIN-BYTES: unchecked answer straight from the origin\n"
+
+# The hooks after which mitmproxy sends what a flow holds (pipeline.ANSWERING).
+HOOKS = ("http_connect", "requestheaders", "request", "responseheaders", "response")
+
+SITECUSTOMIZE = """
+import functools, inspect, os, socket
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def _resolve(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and name.rstrip(".").endswith(".modgate.test"):
+        host = "127.0.0.1"
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _resolve
+
+_FAULT_FILE = os.environ.get("MODGATE_TEST_FAULT_FILE")
+
+
+def _armed(name):
+    try:
+        with open(_FAULT_FILE) as f:
+            return f.read().strip() == name
+    except OSError:
+        return False
+
+
+def _wrap(name, original):
+    if inspect.iscoroutinefunction(original):
+        async def hook(self, *args):
+            if _armed(name):
+                raise RuntimeError(f"injected fault in {name}")
+            return await original(self, *args)
+    else:
+        def hook(self, *args):
+            if _armed(name):
+                raise RuntimeError(f"injected fault in {name}")
+            return original(self, *args)
+    return functools.update_wrapper(hook, original)
+
+
+if _FAULT_FILE:
+    import importlib
+    for module, cls in (("router", "Router"), ("rules", "RulesGate"),
+                        ("readahead", "ReadAheadGate"), ("cache", "CacheGate"),
+                        ("trace", "Tracer")):
+        stage = getattr(importlib.import_module(f"modgate.addons.{module}"), cls)
+        for hook_name in HOOKS:
+            if hook_name in vars(stage):
+                setattr(stage, hook_name, _wrap(f"{cls}.{hook_name}", vars(stage)[hook_name]))
+"""
+
+
+def injectable() -> list[str]:
+    """Every "Stage.hook" the injector can make raise: the hooks each stage defines."""
+    import importlib
+
+    found = []
+    for module, cls in (("router", "Router"), ("rules", "RulesGate"),
+                        ("readahead", "ReadAheadGate"), ("cache", "CacheGate"),
+                        ("trace", "Tracer")):  # fmt: skip
+        stage = getattr(importlib.import_module(f"modgate.addons.{module}"), cls)
+        found += [f"{cls}.{hook}" for hook in HOOKS if hook in vars(stage)]
+    return found
+
+
+class FaultInjector:
+    """The sitecustomize directory and fault file for one modgate process."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "sitecustomize.py").write_text(f"HOOKS = {HOOKS!r}\n{SITECUSTOMIZE}")
+        self.directory = directory
+        self.file = directory / "fault"
+        self.file.write_text("")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(self.directory), "MODGATE_TEST_FAULT_FILE": str(self.file)}
+
+    def arm(self, name: str) -> None:
+        """Make `Stage.hook` raise from now on ("" for no fault)."""
+        self.file.write_text(name)
+
+
+class Origin:
+    """Counting HTTP and HTTPS servers that answer everything with ORIGIN_BYTES."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        self._servers = [self._server(None), self._server(_tls_context(workdir))]
+
+    @property
+    def http_port(self) -> int:
+        return int(self._servers[0].server_address[1])
+
+    @property
+    def https_port(self) -> int:
+        return int(self._servers[1].server_address[1])
+
+    def _server(self, tls: ssl.SSLContext | None) -> ThreadingHTTPServer:
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with origin._lock:
+                    origin.requests.append(f"{self.command} {self.path}")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(ORIGIN_BYTES)))
+                self.end_headers()
+                self.wfile.write(ORIGIN_BYTES)
+
+            do_HEAD = do_POST = do_PUT = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()  # fmt: skip
+        return server
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> Origin:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _tls_context(workdir: Path) -> ssl.SSLContext:
+    """A self-signed certificate for *.modgate.test (modgate must be told to accept it:
+    the worst case, where a forwarded request would really be answered)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "origin.modgate.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.modgate.test")]), False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem = workdir / "origin.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    return context

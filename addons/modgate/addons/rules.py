@@ -31,11 +31,10 @@ import os
 from typing import Any, assert_never
 
 from mitmproxy import ctx, exceptions, http
-from mitmproxy.proxy import mode_specs
 
 from modgate.addons import plain
 from modgate.addons.settings import Runtime, Settings
-from modgate.config import Chain
+from modgate.config import Chain, normal_host
 from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Outcome, Served
 from modgate.gomod import Retraction, parse_gomod
@@ -64,13 +63,13 @@ class RulesGate:
             flow.response.reason = " ".join(deny.split()).encode("ascii", "replace").decode()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """Plain-HTTP proxy requests (`http://host/...` through the proxy). Requests inside
-        a tunnel were checked at CONNECT; the GOPROXY endpoint serves modgate itself."""
+        """Every request that is not for a proxy modgate gates (the Router marked those):
+        plain-HTTP proxy requests, absolute-form requests sent over TLS to the proxy port
+        itself (`curl --proxy https://…`), requests inside a tunnel (its CONNECT was
+        checked too; the answer is the same). However it arrives, the same host rules."""
         if flow.response or flow.error or self.settings.runtime is None:
             return
-        if flow.client_conn.tls_established or "modgate.proxy" in flow.metadata:
-            return
-        if not isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
+        if "modgate.proxy" in flow.metadata:
             return
         if deny := self._check_host(flow):
             flow.response = plain(403, deny)
@@ -79,9 +78,8 @@ class RulesGate:
         """Decide and record; the refusal to answer with, or "" to let it pass."""
         runtime = self.settings.runtime
         assert runtime is not None
-        gated = {(e.host, e.port) for e in (*runtime.proxies, *runtime.databases)}
-        host, port = flow.request.host, flow.request.port
-        decision = runtime.config.rules.decide_host(host, port, gated)
+        host, port = normal_host(flow.request.host), flow.request.port
+        decision = runtime.config.rules.decide_host(host, port, runtime.gated)
         return self._judge(flow, decision, f"host {host}:{port}", runtime.config.rules.mode)
 
     # --- modules --------------------------------------------------------------------

@@ -160,3 +160,45 @@ def test_parse_size(value: object, size: int) -> None:
 def test_parse_size_refuses(value: object) -> None:
     with pytest.raises(ValueError, match="is not a size"):
         parse_size(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("9223372036854775807", 2**63 - 1), ("8EiB", None), ("9223372036854775807B", 2**63 - 1)],
+)
+def test_parse_size_takes_up_to_what_sqlite_stores(value: str, size: int | None) -> None:
+    """diskcache keeps size_limit in an SQLite INTEGER: at most 2**63-1, exactly."""
+    if size is None:
+        with pytest.raises(ValueError, match="is more than a cache can hold"):
+            parse_size(value)
+    else:
+        assert parse_size(value) == size
+
+
+@pytest.mark.parametrize(
+    "value", ["100000000000000TB", "9223372036854775808", "9" * 400, "9" * 400 + ".5TiB"]
+)
+def test_parse_size_refuses_what_overflows_the_cache_database(value: str) -> None:
+    with pytest.raises(ValueError, match=r"is more than a cache can hold \(at most 8EiB - 1 byte"):
+        parse_size(value)
+
+
+def test_an_overflowing_size_limit_is_a_config_error_naming_the_place() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"rules.yaml:2: cache.size_limit: '100000000000000TB' is more than a cache can hold",
+    ):
+        parse_config("cache:\n  size_limit: 100000000000000TB\n")
+
+
+@pytest.mark.parametrize("value", ["9" * 400 + "s", ".inf"])
+def test_parse_duration_refuses_infinity(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(float("inf") if value == ".inf" else value)
+    with pytest.raises(ConfigError, match=r"rules.yaml:2: cache.ttl: .* is not a duration"):
+        parse_config(f"cache:\n  ttl: {value}\n")
+
+
+def test_an_empty_proxies_list_is_refused_where_it_stands() -> None:
+    with pytest.raises(ConfigError, match=r"rules.yaml:1: proxies: no module proxy to gate"):
+        parse_config("proxies: []\n")

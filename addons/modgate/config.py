@@ -10,9 +10,11 @@ are constructed, with PyYAML's safe constructor: the same safety as yaml.safe_lo
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -178,6 +180,11 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
     proxies = None
     if "proxies" in top:
         proxies = tuple(_proxy(n) for n in top["proxies"].sequence())
+        if not proxies:  # as `run` would find, once it had started
+            raise top["proxies"].error(
+                "no module proxy to gate; list them, or leave 'proxies' out to gate those of "
+                "`go env GOPROXY`"
+            )
         _check_unique_proxies(proxies, top["proxies"])
     cache = _cache(top["cache"]) if "cache" in top else CacheSettings()
     base = Path(source).parent
@@ -354,16 +361,26 @@ def _proxy_url(text: Any) -> str:
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
-          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1 << 10, "mib": 1 << 20,
-          "gib": 1 << 30, "tib": 1 << 40}  # fmt: skip
+          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "p": 1000**5, "pb": 1000**5,
+          "e": 1000**6, "eb": 1000**6, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+          "tib": 1 << 40, "pib": 1 << 50, "eib": 1 << 60}  # fmt: skip
+# diskcache keeps size_limit in an SQLite INTEGER (a signed 64-bit number): a larger one
+# fails at the first write to the cache database ("Python int too large to convert").
+MAX_SIZE = 2**63 - 1
 
 
 def parse_size(value: Any) -> int:
-    """A byte count: 1073741824, "500MB", "20GiB"."""
+    """A byte count: 1073741824, "500MB", "20GiB"; at most MAX_SIZE."""
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
     if isinstance(value, bool) or not m or m.group(2).lower() not in _UNITS:
         raise ValueError(f"{value!r} is not a size (for example 500MB or 20GiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    # Decimal, not float: exact for every digit given, and no overflow on long numbers.
+    size = int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()])
+    if size > MAX_SIZE:
+        raise ValueError(
+            f"{value!r} is more than a cache can hold (at most 8EiB - 1 byte, {MAX_SIZE} bytes)"
+        )
+    return size
 
 
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -372,12 +389,17 @@ _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(value: Any) -> float:
     """Seconds: 30, "30s", "10m", "1h30m", "7d"."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if math.isinf(value):
+            raise ValueError(f"{value!r} is not a duration (for example 30s, 10m, 1h30m)")
         return float(value)
     text = str(value).strip()
     terms = re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)", text)
     if not text or "".join(n + u for n, u in terms) != text:
         raise ValueError(f"{value!r} is not a duration (for example 30s, 10m, 1h30m)")
-    return sum(float(n) * _SECONDS[u] for n, u in terms)
+    seconds = sum(float(n) * _SECONDS[u] for n, u in terms)
+    if math.isinf(seconds):  # too many digits for a float
+        raise ValueError(f"{value!r} is not a duration (for example 30s, 10m, 1h30m)")
+    return seconds
 
 
 # --- YAML nodes that remember where they stand ------------------------------------------

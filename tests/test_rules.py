@@ -456,3 +456,31 @@ def test_the_json_schema_for_editors_agrees_with_the_parser() -> None:
         "modules:\n  - allow: x\n    refuse: [pre]\n",
     ):
         assert not validator.is_valid(yaml.safe_load(bad)), bad
+
+
+# --- unrestricted: no host or module rule, on purpose --------------------------------------------
+
+
+def test_unrestricted_says_there_are_no_rules_on_purpose() -> None:
+    assert rules("unrestricted: true\n").unrestricted
+    assert rules("unrestricted: true\nmode: audit\n").unrestricted
+    assert not rules("unrestricted: false\n").unrestricted
+    assert not rules("").unrestricted
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("unrestricted: yes please\n", "rules.yaml:1: unrestricted: 'yes please' is not true or false"),
+        ("unrestricted: true\nmodules:\n  - allow: x\n",
+         "rules.yaml:1: unrestricted: true says there are no host or module rules, but the file "
+         "has modules: remove one or the other"),
+        ("unrestricted: true\nhosts:\n  allow: []\n", "rules.yaml:1: unrestricted: true says there "
+         "are no host or module rules, but the file has hosts"),
+        ("default: deny\nunrestricted: true\n", "rules.yaml:2: unrestricted: true says there are "
+         "no host or module rules, but the file has default: deny"),
+    ],
+)  # fmt: skip
+def test_unrestricted_contradicted_by_rules_is_an_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        parse_config(text)

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 import yaml
 
 from modgate import semver
-from modgate.config import Chain, _Node, parse_chain
+from modgate.config import Chain, _boolean, _Node, parse_chain
 from modgate.gomod import Retraction, retracted_by
 from modgate.patterns import Pattern, compile_pattern, path_match
 from modgate.versionspec import VersionSpec, parse_spec
@@ -56,7 +56,7 @@ __all__ = [
     "refusal_message",
 ]
 
-TOP_LEVEL_KEYS = frozenset({"mode", "hosts", "routes", "modules", "default"})
+TOP_LEVEL_KEYS = frozenset({"mode", "hosts", "routes", "modules", "default", "unrestricted"})
 # go prints at most 648 bytes of an error body; the rest of the line needs room too.
 MAX_REASON = 300
 MAX_NAME = 60
@@ -210,6 +210,21 @@ class Rules:
     default: ModuleRule = field(
         default_factory=lambda: ModuleRule("default", Action.ALLOW, reason=DEFAULT_REASON)
     )
+    # `unrestricted: true`: no host or module rule, on purpose. A hot reload refuses a file
+    # that drops every rule in force without it (modgate.rulesfile.may_replace).
+    unrestricted: bool = False
+
+    @property
+    def restrictions(self) -> list[str]:
+        """What in the policy limits or steers traffic: hosts, modules, routes, a deny
+        default."""
+        kinds = {
+            "hosts": self.hosts is not None,
+            "modules": bool(self.modules),
+            "routes": bool(self.routes),
+            "default: deny": self.default.action is Action.DENY,
+        }
+        return [name for name, present in kinds.items() if present]
 
     @property
     def _chain(self) -> tuple[ModuleRule, ...]:
@@ -325,9 +340,19 @@ def parse_rules(top: dict[str, _Node]) -> Rules:
     hosts = _hosts(top["hosts"]) if "hosts" in top else None
     routes = tuple(_route(n) for n in top["routes"].sequence()) if "routes" in top else ()
     modules = tuple(_module_rule(n) for n in top["modules"].sequence()) if "modules" in top else ()
+    parsed = Rules(mode, hosts, routes, modules)
     if "default" in top:
-        return Rules(mode, hosts, routes, modules, _default(top["default"]))
-    return Rules(mode, hosts, routes, modules)
+        parsed = replace(parsed, default=_default(top["default"]))
+    if "unrestricted" in top and top["unrestricted"].convert(_boolean):
+        # Routes only steer: what the marker vouches for is that nothing is refused.
+        refusing = [r for r in parsed.restrictions if r != "routes"]
+        if refusing:
+            raise top["unrestricted"].error(
+                "true says there are no host or module rules, but the file has "
+                f"{', '.join(refusing)}: remove one or the other"
+            )
+        parsed = replace(parsed, unrestricted=True)
+    return parsed
 
 
 def _mode(value: object) -> Mode:

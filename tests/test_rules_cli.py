@@ -152,3 +152,36 @@ def test_check_gomod_fails_when_anything_is_refused(
     assert (
         main(["rules", "check", "--rules", str(rules_file), "--gosum", str(gosum), "x@v1.0.0"]) == 2
     )
+
+
+GATED = "proxies:\n  - url: https://proxy.modgate.test\nchecksum:\n  databases: []\n"
+BROKEN = [
+    (GATED + "cache:\n  size_limit: 100000000000000TB\n",
+     "{file}:6: cache.size_limit: '100000000000000TB' is more than a cache can hold"),
+    (GATED + "  go_sum: [gone.sum]\n", "{dir}/gone.sum: cannot read go.sum file named in checksum.go_sum"),
+    (GATED + "  go_sum: [bad.sum]\n", "{dir}/bad.sum:1: not a go.sum line: 'example.com/m v1.0.0'"),
+    (GATED + "  pins: ['example.com/m v1.0.0 h1:AAAA']\n  go_sum: [ci.sum]\n",
+     "{dir}/ci.sum:1: example.com/m@v1.0.0 pinned to h1:BBBB, but pin in {file} pins h1:AAAA"),
+    ("proxies: []\n", "{file}:1: proxies: no module proxy to gate"),
+    (GATED.replace("[]", "['sum.example+1234+AAAA']"),
+     "{file}:4: checksum.databases[0]: 'sum.example+1234+AAAA': invalid verifier key"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), BROKEN)
+def test_validate_refuses_what_run_refuses_with_the_same_line(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text)
+    (tmp_path / "bad.sum").write_text("example.com/m v1.0.0\n")
+    (tmp_path / "ci.sum").write_text("example.com/m v1.0.0 h1:BBBB\n")
+    expected = "modgate: " + message.format(file=rules, dir=tmp_path)
+    assert main(["rules", "validate", str(rules)]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith(expected), said
+    run = run_modgate("run", "--rules", str(rules), "--confdir", str(tmp_path / "c"),
+                      "--listen-port", "0", "--goproxy-port", "-1", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip() == said.strip()
+    assert "listening" not in run.stdout + run.stderr

@@ -131,13 +131,13 @@ def _optimised() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from modgate.config import load_config
+    from modgate.rulesfile import load_checked
 
     rules = args.rules
     if rules is None and Path("rules.yaml").is_file():
         rules = Path("rules.yaml")
     if rules is not None:
-        load_config(rules)  # refuse to start on a broken file, before anything listens
+        load_checked(rules)  # refuse to start on a broken file, before anything listens
     import asyncio
 
     confdir: Path = args.confdir.expanduser()

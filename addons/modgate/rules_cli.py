@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, assert_never
 
 from modgate import semver
-from modgate.config import Config, load_config
+from modgate.config import Config
 from modgate.errors import ConfigError
 from modgate.gomod import GoMod, GoModError, parse_gomod, parse_gosum
 from modgate.goproxy import check_module_path
 from modgate.rules import Allow, Deny, Mode, Refuse, Rules
+from modgate.rulesfile import load_checked
 
 
 def add_parser(sub: Any) -> None:
@@ -58,7 +59,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.file)  # ConfigError: main prints it, exit 2
+    config = load_checked(args.file)  # ConfigError: main prints it, exit 2
     print(f"{args.file}: valid: {describe(config)}")
     return 0
 
@@ -89,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise ConfigError("rules check: give MODULE@VERSION arguments or --gomod go.mod")
     if args.gosum and not args.gomod:
         raise ConfigError("rules check: --gosum goes with --gomod")
-    rules = load_config(args.rules).rules
+    rules = load_checked(args.rules).rules
     wanted = _from_args(args.modules) if args.modules else _from_gomod(args.gomod, args.gosum)
     rows = [judge(rules, row) for row in wanted]
     if args.json:

@@ -14,8 +14,9 @@ nothing unless the file says so with `unrestricted: true`:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from modgate.config import Config
+from modgate.config import Config, load_config
 from modgate.verify import Pins
 
 MARKER = "unrestricted: true"
@@ -26,6 +27,13 @@ def check(config: Config) -> Pins:
     go.sum files it names (readable, well-formed, agreeing). `run` and `rules validate`
     both call it, so validate refuses whatever run would. Raises ConfigError."""
     return Pins(config.checksum, config.source)
+
+
+def load_checked(path: Path) -> Config:
+    """Read a rules file and make every check `run` makes of it before it starts."""
+    config = load_config(path)
+    check(config)
+    return config
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ Settings with a rules file on disk; no network (the upstream is never reached)."
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import re
+import sqlite3
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,11 @@ from typing import Any
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from modgate.addons.rules import RulesGate
+from modgate.addons.rules import RulesGate, read_settled
 from modgate.addons.settings import Settings
+from modgate.errors import ConfigError
 from modgate.goproxy import parse_request
+from modgate.store import DiskStore
 
 PROXY = "proxy.modgate.test"
 POLICY = f"""
@@ -179,3 +184,172 @@ def test_the_watcher_notices_an_edit(tmp_path: Path, monkeypatch: pytest.MonkeyP
         await gate.done()
 
     run(tmp_path, POLICY, test)
+
+
+# --- the watcher: a reload cannot weaken the policy by accident, and never stops watching ---
+
+
+@pytest.fixture
+def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("modgate.addons.rules.POLL_SECONDS", 0.02)
+    monkeypatch.setattr("modgate.addons.rules.SETTLE_SECONDS", 0.02)
+
+
+async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not seen within {timeout}s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def zip_verdict(settings: Settings, gate: RulesGate, version: str = "v1.2.0") -> str:
+    flow = module_flow(settings, f"example.com/lib/@v/{version}.zip")
+    await gate.request(flow)
+    return str(flow.metadata["modgate.rule"]["verdict"])
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [OSError(errno.ENOSPC, "No space left on device"), sqlite3.OperationalError("disk I/O error")],
+)
+@pytest.mark.parametrize("applied_first", [False, True], ids=["fails", "applies-then-fails"])
+def test_a_reload_that_fails_to_apply_changes_nothing_and_the_watcher_keeps_watching(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    fast_watch: None, fault: Exception, applied_first: bool,
+) -> None:  # fmt: skip
+    """A full disk while the cache is resized: nothing of the edit applies (rules, cache
+    settings, size limit, checker), the log says why, and the next valid edit applies."""
+    resize = DiskStore.resize
+    broken = {"on": True}
+
+    def full_disk(store: DiskStore, size_limit: int) -> None:
+        if not broken["on"]:
+            return resize(store, size_limit)
+        if applied_first:
+            resize(store, size_limit)  # the new limit is written, then the disk fills
+        raise fault
+
+    monkeypatch.setattr(DiskStore, "resize", full_disk)
+
+    async def test(settings: Settings, gate: RulesGate, rules: Path) -> None:
+        assert settings.runtime is not None
+        before = settings.runtime
+        gate.running()
+        edited = POLICY.replace('">=1.2.0"', '">=1.3.0"') + "cache:\n  size_limit: 1GB\n  ttl: 7s\n"
+        with caplog.at_level(logging.INFO, "modgate"):
+            rules.write_text(edited)
+            await wait_for(lambda: "the previous rules stay in force" in caplog.text, "the error")
+        assert f"{rules}: cache.size_limit: cannot resize the cache" in caplog.text
+        assert str(fault) in caplog.text
+        assert settings.runtime is before
+        assert before.gateway.settings.ttl == 600 and before.gateway.validator is before.checker
+        assert before.store._cache.size_limit == before.config.cache.size_limit
+        before.checker.ledger.first_seen("x@v1.0.0", "h1:x")  # still open
+        assert await zip_verdict(settings, gate) == "deny"
+        assert gate._watch is not None and not gate._watch.done()
+
+        broken["on"] = False
+        rules.write_text(edited.replace("ttl: 7s", "ttl: 8s"))
+        await wait_for(lambda: settings.runtime is not before, "the valid edit applied")
+        assert settings.runtime.gateway.settings.ttl == 8
+        assert settings.runtime.store._cache.size_limit == 10**9
+        assert await zip_verdict(settings, gate) == "allow"  # now >=1.3.0 is denied
+        await gate.done()
+
+    run(tmp_path, POLICY, test)
+
+
+def test_the_watcher_survives_any_error_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    fast_watch: None,
+) -> None:  # fmt: skip
+    calls = {"n": 0}
+    real = Settings.reload
+
+    def flaky(settings: Settings, *args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first reload after the start
+            raise RuntimeError("something nobody expected")
+        real(settings, *args)
+
+    monkeypatch.setattr(Settings, "reload", flaky)
+
+    async def test(settings: Settings, gate: RulesGate, rules: Path) -> None:
+        gate.running()
+        with caplog.at_level(logging.INFO, "modgate"):
+            rules.write_text(POLICY + "mode: audit\n")
+            await wait_for(lambda: "something nobody expected" in caplog.text, "the error")
+            assert "RuntimeError" in caplog.text and "still watching" in caplog.text
+            assert settings.runtime is not None and settings.runtime.config.rules.mode == "enforce"
+            rules.write_text(POLICY + "mode: audit\n\n")
+            await wait_for(lambda: settings.runtime is not None
+                           and settings.runtime.config.rules.mode == "audit", "the second edit")  # fmt: skip
+        await gate.done()
+
+    run(tmp_path, POLICY, test)
+
+
+@pytest.mark.parametrize(
+    ("edited", "said"),
+    [
+        ("", "sets nothing but defaults"),
+        ("\n# saving…\n", "sets nothing but defaults"),
+        (POLICY[: POLICY.index("hosts:")], "it drops every host and module rule (hosts, modules are gone)"),
+        (POLICY[: POLICY.index("modules:")] + "modules:\n", "modules: expected a list"),
+        (POLICY[: POLICY.index("    versions")] + "    versions: \">=1.", "not valid YAML"),
+    ],
+    ids=["empty", "blank", "cut-after-checksum", "cut-after-modules", "cut-mid-string"],
+)  # fmt: skip
+def test_an_empty_or_truncated_file_keeps_the_rules_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fast_watch: None, edited: str, said: str
+) -> None:
+    async def test(settings: Settings, gate: RulesGate, rules: Path) -> None:
+        gate.running()
+        with caplog.at_level(logging.INFO, "modgate"):
+            rules.write_text(edited)
+            await wait_for(lambda: "the previous rules stay in force" in caplog.text, "a refusal")
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1, caplog.text
+        assert str(rules) in errors[0].getMessage() and said in errors[0].getMessage()
+        assert "reloaded" not in caplog.text
+        assert await zip_verdict(settings, gate) == "deny"
+        gate.http_connect(flow := connect("vcs.modgate.test"))
+        assert flow.response is not None and flow.response.status_code == 403
+
+        with caplog.at_level(logging.INFO, "modgate"):
+            rules.write_text("unrestricted: true\n" + POLICY[: POLICY.index("hosts:")])
+            await wait_for(lambda: "reloaded" in caplog.text, "the marked edit applied")
+        assert await zip_verdict(settings, gate) == "allow"
+        await gate.done()
+
+    run(tmp_path, POLICY, test)
+
+
+def test_a_file_being_written_is_read_once_it_settles(tmp_path: Path, fast_watch: None) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(b"")
+
+    async def main() -> None:
+        async def write_slowly() -> None:
+            for i in range(8):
+                with path.open("ab") as f:
+                    f.write(f"# line {i}\n".encode())
+                await asyncio.sleep(0.01)
+
+        writer = asyncio.create_task(write_slowly())
+        data = await read_settled(str(path))
+        await writer
+        assert data == path.read_bytes()
+
+        async def write_forever() -> None:
+            while True:
+                path.write_text(f"# {asyncio.get_running_loop().time()}\n")
+                await asyncio.sleep(0.005)
+
+        writer = asyncio.create_task(write_forever())
+        with pytest.raises(ConfigError, match=re.escape(f"{path}: keeps changing")):
+            await read_settled(str(path))
+        writer.cancel()
+
+    asyncio.run(main())

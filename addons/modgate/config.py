@@ -158,12 +158,19 @@ def _rules_module() -> Any:
 def load_config(path: Path) -> Config:
     """Read and check a rules file. Raises ConfigError naming the place and the fix."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read rules file: {e.strerror or e}") from e
+    return config_from_bytes(data, str(path))
+
+
+def config_from_bytes(data: bytes, source: str) -> Config:
+    """`parse_config` of a rules file's bytes, read already (as the reload watcher does)."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    return parse_config(text, str(path))
+        raise ConfigError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    return parse_config(text, source)
 
 
 def parse_config(text: str, source: str = "rules.yaml") -> Config:

@@ -25,25 +25,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any, assert_never
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 
 from modgate.addons import plain
 from modgate.addons.settings import Runtime, Settings
-from modgate.config import Chain, normal_host
-from modgate.errors import CacheError, ModgateError
+from modgate.config import Chain, config_from_bytes, normal_host
+from modgate.errors import CacheError, ConfigError, ModgateError
 from modgate.gateway import Outcome, Served
 from modgate.gomod import Retraction, parse_gomod
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.rules import Allow, Decision, Deny, Mode, Rules, latest_of, refusal_message
+from modgate.rulesfile import Keep, Replace, may_replace
 
 log = logging.getLogger("modgate")
 
 POLL_SECONDS = 1.0
+# An edit is applied once two reads this far apart agree, after at most SETTLE_TRIES
+# reads: editors write a file in one go, or rename a complete one into place.
+SETTLE_SECONDS = 0.1
+SETTLE_TRIES = 20
 RULE = "modgate.rule"
 
 
@@ -51,6 +58,7 @@ class RulesGate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._watch: asyncio.Task[None] | None = None
+        self._applied: bytes | None = None  # SHA-256 of the rules file in force
 
     # --- hosts ----------------------------------------------------------------------
 
@@ -272,7 +280,11 @@ class RulesGate:
 
     def running(self) -> None:
         if self._watch is None:
-            self._watch = asyncio.get_running_loop().create_task(self._poll())
+            # What is in force now, before the task first runs: an edit made in between
+            # must count as one.
+            path = ctx.options.modgate_rules
+            self._applied = _digest(path)
+            self._watch = asyncio.get_running_loop().create_task(self._poll(_signature(path)))
 
     async def done(self) -> None:
         if self._watch is not None:
@@ -281,27 +293,60 @@ class RulesGate:
                 await self._watch
             self._watch = None
 
-    async def _poll(self) -> None:
-        seen = _signature(ctx.options.modgate_rules)
+    async def _poll(self, seen: tuple[int, int, int] | None) -> None:
+        """Watch the rules file for as long as modgate runs: no error stops it."""
         while True:
             await asyncio.sleep(POLL_SECONDS)
             path = ctx.options.modgate_rules
-            now = _signature(path)
-            if now == seen:
-                continue
-            seen = now
-            self.reload(path)
+            try:
+                now = _signature(path)
+                if now == seen:
+                    continue
+                seen = now
+                data = await read_settled(path)
+                if hashlib.sha256(data).digest() != self._applied:  # else touched, not changed
+                    self.reload(path, data)
+            except ModgateError as e:
+                log.error("modgate: %s; the previous rules stay in force", e)
+                seen = None  # read it again at the next poll
+            except Exception as e:
+                log.error(
+                    "modgate: %s: watching the rules file failed (%s: %s); the previous rules "
+                    "stay in force, still watching", path, type(e).__name__, e,
+                )  # fmt: skip
+                log.debug("modgate: watching %s", path, exc_info=True)
+                seen = None
 
-    def reload(self, path: str) -> None:
-        """Apply an edited rules file as if the option had been set again (Settings
-        re-reads it and re-limits interception); keep the rules in force if it is broken."""
+    def reload(self, path: str, data: bytes | None = None) -> bool:
+        """Apply an edited rules file (`data`, its bytes read already), all or nothing, as
+        if the option had been set again. Keep the rules in force, and say why, when it is
+        broken, when it would drop every rule by accident (`rulesfile.may_replace`), or
+        when applying it fails. Never raises: the watcher must go on."""
         try:
-            self.settings.configure({"modgate_rules"})
-        except exceptions.OptionsError as e:
+            edited = config_from_bytes(Path(path).read_bytes() if data is None else data, path)
+            runtime = self.settings.runtime
+            verdict = may_replace(runtime.config, edited) if runtime else Replace()
+            match verdict:
+                case Keep(reason):
+                    log.error("modgate: %s: edit not applied, the previous rules stay in force: %s",
+                              path, reason)  # fmt: skip
+                    return False
+                case Replace():
+                    self.settings.apply(edited)
+                case _:
+                    assert_never(verdict)
+        except ModgateError as e:
             log.error("modgate: %s; the previous rules stay in force", e)
-            return
+            return False
+        except Exception as e:
+            log.error("modgate: %s: reload failed (%s: %s); the previous rules stay in force, "
+                      "still watching", path, type(e).__name__, e)  # fmt: skip
+            log.debug("modgate: reload of %s", path, exc_info=True)
+            return False
+        self._applied = hashlib.sha256(data).digest() if data is not None else _digest(path)
         if self.settings.runtime is not None:
             log.info("modgate: reloaded %s: %s", path, summary(self.settings.runtime.config.rules))
+        return True
 
 
 def summary(rules: Rules) -> str:
@@ -320,6 +365,35 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+async def read_settled(path: str) -> bytes:
+    """The rules file's bytes once two reads SETTLE_SECONDS apart agree: an editor saving
+    it may leave it empty, half written or briefly missing (a rename) for a moment.
+    Raises ConfigError when it never settles within SETTLE_TRIES reads."""
+    last: bytes | None = None
+    why = ""
+    for _ in range(SETTLE_TRIES):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            last, why = None, f"cannot read rules file: {e.strerror or e}"
+        else:
+            if data == last:
+                return data
+            last, why = data, "keeps changing"
+        await asyncio.sleep(SETTLE_SECONDS)
+    raise ConfigError(
+        f"{path}: {why} (read {SETTLE_TRIES} times, {SETTLE_SECONDS}s apart); it is read "
+        "again at its next change"
+    )
+
+
+def _digest(path: str) -> bytes | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).digest() if path else None
+    except OSError:
+        return None
 
 
 def _info_version(data: bytes) -> str:

@@ -6,12 +6,14 @@ Other addons read `Settings.runtime`; nothing else opens files or sockets at sta
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
 import os
 import re
 import shutil
+import sqlite3
 import ssl
 import subprocess
 import tempfile
@@ -33,9 +35,10 @@ from modgate.config import (
     parse_gosumdb,
     proxies_from_goproxy,
 )
-from modgate.errors import ModgateError
+from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Gateway
 from modgate.home import default_home
+from modgate.rulesfile import check
 from modgate.store import DiskStore
 from modgate.upstream import HttpFetcher
 from modgate.verify import Checker, Pins
@@ -99,11 +102,14 @@ class Settings:
         if updated & {"mode", *OPTIONS} and self.runtime is not None:
             self._limit_interception()
 
-    def reload(self) -> None:
-        """Read the rules file and apply it. On any error raise ModgateError and keep what
-        is in force, so a broken edit never takes a running modgate down."""
-        path = ctx.options.modgate_rules
-        config = load_config(Path(path)) if path else Config()
+    def reload(self, config: Config | None = None) -> None:
+        """Apply the rules file (`config`, when the watcher has read it already), all or
+        nothing: everything is built and checked first, and if applying it fails what was
+        in force is restored. On any error raise ModgateError and keep what is in force,
+        so a broken edit never takes a running modgate down."""
+        if config is None:
+            path = ctx.options.modgate_rules
+            config = load_config(Path(path)) if path else Config()
         try:
             proxies = config.proxies
             if proxies is None:
@@ -119,24 +125,38 @@ class Settings:
                 f"{config.source}: proxies: no module proxy to gate; list them in the "
                 "rules file or set GOPROXY"
             )
-        pins = Pins(config.checksum, config.source)
+        pins = check(config)
         cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
         old = self.runtime
-        kept = old is not None and old.store.directory == cache_dir / "artifacts"
-        if old is not None and kept:
-            store, gateway = old.store, old.gateway  # in-flight requests keep using them
-            store.resize(config.cache.size_limit)
+        if old is not None and old.store.directory == cache_dir / "artifacts":
+            # In-flight requests keep using the store and gateway: only their settings change.
+            store, gateway = old.store, old.gateway
+            checker = _open_checker(config, pins, databases, cache_dir, gateway)
+            try:
+                _resize(store, config, old.config)
+            except BaseException:
+                checker.close()
+                raise
             gateway.settings = config.cache
+            gateway.validator = checker
+            old.checker.close()
         else:
             store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
             gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
+            try:
+                checker = _open_checker(config, pins, databases, cache_dir, gateway)
+            except BaseException:
+                store.close()
+                raise
+            gateway.validator = checker
             self._close_resources()
-        checker = Checker(config.checksum, pins, databases, cache_dir / "state", gateway)
-        gateway.validator = checker
-        if old is not None and kept:  # else _close_resources closed it with the store
-            old.checker.close()
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
+
+    def apply(self, config: Config) -> None:
+        """Apply a rules file the watcher read (RulesGate), as setting the option again does."""
+        self.reload(config)
+        self._limit_interception()
 
     def _limit_interception(self) -> None:
         """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):
@@ -172,6 +192,33 @@ class Settings:
             self.runtime.store.close()
             self.runtime.checker.close()
             self.runtime = None
+
+
+def _open_checker(
+    config: Config, pins: Pins, databases: tuple[SumdbConfig, ...], cache_dir: Path,
+    gateway: Gateway,
+) -> Checker:  # fmt: skip
+    state = cache_dir / "state"
+    try:
+        return Checker(config.checksum, pins, databases, state, gateway)
+    except (OSError, sqlite3.Error) as e:
+        raise CacheError(
+            f"{config.source}: cannot open modgate's state in {state}: {e}; the cache "
+            "directory must be writable"
+        ) from e
+
+
+def _resize(store: DiskStore, config: Config, in_force: Config) -> None:
+    """Set the new cache size limit; on failure (a full disk) put the old one back."""
+    try:
+        store.resize(config.cache.size_limit)
+    except Exception as e:  # OSError, sqlite3.Error: what diskcache's SQLite update raises
+        with contextlib.suppress(Exception):
+            store.resize(in_force.cache.size_limit)
+        raise CacheError(
+            f"{config.source}: cache.size_limit: cannot resize the cache in {store.directory} "
+            f"to {config.cache.size_limit} bytes: {e}"
+        ) from e
 
 
 def loopback_tls() -> ssl.SSLContext | None:

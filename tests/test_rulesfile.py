@@ -74,7 +74,9 @@ def test_check_reads_the_go_sum_files_named(tmp_path: Path) -> None:
     source = str(tmp_path / "rules.yaml")
     pins = check(parse_config("checksum:\n  go_sum: [ci.sum]\n", source))
     assert pins.get("example.com/m", "v1.0.0") == ("h1:AAAA", f"{good}:1")
-    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'gone.sum'}: cannot read go.sum")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{tmp_path / 'gone.sum'}: cannot read go.sum")
+    ):
         check(parse_config("checksum:\n  go_sum: [gone.sum]\n", source))
     clash = "checksum:\n  go_sum: [ci.sum]\n  pins: ['example.com/m v1.0.0 h1:CCCC']\n"
     with pytest.raises(ConfigError, match=r"example.com/m@v1.0.0 pinned to h1:AAAA, but pin in"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow
 
 from modgate.addons.rules import RulesGate, read_settled
@@ -353,3 +354,23 @@ def test_a_file_being_written_is_read_once_it_settles(tmp_path: Path, fast_watch
         writer.cancel()
 
     asyncio.run(main())
+
+
+def test_a_failure_after_the_swap_does_not_claim_the_old_rules_stay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(settings: Settings) -> None:
+        raise exceptions.OptionsError("allow_hosts and ignore_hosts are mutually exclusive")
+
+    async def test(settings: Settings, gate: RulesGate, rules: Path) -> None:
+        monkeypatch.setattr(Settings, "_limit_interception", refused)
+        rules.write_text(POLICY + "mode: audit\n")
+        with caplog.at_level(logging.ERROR, "modgate"):
+            assert not gate.reload(str(rules))
+        assert (
+            f"{rules}: TLS interception could not be limited to the hosts the rules gate: "
+            "allow_hosts and ignore_hosts are mutually exclusive; the new rules are in force"
+        ) in caplog.text
+        assert "previous rules stay" not in caplog.text
+
+    run(tmp_path, POLICY, test)

@@ -17,8 +17,10 @@
 
 Every decision goes into `flow.metadata["modgate.rule"]` as
 {"verdict": "allow" | "deny" | "audit-deny", "rule": "modules[4]", "reason": "..."}.
-The rules file is polled every second; a valid change applies to the next request, a
-broken one is logged and the rules in force stay.
+The rules file is polled every second and read once it settles; a valid change applies
+to the next request, all or nothing. A broken one, one that fails to apply, or one that
+would drop every rule by accident (`modgate.rulesfile.may_replace`) is logged and the
+rules in force stay; no error stops the watcher.
 """
 
 from __future__ import annotations
@@ -322,9 +324,9 @@ class RulesGate:
         if the option had been set again. Keep the rules in force, and say why, when it is
         broken, when it would drop every rule by accident (`rulesfile.may_replace`), or
         when applying it fails. Never raises: the watcher must go on."""
+        runtime = self.settings.runtime
         try:
             edited = config_from_bytes(Path(path).read_bytes() if data is None else data, path)
-            runtime = self.settings.runtime
             verdict = may_replace(runtime.config, edited) if runtime else Replace()
             match verdict:
                 case Keep(reason):
@@ -335,13 +337,17 @@ class RulesGate:
                     self.settings.apply(edited)
                 case _:
                     assert_never(verdict)
-        except ModgateError as e:
-            log.error("modgate: %s; the previous rules stay in force", e)
-            return False
         except Exception as e:
-            log.error("modgate: %s: reload failed (%s: %s); the previous rules stay in force, "
-                      "still watching", path, type(e).__name__, e)  # fmt: skip
-            log.debug("modgate: reload of %s", path, exc_info=True)
+            # Settings.reload is all or nothing; only what follows it may fail half way.
+            kept = "the previous rules stay in force"
+            if self.settings.runtime is not runtime:
+                kept = "the new rules are in force, but not all of the edit could be applied"
+            if isinstance(e, ModgateError):
+                log.error("modgate: %s; %s", e, kept)
+            else:
+                log.error("modgate: %s: reload failed (%s: %s); %s, still watching",
+                          path, type(e).__name__, e, kept)  # fmt: skip
+                log.debug("modgate: reload of %s", path, exc_info=True)
             return False
         self._applied = hashlib.sha256(data).digest() if data is not None else _digest(path)
         if self.settings.runtime is not None:

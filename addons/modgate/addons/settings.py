@@ -156,7 +156,13 @@ class Settings:
     def apply(self, config: Config) -> None:
         """Apply a rules file the watcher read (RulesGate), as setting the option again does."""
         self.reload(config)
-        self._limit_interception()
+        try:
+            self._limit_interception()
+        except Exception as e:  # mitmproxy refused allow_hosts (an addon's configure)
+            raise ModgateError(
+                f"{config.source}: TLS interception could not be limited to the hosts the "
+                f"rules gate: {e}"
+            ) from e
 
     def _limit_interception(self) -> None:
         """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):

@@ -299,10 +299,13 @@ def test_the_watcher_survives_any_error_and_says_so(
         (POLICY[: POLICY.index("hosts:")], "it drops every host and module rule (hosts, modules are gone)"),
         (POLICY[: POLICY.index("modules:")] + "modules:\n", "modules: expected a list"),
         (POLICY[: POLICY.index("    versions")] + "    versions: \">=1.", "not valid YAML"),
+        (POLICY + "cache:\n  size_limit: 100000000000000TB\n",
+         "cache.size_limit: '100000000000000TB' is more than a cache can hold"),
     ],
-    ids=["empty", "blank", "cut-after-checksum", "cut-after-modules", "cut-mid-string"],
+    ids=["empty", "blank", "cut-after-checksum", "cut-after-modules", "cut-mid-string",
+         "overflowing-size"],
 )  # fmt: skip
-def test_an_empty_or_truncated_file_keeps_the_rules_in_force(
+def test_a_broken_empty_or_truncated_file_keeps_the_rules_in_force(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, fast_watch: None, edited: str, said: str
 ) -> None:
     async def test(settings: Settings, gate: RulesGate, rules: Path) -> None:

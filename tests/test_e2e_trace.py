@@ -312,8 +312,17 @@ def test_hostile_paths_and_upstream_errors_are_escaped_in_every_view(
     """Client paths and upstream error text reach the live log, `trace show`, the Mermaid
     diagram and the waterfall: each shows them as text, never as instructions to the
     terminal, to Mermaid or to a browser."""
-    with Upstream(world) as upstream, Gate(tmp_path / "gate", rules(upstream)) as gate:
-        upstream.fault(f"/{PRIVATE}/alpha/@v/list", status=500, body=HOSTILE_TEXT)
+    with (
+        Upstream(world) as upstream,
+        Gate(tmp_path / "gate", rules(upstream) + "cache:\n  ttl: 1s\n") as gate,
+    ):
+        _raw_get(
+            gate.goproxy_url, f"/{PRIVATE}/!upper/!case/@v/list".encode()
+        )  # cached, then stale
+        wait_for_records(gate.home / "trace.db", 1)
+        time.sleep(1.2)
+        upstream.fault(f"/{PRIVATE}/*/@v/list", status=500, body=HOSTILE_TEXT)
+        _raw_get(gate.goproxy_url, f"/{PRIVATE}/!upper/!case/@v/list".encode())  # logs a warning
         for path in HOSTILE_PATHS:
             conn = http.client.HTTPConnection(gate.goproxy_url.removeprefix("http://"), timeout=10)
             conn.request("GET", path)
@@ -321,19 +330,15 @@ def test_hostile_paths_and_upstream_errors_are_escaped_in_every_view(
             conn.close()
         _raw_get(gate.goproxy_url, b"/\x1b]0;raw\x07/@v/list")
         _raw_get(gate.goproxy_url, f"/{PRIVATE}/alpha/@v/list".encode())  # the upstream's 500
-        n = len(HOSTILE_PATHS) + 2
+        n = len(HOSTILE_PATHS) + 4
+        gate.wait_for("serving stale")
         wait_for_records(gate.home / "trace.db", n)
         gate.wait_for(f"{PRIVATE}/alpha 502")  # its live line
         shown = trace(gate, "last").stdout
         records = trace_json(gate, "last")["requests"]
         sequence = trace(gate, "sequence", "last").stdout
-        out = tmp_path / "w.svg"
-        assert (
-            main(
-                ["trace", "waterfall", "last", "-o", str(out), "--db", str(gate.home / "trace.db")]
-            )
-            == 0
-        )
+        out, db = tmp_path / "w.svg", str(gate.home / "trace.db")
+        assert main(["trace", "waterfall", "last", "-o", str(out), "--db", db]) == 0
         svg = out.read_text()
     log = gate.output()
     assert len(records) == n

@@ -16,10 +16,10 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
-from modgate.addons.trace import LIVE_DELAY, Tracer, default_db, record_of
+from modgate.addons.trace import LIVE_DELAY, Tracer, record_of
 from modgate.goproxy import parse_request
 from modgate.trace import journal
-from modgate.trace.store import TraceDB
+from modgate.trace.store import TraceDB, default_db
 
 PROXY = "https://proxy.modgate.test"
 

@@ -38,7 +38,7 @@ from modgate.goproxy import ModRequest
 from modgate.trace.escape import terminal
 from modgate.trace.record import OTHER, TUNNEL, Record
 from modgate.trace.report import live_line
-from modgate.trace.store import TraceError
+from modgate.trace.store import TraceError, default_db
 from modgate.trace.writer import TraceWriter
 
 log = logging.getLogger("modgate")
@@ -52,11 +52,6 @@ OPTIONS = {
     "modgate_trace", "modgate_trace_db", "modgate_trace_retention", "modgate_trace_gap",
     "modgate_trace_required", "modgate_cache_dir",
 }  # fmt: skip
-
-
-def default_db(cache_dir: str) -> Path:
-    """trace.db beside the cache directory: ~/.modgate/trace.db by default."""
-    return Path(cache_dir).expanduser().absolute().parent / "trace.db"
 
 
 @dataclass

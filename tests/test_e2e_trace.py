@@ -399,3 +399,22 @@ def test_a_hash_refusal_is_traced_as_the_hash_verdict_not_the_rule_that_let_it_p
     assert f"refused: hash: {security}" in flow.comment
     assert "refused: default" not in flow.comment
     assert f"refused: hash: {security}" in gate.output()  # the live line
+
+
+def test_an_upstream_error_with_terminal_escapes_still_reaches_go_as_text(
+    world: World, tmp_path: Path
+) -> None:
+    """go drops a whole error body that holds one non-graphic character ("funny business
+    with the user's terminal"): a hostile upstream could hide modgate's reason from the
+    developer. modgate's answer carries the upstream's text escaped, so go prints it."""
+    module = f"{PRIVATE}/alpha"
+    version = world.list_versions(module)[0]
+    with Upstream(world) as upstream, Gate(tmp_path / "gate", rules(upstream)) as gate:
+        upstream.fault(f"/{module}/@v/*", status=500, body=HOSTILE_TEXT)
+        env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}"), "goproxy")
+        done = run_go(["mod", "download", f"{module}@{version}"], env, tmp_path, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert not _CONTROL.search(said.replace("\t", "")), said
+    assert "server response: modgate: " in said and "no upstream answered" in said, said
+    assert "500 \\x1b]0;pwned\\x07" in said, said

@@ -111,3 +111,16 @@ def test_a_hash_refusal_is_shown_as_the_hash_verdict_not_the_rule_that_allowed_i
     assert f"refused:  example.com/m@v1.0.0 (zip): hash: {SECURITY}" in text
     row = next(line for line in text.splitlines() if re.match(r"\s*1\s+\+", line))
     assert "refused: hash: SECURITY: example.com/m@v1.0.0" in row
+
+
+def test_ls_and_show_write_out_what_the_terminal_would_act_on() -> None:
+    hostile = "\x1b]0;pwned\x07"
+    records = [
+        rec(kind="other", module="", version="", path=f"/{hostile}/@v/list", status=400),
+        rec(0.1, kind="list", version="", status=502, cache="", error=f"500 {hostile}"),
+    ]
+    s = summary(records, label=hostile)
+    for text in (ls_text([s]), show_text(s, records)):
+        assert "\x1b" not in text and "\x07" not in text
+        assert "\\x1b]0;pwned\\x07" in text
+    assert "\x1b" not in live_line(records[0]) + live_line(records[1])

@@ -121,7 +121,10 @@ class TraceDB:
         self.path = path
         self._data_version = -1
         if not create and not path.exists():
-            raise TraceError(f"no trace database at {path} (has modgate run with tracing?)")
+            raise TraceError(
+                f"no trace database at {path}; for a `modgate run --cache-dir DIR` give the "
+                "same --cache-dir, or --db FILE"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(

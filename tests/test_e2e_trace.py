@@ -11,9 +11,13 @@ import http.client
 import json
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import time
+import urllib.error
+import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from PIL import Image
 from modgate.cli import main
 from world.gate import Gate, modgate_command
 from world.gocmd import find_go, go_env, run_go
-from world.modules import UPPER, MainModule, World, write_main_module
+from world.modules import UPPER, MainModule, World, proxy_path, write_main_module
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -278,3 +282,139 @@ def test_a_tunnel_to_a_host_modgate_does_not_gate(world: World, tmp_path: Path) 
         "tunnel", "CONNECT", "127.0.0.1", upstream.port,
     )  # fmt: skip
     assert tunnel["status"] == 200 and tunnel["end"] >= tunnel["start"]
+
+
+# What a hostile client or upstream puts where a person or a renderer reads it: terminal
+# escapes (set the window title, clear the screen), a Mermaid directive, HTML.
+HOSTILE_TEXT = (
+    "\x1b]0;pwned\x07\x1b[2J\x9b31m %%{init: {'theme':'dark'}}%% <script>alert(1)</script>"
+)
+HOSTILE_PATHS = [
+    "/%1b]0;pwned%07/@v/list",
+    "/%25%25%7Binit%7D%25%25/@v/list",
+    f"/{PRIVATE}/%3Cscript%3Ealert(1)%3C%2Fscript%3E/@v/list",
+    f"/{PRIVATE}/%1b%5b2J%c2%9b31m/@v/v1.0.0.info",
+]
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # any C0 or C1 control but newline
+
+
+def _raw_get(address: str, path: bytes) -> bytes:
+    """GET `path` sent byte for byte, control characters and all (http.client refuses)."""
+    host, port = address.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: modgate\r\nConnection: close\r\n\r\n")
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+
+def test_hostile_paths_and_upstream_errors_are_escaped_in_every_view(
+    world: World, tmp_path: Path
+) -> None:
+    """Client paths and upstream error text reach the live log, `trace show`, the Mermaid
+    diagram and the waterfall: each shows them as text, never as instructions to the
+    terminal, to Mermaid or to a browser."""
+    with (
+        Upstream(world) as upstream,
+        Gate(tmp_path / "gate", rules(upstream) + "cache:\n  ttl: 1s\n") as gate,
+    ):
+        _raw_get(
+            gate.goproxy_url, f"/{PRIVATE}/!upper/!case/@v/list".encode()
+        )  # cached, then stale
+        wait_for_records(gate.home / "trace.db", 1)
+        time.sleep(1.2)
+        upstream.fault(f"/{PRIVATE}/*/@v/list", status=500, body=HOSTILE_TEXT)
+        _raw_get(gate.goproxy_url, f"/{PRIVATE}/!upper/!case/@v/list".encode())  # logs a warning
+        for path in HOSTILE_PATHS:
+            conn = http.client.HTTPConnection(gate.goproxy_url.removeprefix("http://"), timeout=10)
+            conn.request("GET", path)
+            assert conn.getresponse().status >= 400
+            conn.close()
+        _raw_get(gate.goproxy_url, b"/\x1b]0;raw\x07/@v/list")
+        _raw_get(gate.goproxy_url, f"/{PRIVATE}/alpha/@v/list".encode())  # the upstream's 500
+        n = len(HOSTILE_PATHS) + 4
+        gate.wait_for("serving stale")
+        wait_for_records(gate.home / "trace.db", n)
+        gate.wait_for(f"{PRIVATE}/alpha 502")  # its live line
+        shown = trace(gate, "last").stdout
+        records = trace_json(gate, "last")["requests"]
+        sequence = trace(gate, "sequence", "last").stdout
+        out, db = tmp_path / "w.svg", str(gate.home / "trace.db")
+        assert main(["trace", "waterfall", "last", "-o", str(out), "--db", db]) == 0
+        svg = out.read_text()
+    log = gate.output()
+    assert len(records) == n
+    failed = next(r for r in records if r["path"].endswith("alpha/@v/list"))
+    assert "\x1b]0;pwned\x07" in failed["error"]  # the JSON keeps it as it was, escaped by JSON
+    for name, text in (("the log", log), ("trace show", shown)):
+        assert not _CONTROL.search(text), f"{name} passes a control character on: {text!r}"
+        assert "\\x1b]0;pwned\\x07" in text, f"{name} does not show the upstream's text: {text!r}"
+    for line in sequence.splitlines()[1:]:
+        assert "%%" not in line or line.startswith("    %% modgate trace session")
+        assert not re.search(
+            r"[<>\"]|#(?!\d+;)|;(?<!#\d;)(?<!#\d\d;)(?<!#\d\d\d;)", line.split(":", 1)[-1]
+        ), line
+    assert not _CONTROL.search(sequence)
+    assert "<script>" not in svg and not _CONTROL.search(svg)
+    assert "&lt;script&gt;" in svg or "script" not in svg
+
+
+def _tamper(path: Path) -> None:
+    """Change one byte of one file inside the zip at `path`: a valid zip, another hash."""
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    name = next(n for n in members if n.endswith(".go"))
+    members[name] += b"// tampered\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+
+
+def test_a_hash_refusal_is_traced_as_the_hash_verdict_not_the_rule_that_let_it_pass(
+    world: World, tmp_path: Path
+) -> None:
+    """The upstream tampers with a zip; the rules allowed the module (the default rule),
+    the pinned hash refused it. `trace show` and the flow export say why: the hash."""
+    tree = world.write_proxy_tree(tmp_path / "tree")
+    zip_path = proxy_path(UPPER, "v1.2.1", ".zip")
+    _tamper(tree / zip_path)
+    pin = f'checksum:\n  pins: ["{UPPER} v1.2.1 {world.get(UPPER, "v1.2.1").zip_hash}"]\n'
+    with Upstream(tree) as upstream:
+        gate = Gate(tmp_path / "gate", rules(upstream).replace("checksum:\n", pin))
+        with gate:
+            try:
+                urllib.request.urlopen(f"{gate.goproxy_url}/{zip_path}", timeout=30)
+                raise AssertionError("a tampered zip was served")
+            except urllib.error.HTTPError as e:
+                assert e.code == 502 and b"SECURITY" in e.read()
+            wait_for_records(gate.home / "trace.db", 1)
+            shown = trace(gate, "last").stdout
+            flows = tmp_path / "s.flows"
+            trace(gate, "export", "last", "--flows", str(flows))
+    security = f"SECURITY: {UPPER}@v1.2.1: upstream sent h1:"
+    assert f"refused:  {UPPER}@v1.2.1 (zip): hash: {security}" in shown
+    row = next(line for line in shown.splitlines() if re.match(r"\s*1\s+\+", line))
+    assert "refused: hash: SECURITY" in row and "default" not in shown
+    with flows.open("rb") as f:
+        (flow,) = list(FlowReader(f).stream())
+    assert flow.metadata["modgate.trace"]["hash_verdict"] == "refused"
+    assert f"refused: hash: {security}" in flow.comment
+    assert "refused: default" not in flow.comment
+    assert f"refused: hash: {security}" in gate.output()  # the live line
+
+
+def test_an_upstream_error_with_terminal_escapes_still_reaches_go_as_text(
+    world: World, tmp_path: Path
+) -> None:
+    """go drops a whole error body that holds one non-graphic character ("funny business
+    with the user's terminal"): a hostile upstream could hide modgate's reason from the
+    developer. modgate's answer carries the upstream's text escaped, so go prints it."""
+    module = f"{PRIVATE}/alpha"
+    version = world.list_versions(module)[0]
+    with Upstream(world) as upstream, Gate(tmp_path / "gate", rules(upstream)) as gate:
+        upstream.fault(f"/{module}/@v/*", status=500, body=HOSTILE_TEXT)
+        env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}"), "goproxy")
+        done = run_go(["mod", "download", f"{module}@{version}"], env, tmp_path, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert not _CONTROL.search(said.replace("\t", "")), said
+    assert "server response: modgate: " in said and "no upstream answered" in said, said
+    assert "500 \\x1b]0;pwned\\x07" in said, said

@@ -16,10 +16,10 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
-from modgate.addons.trace import LIVE_DELAY, Tracer, default_db, record_of
+from modgate.addons.trace import LIVE_DELAY, Tracer, record_of
 from modgate.goproxy import parse_request
 from modgate.trace import journal
-from modgate.trace.store import TraceDB
+from modgate.trace.store import TraceDB, default_db
 
 PROXY = "https://proxy.modgate.test"
 
@@ -273,3 +273,24 @@ def test_a_refused_connect_is_recorded_with_the_rule_that_refused_it(
     assert (r.kind, r.host, r.status, r.rule, r.rule_reason, r.refused) == (
         "tunnel", "vcs.example", 403, "hosts.default", "no", True,
     )  # fmt: skip
+
+
+def test_modgate_log_lines_reach_the_terminal_escaped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warning quoting an upstream's error body (served stale, a refusal) cannot drive
+    the terminal; the live lines, escaped already, are not escaped twice."""
+    caplog.set_level(logging.INFO)
+    t = Tracer()
+    # In the test itself: the log handlers of this test phase are the ones filtered.
+    with taddons.context(t) as tctx:
+        tctx.options.add_option("modgate_cache_dir", str, str(tmp_path / "cache"), "")
+        tctx.configure(t, modgate_cache_dir=str(tmp_path / "cache"))
+        hostile = "\x1b]0;pwned\x07\nx"
+        logging.getLogger("modgate.gateway").warning("serving stale m: 500 %s", hostile)
+        t.response(module_flow("example.com/m/@v/v1.0.0.mod", **{"modgate.error": hostile}))
+        t.done()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "serving stale m: 500 \\x1b]0;pwned\\x07\nx" in messages
+    assert any(m.endswith(" error: \\x1b]0;pwned\\x07 x") for m in messages), messages
+    assert not any("\x1b" in m for m in messages)

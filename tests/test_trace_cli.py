@@ -70,7 +70,8 @@ def test_mistakes_are_one_line_and_exit_2(
 
 def test_no_database_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(tmp_path / "none.db", "ls") == 2
-    assert "no trace database at" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no trace database at" in err and "give the same --cache-dir, or --db FILE" in err
     assert not (tmp_path / "none.db").exists()  # reading never creates it
 
 

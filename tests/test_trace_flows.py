@@ -75,3 +75,12 @@ def test_the_flow_file_loads_back_with_mitmproxys_reader(tmp_path: Path) -> None
     assert flows[-2].response is None  # type: ignore[attr-defined]
     assert flows[-1].request.method == "CONNECT"  # type: ignore[attr-defined]
     assert flows[-1].request.host == "git.example"  # type: ignore[attr-defined]
+
+
+def test_a_hash_refusal_exports_its_hash_verdict_not_the_allowing_rule() -> None:
+    security = "SECURITY: example.com/m@v1.0.0: upstream sent h1:AAA=, but go.sum says h1:BBB="
+    r = rec(kind="zip", status=502, cache="", rule_verdict="allow", rule="default",
+            hash_verdict="refused", error=security)  # fmt: skip
+    f = to_flow(r)
+    assert f.comment == f"zip · 10 ms · refused: hash: {security}"
+    assert f.metadata["modgate.trace"]["hash_verdict"] == "refused"

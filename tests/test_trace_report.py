@@ -89,3 +89,38 @@ def test_ls_is_one_line_per_session() -> None:
     assert lines[1].split()[4:] == ["-", "10", "2", "0B", "50%", "0.2s", "0", "0"]
     assert lines[2].split()[4:6] == ["x", "10"]
     assert ls_text([]) == "no sessions recorded yet\n"
+
+
+SECURITY = (
+    "SECURITY: example.com/m@v1.0.0: upstream sent h1:AAA=, but checksum database says h1:BBB="
+)
+
+
+def hash_refused() -> object:
+    """A zip the rules allowed (the default rule) whose hash modgate refused."""
+    return rec(kind="zip", status=502, cache="", rule_verdict="allow", rule="default",
+               hash_verdict="refused", error=SECURITY)  # fmt: skip
+
+
+def test_a_hash_refusal_is_shown_as_the_hash_verdict_not_the_rule_that_allowed_it() -> None:
+    r = hash_refused()
+    line = live_line(r)  # type: ignore[arg-type]
+    assert line.endswith(f"refused: hash: {SECURITY}")
+    text = show_text(summary([r]), [r])  # type: ignore[list-item]
+    assert "default" not in text
+    assert f"refused:  example.com/m@v1.0.0 (zip): hash: {SECURITY}" in text
+    row = next(line for line in text.splitlines() if re.match(r"\s*1\s+\+", line))
+    assert "refused: hash: SECURITY: example.com/m@v1.0.0" in row
+
+
+def test_ls_and_show_write_out_what_the_terminal_would_act_on() -> None:
+    hostile = "\x1b]0;pwned\x07"
+    records = [
+        rec(kind="other", module="", version="", path=f"/{hostile}/@v/list", status=400),
+        rec(0.1, kind="list", version="", status=502, cache="", error=f"500 {hostile}"),
+    ]
+    s = summary(records, label=hostile)
+    for text in (ls_text([s]), show_text(s, records)):
+        assert "\x1b" not in text and "\x07" not in text
+        assert "\\x1b]0;pwned\\x07" in text
+    assert "\x1b" not in live_line(records[0]) + live_line(records[1])

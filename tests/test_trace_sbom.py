@@ -52,3 +52,16 @@ def test_an_invalid_document_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(TraceError, match="does not validate against CycloneDX 1.6"):
         sbom_json(summary([]), [])
     assert validator().validate_str('{"bomFormat": "CycloneDX", "specVersion": "1.6"}') is None
+
+
+def test_a_zip_cut_short_is_not_a_download() -> None:
+    """A large zip streams with status 200 before its hash is known; one that failed
+    its check (or whose client went away) ended with an error and never reached the
+    client's module cache whole: the SBOM must not claim it."""
+    cut = "not served: SECURITY: example.com/bulk@v1.0.0: upstream sent h1:A=, but go.sum says"
+    records = [
+        rec(0.0, kind="zip", module="example.com/bulk", status=200, error=cut),
+        rec(0.1, kind="zip", module="example.com/left", status=200, error="client went away"),
+        rec(0.2, kind="zip", module="example.com/whole", status=200),
+    ]
+    assert [d.module for d in downloaded(records)] == ["example.com/whole"]

@@ -31,7 +31,8 @@ def test_each_request_is_an_exchange_with_the_cache_or_the_peer_that_answered() 
     assert sum(line.startswith("    M-->>C0: ") for line in lines) == 6
     assert "    K-->>M: hit" in lines
     assert "    U1-->>M: 200 after 2 tries" in lines
-    assert "    Note over M: refused: no  not this   one" in lines  # no ; or # for Mermaid
+    # ; and # are Mermaid syntax: written as entity codes, which it shows as the characters
+    assert "    Note over M: refused: no#59; not this #35; one" in lines
     assert "    M->>U3: tunnel (not intercepted)" in lines
 
 
@@ -40,3 +41,20 @@ def test_a_long_session_is_cut_at_the_limit() -> None:
     text = mermaid(summary(records), records, limit=4)
     assert text.count("C0->>M:") == 4
     assert "Note over M: … 6 more requests not shown" in text
+
+
+def test_a_hash_refusal_is_a_note_with_the_hash_verdict() -> None:
+    r = rec(
+        kind="zip",
+        status=502,
+        cache="",
+        rule_verdict="allow",
+        rule="default",
+        hash_verdict="refused",
+        error="SECURITY: example.com/m@v1.0.0: upstream sent h1:A",
+    )
+    text = mermaid(summary([r]), [r])
+    assert "    Note over M: refused: hash: SECURITY: example.com/m@v1.0.0: upstream sent h1:A" in (
+        text.splitlines()
+    )
+    assert "default" not in text

@@ -249,10 +249,7 @@ class _Banner:
                 else:
                     proxy = url
         gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
-        line = f'modgate: proxy on {proxy}, for go: eval "$(modgate env'
-        if self.confdir != _default_confdir():
-            line += f" --confdir {shlex.quote(str(self.confdir))}"
-        line += ')"'
+        line = f'modgate: proxy on {proxy}, for go: eval "$({_env_command(proxy, self.confdir)})"'
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
         print(f"{line}; gating {gated}", flush=True)
@@ -264,6 +261,22 @@ def _default_confdir() -> Path:
     from modgate.home import default_home
 
     return default_home()
+
+
+def _env_command(proxy: str, confdir: Path) -> str:
+    """The `modgate env` command for the proxy at `proxy`, whole: this Python's absolute
+    path (`modgate` may not be on the PATH of the shell that runs it; `python -m
+    modgate` works wherever this one runs), and every option that differs from env's
+    defaults, so go is pointed at this port and this CA."""
+    host, _, port = proxy.removeprefix("http://").rpartition(":")
+    words = [sys.executable, "-m", "modgate", "env"]
+    if host.strip("[]") not in ("127.0.0.1", "0.0.0.0", "::", ""):  # wildcards: loopback works
+        words += ["--listen-host", host.strip("[]")]
+    if port != str(DEFAULT_PORT):
+        words += ["--listen-port", port]
+    if confdir != _default_confdir():
+        words += ["--confdir", str(confdir)]
+    return shlex.join(words)
 
 
 # --- modgate env ---------------------------------------------------------------------

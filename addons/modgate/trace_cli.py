@@ -12,7 +12,10 @@
 
 Sessions: a client's requests belong to one session until it pauses for longer than the
 gap (modgate_trace_gap, 10 s); `start NAME` ... `stop` groups everything in between.
-The database is CONFDIR/trace.db (the modgate_trace_db option of `modgate run` moves it).
+
+The database is trace.db beside modgate's cache directory: CONFDIR/trace.db, or, for
+`modgate run --cache-dir DIR`, trace.db beside DIR: give the same --cache-dir here (or
+--db FILE, for the modgate_trace_db option). --help after them says which file it is.
 """
 
 from __future__ import annotations
@@ -27,30 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from modgate.trace.record import Record
-from modgate.trace.store import SessionSummary, TraceDB
+from modgate.trace.store import SessionSummary, TraceDB, default_db
 
 
 def add_parser(sub: Any) -> None:
     """Add `modgate trace` to the subcommands of the modgate command line."""
-    from modgate.home import default_home
-
     common = argparse.ArgumentParser(add_help=False)
-    where = common.add_argument_group("where the traces are")
-    where.add_argument(
-        "--confdir", type=Path, default=default_home(),
-        help="modgate's state directory (default: %(default)s, or $MODGATE_HOME)",
-    )  # fmt: skip
-    where.add_argument("--db", type=Path, default=None, help="default: CONFDIR/trace.db")
-
+    _where(common)
     trace = sub.add_parser(
         "trace", help="show what went through modgate", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common], add_help=False,
     )  # fmt: skip
     trace.set_defaults(func=lambda _: (trace.print_help(), 2)[1])
     commands = trace.add_subparsers(metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
-        p = commands.add_parser(name, parents=[common], help=help, description=help)
+        p = commands.add_parser(name, parents=[common], help=help, description=help, add_help=False)
         p.set_defaults(func=func)
         return p
 
@@ -99,8 +94,55 @@ def add_parser(sub: Any) -> None:
     command("stop", cmd_stop, "end the labelled session")
 
 
+def _where(p: argparse.ArgumentParser) -> None:
+    """--confdir, --cache-dir and --db, on `trace` and on each of its commands, so they
+    may come before or after the command. No defaults here: argparse would let a
+    command's default overwrite what was given before it; `db_path` applies them."""
+    from modgate.home import default_home
+
+    where = p.add_argument_group("where the traces are")
+    where.add_argument(
+        "--confdir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+        help=f"modgate's state directory: DIR/trace.db (default: {default_home()}, "
+        "or $MODGATE_HOME)",
+    )  # fmt: skip
+    where.add_argument(
+        "--cache-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+        help="the --cache-dir `modgate run` was given: trace.db beside DIR",
+    )  # fmt: skip
+    where.add_argument(
+        "--db", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+        help="the trace database itself (modgate_trace_db)",
+    )  # fmt: skip
+    p.add_argument("-h", "--help", action=_Help)
+
+
+class _Help(argparse.Action):
+    """--help, ending with the database the options before it name."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+            help="show this help and the trace database it reads",
+        )  # fmt: skip
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:  # fmt: skip
+        parser.print_help()
+        print(f"\nthe trace database here: {db_path(namespace)}")
+        parser.exit()
+
+
 def db_path(args: argparse.Namespace) -> Path:
-    return Path(args.db or Path(args.confdir) / "trace.db").expanduser()
+    """--db; else trace.db beside --cache-dir, as `modgate run` places it; else beside
+    CONFDIR/cache, the cache `modgate run` uses by default: CONFDIR/trace.db."""
+    from modgate.home import default_home
+
+    if getattr(args, "db", None):
+        return Path(args.db).expanduser()
+    if getattr(args, "cache_dir", None):
+        return default_db(args.cache_dir)
+    return default_db(Path(getattr(args, "confdir", None) or default_home()) / "cache")
 
 
 @contextmanager

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from modgate.trace.escape import terminal
+
 
 def all_addons() -> list[object]:
     from modgate.addons.cache import CacheGate
@@ -36,8 +38,10 @@ def all_addons() -> list[object]:
 
 def plain(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:
     """An error answer the go command prints after "server response:" (text/plain, and
-    one line: go stops at the first blank line and keeps at most 8 lines)."""
-    line = " ".join(message.split())
+    one line: go stops at the first blank line and keeps at most 8 lines). Escaped for
+    the terminal: go drops a body with any non-graphic character in it, so an upstream's
+    text quoted here could otherwise hide modgate's reason."""
+    line = terminal(" ".join(message.split()))
     return http.Response.make(
         status, f"{line}\n", {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
     )

@@ -35,9 +35,10 @@ from modgate.addons import plain
 from modgate.blobs import Handoff
 from modgate.config import parse_duration
 from modgate.goproxy import ModRequest
+from modgate.trace.escape import terminal
 from modgate.trace.record import OTHER, TUNNEL, Record
 from modgate.trace.report import live_line
-from modgate.trace.store import TraceError
+from modgate.trace.store import TraceError, default_db
 from modgate.trace.writer import TraceWriter
 
 log = logging.getLogger("modgate")
@@ -51,11 +52,6 @@ OPTIONS = {
     "modgate_trace", "modgate_trace_db", "modgate_trace_retention", "modgate_trace_gap",
     "modgate_trace_required", "modgate_cache_dir",
 }  # fmt: skip
-
-
-def default_db(cache_dir: str) -> Path:
-    """trace.db beside the cache directory: ~/.modgate/trace.db by default."""
-    return Path(cache_dir).expanduser().absolute().parent / "trace.db"
 
 
 @dataclass
@@ -77,6 +73,7 @@ class Tracer:
         for handler in logging.getLogger().handlers:
             if isinstance(handler, mitmlog.LegacyLogEvents):
                 handler.addFilter(_not_live)
+            handler.addFilter(_terminal_safe)
         loader.add_option(
             "modgate_trace", bool, True, "Record every request in the trace database."
         )
@@ -222,6 +219,23 @@ def _not_live(record: logging.LogRecord) -> bool:
     answers, about as much as the rest of a cached hit's trace (scripts/bench, issue 6).
     The terminal and mitmweb's event log have handlers of their own and still show them."""
     return record.name != live.name
+
+
+def _terminal_safe(record: logging.LogRecord) -> bool:
+    """modgate's log lines quote what clients and upstreams sent (a path, an upstream's
+    error body, served stale): each line is written out for the terminal, as the live
+    lines already are, so no escape sequence reaches it. Once per record, whichever
+    handler sees it first."""
+    if (
+        record.name.startswith("modgate")
+        and record.name != live.name
+        and not getattr(record, "modgate_escaped", False)
+    ):
+        message = record.getMessage()
+        record.msg = "\n".join(terminal(line) for line in message.split("\n"))
+        record.args = None
+        record.modgate_escaped = True
+    return True
 
 
 _VERBOSITY = {"debug": logging.DEBUG, "info": logging.INFO, "alert": 25, "warn": logging.WARNING,

@@ -70,7 +70,7 @@ def _request(r: Record) -> http.Request:
 def _comment(r: Record) -> str:
     parts = [r.kind, r.cache or "", f"{ms(r.duration)} ms"]
     if r.refused:
-        parts.append(f"refused: {r.rule_reason or r.rule or r.hash_verdict}")
+        parts.append(f"refused: {r.refusal}")
     elif r.error:
         parts.append(r.error)
     return " · ".join(p for p in parts if p)

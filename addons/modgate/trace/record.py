@@ -62,6 +62,17 @@ class Record:
         return self.rule_verdict == "deny" or self.hash_verdict in REFUSED_HASHES
 
     @property
+    def refusal(self) -> str:
+        """Why modgate refused it, "" when it did not. A hash refusal names the hash
+        verdict and its reason: the rule that let the request through (often `default`)
+        is not why it was refused."""
+        if self.rule_verdict == "deny":
+            return self.rule_reason or self.rule or "denied by a rule"
+        if self.hash_verdict in REFUSED_HASHES:
+            return f"hash: {self.error}" if self.error else f"hash {self.hash_verdict}"
+        return ""
+
+    @property
     def duration(self) -> float:
         return max(0.0, self.end - self.start)
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from modgate.trace.escape import terminal
 from modgate.trace.record import FROM_CACHE, FROM_UPSTREAM, TUNNEL, Record
 from modgate.trace.store import SessionSummary
 
@@ -17,13 +18,14 @@ SLOWEST = 5
 
 
 def live_line(r: Record) -> str:
-    """One finished request: kind, what, status, cache outcome, milliseconds."""
+    """One finished request: kind, what, status, cache outcome, milliseconds; escaped
+    for a terminal (the path is the client's, the error may be the upstream's)."""
     line = f"{r.kind} {r.target} {r.status or '-'} {r.cache or '-'} {ms(r.duration)}ms"
     if r.refused:
-        line += f" refused: {r.rule_reason or r.rule or r.hash_verdict}"
+        line += f" refused: {r.refusal}"
     elif r.error:
         line += f" error: {r.error[:160]}"
-    return line
+    return terminal(line)
 
 
 def ms(seconds: float | None) -> str:
@@ -48,6 +50,8 @@ def when(t: float | None) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """Aligned columns of `rows`, each cell escaped for the terminal."""
+    rows = [[terminal(c) for c in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
 
     def fmt(cells: Sequence[str]) -> str:
@@ -62,6 +66,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
 
 def _clip(text: str, width: int = TARGET_WIDTH) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def _clip_end(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # --- modgate trace ls ------------------------------------------------------------------
@@ -99,8 +107,10 @@ def summary_json(s: SessionSummary) -> dict[str, Any]:
 def show_text(s: SessionSummary, records: Sequence[Record]) -> str:
     label = f' "{s.label}"' if s.label else ""
     lines = [
-        f"session {s.id}{label} · client {s.client if s.client != '*' else 'any'} · "
-        f"{when(s.first or s.started)} · {len(records)} requests · {s.duration:.2f}s",
+        terminal(
+            f"session {s.id}{label} · client {s.client if s.client != '*' else 'any'} · "
+            f"{when(s.first or s.started)} · {len(records)} requests · {s.duration:.2f}s"
+        ),
         "",
     ]
     t0 = records[0].start if records else 0.0
@@ -114,7 +124,7 @@ def show_text(s: SessionSummary, records: Sequence[Record]) -> str:
     header = ["#", "AT(ms)", "MS", "TTFB", "KIND", "MODULE@VERSION", "STATUS", "CACHE",
               "BYTES", "FROM", "NOTE"]  # fmt: skip
     lines += _table(header, rows, {0, 1, 2, 3, 6, 8})
-    lines += ["", *_summary_lines(records)]
+    lines += ["", *(terminal(line) for line in _summary_lines(records))]
     return "\n".join(lines) + "\n"
 
 
@@ -135,7 +145,7 @@ def _host(url: str) -> str:
 
 def _note(r: Record) -> str:
     if r.refused:
-        return f"refused: {r.rule_reason or r.rule or 'hash ' + r.hash_verdict}"
+        return _clip_end(f"refused: {r.refusal}", 80)
     if r.error:
         return _clip(r.error, 80)
     if r.hash_verdict:
@@ -161,8 +171,7 @@ def _summary_lines(records: Sequence[Record]) -> list[str]:
         )
     refused = [r for r in records if r.refused]
     for r in refused:
-        reason = r.rule_reason or r.rule or f"hash {r.hash_verdict}"
-        lines.append(f"refused:  {r.target} ({r.kind}): {reason}")
+        lines.append(f"refused:  {r.target} ({r.kind}): {r.refusal}")
     errors = [r for r in records if r.error and not r.refused]
     for r in errors[:10]:
         lines.append(f"error:    {r.target} ({r.kind}) {r.status or '-'}: {_clip(r.error, 120)}")

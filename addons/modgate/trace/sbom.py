@@ -52,11 +52,13 @@ class Downloaded:
 
 
 def downloaded(records: Sequence[Record]) -> list[Downloaded]:
-    """The module versions whose zip the session was served, sorted by module and version."""
+    """The module versions whose zip the session was served whole, sorted by module and
+    version. A large zip streams with status 200 before its hash is known: one that
+    ended with an error (failed its check, client went away) was not downloaded."""
     zips: dict[tuple[str, str], Record] = {}
     mods: dict[tuple[str, str], Record] = {}
     for r in records:
-        if r.status != 200 or r.refused or not r.module or not r.version:
+        if r.status != 200 or r.refused or r.error or not r.module or not r.version:
             continue
         if r.kind == "zip":
             zips.setdefault((r.module, r.version), r)

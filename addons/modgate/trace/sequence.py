@@ -9,19 +9,14 @@ go → modgate → host.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
+from modgate.trace.escape import mermaid as _text
 from modgate.trace.record import FROM_CACHE, TUNNEL, Record
 from modgate.trace.report import ms
 from modgate.trace.store import SessionSummary
 
 MAX_REQUESTS = 500
-
-
-def _text(s: str) -> str:
-    """Message text Mermaid accepts: no `;` or `#` (statement and entity syntax), one line."""
-    return re.sub(r"[;#\n\r]", " ", s).strip()
 
 
 def mermaid(session: SessionSummary, records: Sequence[Record], limit: int = MAX_REQUESTS) -> str:
@@ -32,7 +27,7 @@ def mermaid(session: SessionSummary, records: Sequence[Record], limit: int = MAX
         peer = _peer(r)
         if peer and peer not in upstreams:
             upstreams[peer] = f"U{len(upstreams) + 1}"
-    label = f" {session.label!r}" if session.label else ""
+    label = f" '{_text(session.label)}'" if session.label else ""
     lines = [
         "sequenceDiagram",
         f"    %% modgate trace session {session.id}{label}: {len(records)} requests",
@@ -68,9 +63,7 @@ def _exchange(r: Record, client: str, upstreams: dict[str, str]) -> list[str]:
     if r.kind == TUNNEL:
         lines += [f"    M->>{peer}: tunnel (not intercepted)", f"    {peer}-->>M: closed"]
     elif r.refused:
-        lines.append(
-            f"    Note over M: refused: {_text(r.rule_reason or r.rule or r.hash_verdict)}"
-        )
+        lines.append(f"    Note over M: refused: {_text(r.refusal)}")
     elif r.cache in FROM_CACHE:
         lines += [f"    M->>K: look up {_text(r.kind)}", f"    K-->>M: {r.cache}"]
     elif peer:

@@ -29,6 +29,13 @@ from modgate.trace.sessions import Label
 SCHEMA_VERSION = 1
 LABELLED = "*"  # the client of a labelled session: it takes every client's requests
 
+
+def default_db(cache_dir: str | Path) -> Path:
+    """trace.db beside the cache directory: ~/.modgate/trace.db by default (the cache is
+    ~/.modgate/cache), DIR/../trace.db for `modgate run --cache-dir DIR`."""
+    return Path(cache_dir).expanduser().absolute().parent / "trace.db"
+
+
 _TYPES = {
     "start": "REAL NOT NULL", "end": "REAL NOT NULL", "ttfb": "REAL", "client": "TEXT NOT NULL",
     "client_port": "INTEGER", "port": "INTEGER", "status": "INTEGER", "bytes_in": "INTEGER",
@@ -114,7 +121,10 @@ class TraceDB:
         self.path = path
         self._data_version = -1
         if not create and not path.exists():
-            raise TraceError(f"no trace database at {path} (has modgate run with tracing?)")
+            raise TraceError(
+                f"no trace database at {path}; for a `modgate run --cache-dir DIR` give the "
+                "same --cache-dir, or --db FILE"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(

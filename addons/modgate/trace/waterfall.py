@@ -12,7 +12,6 @@ has it and Pillow's own font otherwise.
 
 from __future__ import annotations
 
-import html as htmlesc
 import io
 import math
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modgate.trace.escape import markup, terminal
 from modgate.trace.record import TUNNEL, Record
 from modgate.trace.report import ms, size, when
 from modgate.trace.store import SessionSummary
@@ -186,7 +186,7 @@ def _bar(d: Drawing, r: Record, x: float, y: float, scale: float) -> None:
     tip = (
         f"{r.target} ({r.kind}) {r.status or '-'} {r.cache or outcome(r)} · {ms(r.duration)} ms"
         f" (first byte {ms(r.ttfb)} ms) · {size(r.bytes_out)}"
-        + (f" · {r.error or r.rule_reason}" if r.error or r.refused else "")
+        + (f" · {r.refusal or r.error}" if r.error or r.refused else "")
     )
     if wait >= 1:
         d.shapes.append(Rect(x, y + 4, wait, ROW - 8, colour, tip, opacity=0.45))
@@ -205,7 +205,7 @@ def _tick_label(tick_ms: float, step: float) -> str:
 
 
 def svg(d: Drawing) -> str:
-    esc = htmlesc.escape
+    esc = markup
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{d.width}" height="{d.height}" '
         f'viewBox="0 0 {d.width} {d.height}" font-family="DejaVu Sans Mono, Menlo, Consolas, '
@@ -257,7 +257,7 @@ def png(d: Drawing) -> bytes:
             case Text():
                 font = bold if s.bold else regular
                 anchor = {"start": "ls", "middle": "ms", "end": "rs"}[s.anchor]
-                draw.text((s.x, s.y), s.text, fill=s.fill, font=font, anchor=anchor)
+                draw.text((s.x, s.y), terminal(s.text), fill=s.fill, font=font, anchor=anchor)
     out = io.BytesIO()
     image.save(out, "PNG", optimize=True)
     return out.getvalue()
@@ -289,7 +289,7 @@ def _blend(colour: str, opacity: float) -> str:
 def html(d: Drawing) -> str:
     return (
         '<!doctype html>\n<html><head><meta charset="utf-8">'
-        f"<title>{htmlesc.escape(d.title)}</title>"
+        f"<title>{markup(d.title)}</title>"
         "<style>body{margin:0;background:#fff} svg rect[fill-opacity],svg rect:hover"
         "{cursor:default} svg rect:hover{stroke:#1d2430}</style></head><body>\n"
         f"{svg(d)}</body></html>\n"

@@ -77,18 +77,20 @@ class OfflineTiles:
 
     def served(self, tree: Tree, record_id: int | None = None) -> list[TileRead]:
         """The reads that keep what a client may need since `tree` (and `record_id` in
-        it) was served, and the reads that failed before, to try again."""
+        it) was served, and the reads that failed before, to try again. Reads of one
+        tree are made one: its own tiles are authenticated once."""
         reads, self._pending = self._pending, []
         if tree.n == 0:
             return reads
-        reads.append(self._read(tree, ()))
+        records: set[int] = set()
         if tree.n > self._newest.n:
             older, self._newest = self._newest, tree
-            reads.append(self._completed(older.n))
+            records |= self._completed(older.n)
+        else:
+            reads.append(self._read(tree, ()))
         positions = [tree.n - 1] if record_id is None else [tree.n - 1, record_id]
-        for position in positions:
-            if self._add(position >> self._height):
-                reads.append(self._read(self._newest, (position,)))
+        records |= {p for p in positions if self._add(p >> self._height)}
+        reads.append(self._read(self._newest, tuple(sorted(records))))
         return [read for read in reads if read.tiles]
 
     def kept(self, read: TileRead) -> None:
@@ -123,9 +125,9 @@ class OfflineTiles:
             return TileRead(tree, indexes, ())
         return TileRead(tree, indexes, tuple(tiles))
 
-    def _completed(self, older: int) -> TileRead:
-        """The tiles the newest tree completed since a tree of size `older`, for the
-        positions served that lie in them: one record in each such tile to prove."""
+    def _completed(self, older: int) -> set[int]:
+        """The records to prove in the newest tree for the tiles it completed since a
+        tree of size `older`: one record of each such tile that holds a position served."""
         h, newest = self._height, self._newest.n
         records: set[int] = set()
         level = 0
@@ -141,8 +143,7 @@ class OfflineTiles:
                 following = ((position >> (h * level)) + 1) << (h * level)
                 i = bisect.bisect_left(self._positions, following)
             level += 1
-        return self._read(self._newest, tuple(sorted(records)))
-
+        return records
 
 def _no_tile(tile: Tile) -> bytes:
     raise AssertionError(f"planning reads no tile ({tile.path()})")

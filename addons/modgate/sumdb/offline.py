@@ -145,5 +145,6 @@ class OfflineTiles:
             level += 1
         return records
 
+
 def _no_tile(tile: Tile) -> bytes:
     raise AssertionError(f"planning reads no tile ({tile.path()})")

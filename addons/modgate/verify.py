@@ -329,18 +329,19 @@ class Checker:
         reads = offline.served(tree, record_id)
         if added := offline.new_positions():
             await asyncio.to_thread(self._save_positions, name, added)
-        db = self.databases[name]
-        for read in reads:
-            try:
-                await self._read_tiles(db, read)
-            except ModgateError as e:
-                offline.failed(read)
-                log.warning(
-                    "checksum database %s: could not keep tiles of tree#%d for offline "
-                    "clients (will try again): %s", name, read.tree.n, e,
-                )  # fmt: skip
-            else:
-                offline.kept(read)
+        await asyncio.gather(*(self._keep(self.databases[name], offline, r) for r in reads))
+
+    async def _keep(self, db: SumdbConfig, offline: OfflineTiles, read: TileRead) -> None:
+        try:
+            await self._read_tiles(db, read)
+        except ModgateError as e:
+            offline.failed(read)
+            log.warning(
+                "checksum database %s: could not keep tiles of tree#%d for offline "
+                "clients (will try again): %s", db.name, read.tree.n, e,
+            )  # fmt: skip
+        else:
+            offline.kept(read)
 
     async def _read_tiles(self, db: SumdbConfig, read: TileRead) -> None:
         """Fetch a read's tiles through the gateway, all at once, and authenticate them

@@ -79,6 +79,7 @@ def test_fresh_clients_verify_offline_in_any_order(world: World, tmp_path: Path)
 
         upstream.stop()
         db.stop()
+        online_log = len(gate.output())
         shuffled = random.Random(12).sample(versions, len(versions))
         orders = {"forward": versions, "reverse": versions[::-1], "shuffled": shuffled}
         for name, order in orders.items():
@@ -87,3 +88,9 @@ def test_fresh_clients_verify_offline_in_any_order(world: World, tmp_path: Path)
             download(gate, db, tmp_path / f"offline-{mv.path.rsplit('/')[-1]}-{mv.version}", [mv])
         # A client that kept its latest tree and its tiles from an online run.
         download(gate, db, tmp_path / "online0", versions[::-1])
+        gate.stop()  # its log is complete
+    # Not even a partial tile go would have replaced with a prefix of the full one.
+    offline = gate.output()[online_log:].splitlines()
+    assert any("sumdb-tile" in line and " hit " in line for line in offline)
+    missed = [line for line in offline if " 502 " in line]
+    assert not missed, "\n".join(missed)

@@ -86,7 +86,7 @@ class OfflineTiles:
         if tree.n > self._newest.n:
             older, self._newest = self._newest, tree
             records |= self._completed(older.n)
-        else:
+        elif tree.n < self._newest.n:  # (the newest's own tiles are in its read below)
             reads.append(self._read(tree, ()))
         positions = [tree.n - 1] if record_id is None else [tree.n - 1, record_id]
         records |= {p for p in positions if self._add(p >> self._height)}

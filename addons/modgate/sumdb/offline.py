@@ -46,7 +46,7 @@ KEPT_MAX = 1 << 20  # tiles remembered as kept, so they are not read again
 @dataclass(frozen=True)
 class TileRead:
     """Fetch `tiles` (what tlog.TileHashReader reads from `tree` to prove `indexes`) and
-    check them against `tree`: a proof of N's own hash when `indexes` is empty."""
+    check them against `tree`: against its own hash alone when `indexes` is empty."""
 
     tree: Tree
     indexes: tuple[int, ...]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from modgate.dirhash import hash_gomod
 from modgate.errors import ConfigError, UpstreamError
 from modgate.goproxy import ModRequest, parse_request
 from modgate.store import Body, Entry
+from modgate.sumdb.tlog import format_record
 from modgate.verify import Checker, IntegrityError, Ledger, Pins, recheck
 from world.modules import ModuleVersion
+from world.sumdb import TestSumdb
 
 H1 = "h1:" + "A" * 43 + "="
 H2 = "h1:" + "B" * 43 + "="
@@ -230,3 +233,60 @@ def test_a_lookup_is_proven_once_for_the_same_bytes(tmp_path: Path) -> None:
     first, again, other = asyncio.run(twice())
     assert first == again == other
     assert calls == [("v1.0.0", "v1.0.0/go.mod")] * 2  # one proof per distinct answer
+
+
+class DatabaseThroughAStore:
+    """A Source as the gateway is one: answers of a TestSumdb, stored once fetched;
+    while `down`, what is not stored fails as an unreachable database does."""
+
+    def __init__(self, db: TestSumdb) -> None:
+        self.db, self.down = db, False
+        self.stored: dict[str, bytes] = {}
+
+    async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
+        if req.path not in self.stored:
+            if self.down:
+                raise UpstreamError(f"{req}: no upstream answered: connection refused")
+            path = req.path.removeprefix(f"sumdb/{self.db.signer.name}/")
+            try:
+                self.stored[req.path] = await asyncio.to_thread(self.db.get, path)
+            except urllib.error.HTTPError as e:
+                return e.code, b""
+        return 200, self.stored[req.path]
+
+    def forget(self, chain: Chain, req: ModRequest) -> None:
+        self.stored.pop(req.path, None)
+
+
+def test_tiles_for_offline_clients_are_kept_and_a_failure_is_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestSumdb("sumdb.modgate.test") as db:
+        db.grow(600)
+        for module in ("example.com/a", "example.com/b", "example.com/c"):
+            db.add(module, "v1.0.0", H1, H2)
+        db.grow(398)  # 1001 records
+        settings = ChecksumSettings()
+        config = parse_gosumdb(f"{db.verifier_key} {db.url}")
+        assert isinstance(config, SumdbConfig)
+        source = DatabaseThroughAStore(db)
+        c = Checker(settings, Pins(settings), (config,), tmp_path / "state", source)
+
+        def lookup(module: str, record_id: int, head: int) -> None:
+            text = f"{module} v1.0.0 {H1}\n{module} v1.0.0/go.mod {H2}\n".encode()
+            body = tmp_path / "lookup"
+            body.write_bytes(format_record(record_id, text) + db.signed_tree(head))
+            req = parse_request(f"sumdb/{config.name}/lookup/{module}@v1.0.0")
+            asyncio.run(c.validate(req, body))
+
+        own = f"sumdb/{config.name}/tile/8/0/003.p/32"  # tree#800's own tile at level 0
+        lookup("example.com/a", 600, 1001)
+        source.down = True
+        # A lagging head: modgate proves it in tree#1001 (stored), but a client whose
+        # newest is tree#800 reads tree#800's own tiles. Not fetched, and not fatal.
+        lookup("example.com/b", 601, 800)
+        assert own not in source.stored
+        assert "could not keep tiles of tree#800 for offline clients" in caplog.text
+        source.down = False
+        lookup("example.com/c", 602, 1001)  # the next one tries again
+        assert own in source.stored

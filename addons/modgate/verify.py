@@ -8,6 +8,8 @@
                            hash first seen, kept in a ledger; a later different one is refused
     sumdb lookup      verified against the log before it is stored (a client asked for it)
     sumdb latest      verified and merged: a tree inconsistent with an older one is a fork
+    sumdb tiles       for each head and record verified, the tiles any client may read to
+                      check them, in any order, are fetched and stored (sumdb/offline.py)
 
 "Checksum database" and "Module zip files" in the Go modules reference, and
 cmd/go/internal/modfetch/fetch.go (checkModSum, useSumDB: golang.org/toolchain is always
@@ -35,7 +37,9 @@ from modgate.errors import ConfigError, ModgateError, UpstreamError
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.patterns import match_prefix_patterns
 from modgate.store import Body, Entry
-from modgate.sumdb import InconsistentTreeError, SumdbError, SumdbVerifier
+from modgate.sumdb import TILE_HEIGHT, InconsistentTreeError, SumdbError, SumdbVerifier
+from modgate.sumdb.offline import OfflineTiles, TileRead, lookup_record
+from modgate.sumdb.tlog import HASH_SIZE, Tile, TileHashReader, Tree
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,7 @@ class Checker:
         self.source = source
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verifiers: dict[str, SumdbVerifier] = {}
+        self._offline: dict[str, OfflineTiles] = {}
         self._touched = threading.local()
         self._prefetches: set[asyncio.Future[tuple[int, bytes]]] = set()  # kept alive
         self._proven: dict[tuple[str, str, str, bytes], list[str]] = {}
@@ -295,6 +300,9 @@ class Checker:
                 "checksum missing from sumdb response"
             )
         self._save_latest(name, verifier)
+        if name in self._offline:
+            record_id, tree = lookup_record(data)
+            await self._keep_tiles(name, tree, record_id)
         if len(self._proven) >= PROVEN_MAX:
             self._proven.pop(next(iter(self._proven)))
         self._proven[key] = lines
@@ -303,12 +311,65 @@ class Checker:
     async def _merge_latest(self, name: str, data: bytes) -> None:
         verifier = self._verifier(name)
         try:
-            await self._with_tiles(name, verifier.merge_latest, data)
+            tree = await self._with_tiles(name, verifier.merge_latest, data)
         except InconsistentTreeError as e:
             raise IntegrityError(f"SECURITY ERROR: checksum database {name}: {e}") from e
         except SumdbError as e:
             raise IntegrityError(f"checksum database {name}: latest: {e}") from e
         self._save_latest(name, verifier)
+        await self._keep_tiles(name, tree)
+
+    async def _keep_tiles(self, name: str, tree: Tree, record_id: int | None = None) -> None:
+        """Fetch (so store) the tiles any client may read to check `tree` and `record_id`
+        against any other head served, in any order, offline (sumdb/offline.py). Only
+        while the database answers: a failure is logged and tried again next time."""
+        offline = self._offline.get(name)
+        if offline is None:
+            return
+        reads = offline.served(tree, record_id)
+        if added := offline.new_positions():
+            await asyncio.to_thread(self._save_positions, name, added)
+        await asyncio.gather(*(self._keep(self.databases[name], offline, r) for r in reads))
+
+    async def _keep(self, db: SumdbConfig, offline: OfflineTiles, read: TileRead) -> None:
+        try:
+            await self._read_tiles(db, read)
+        except ModgateError as e:
+            offline.failed(read)
+            log.warning(
+                "checksum database %s: could not keep tiles of tree#%d for offline "
+                "clients (will try again): %s", db.name, read.tree.n, e,
+            )  # fmt: skip
+        else:
+            offline.kept(read)
+
+    async def _read_tiles(self, db: SumdbConfig, read: TileRead) -> None:
+        """Fetch a read's tiles through the gateway, all at once, and authenticate them
+        against its tree; tiles that do not match are dropped from the store."""
+        data = await asyncio.gather(*(self._fetch_tile(db, tile) for tile in read.tiles))
+        tiles = dict(zip(read.tiles, data, strict=True))
+        reader = TileHashReader(read.tree, TILE_HEIGHT, tiles.__getitem__)
+        try:
+            await asyncio.to_thread(reader, read.indexes)
+        except SumdbError:
+            for tile in read.tiles:
+                self._drop_tile(db.name, f"sumdb/{db.name}/{tile.path()}")
+            raise
+
+    async def _fetch_tile(self, db: SumdbConfig, tile: Tile) -> bytes:
+        """A tile as client.go readTile gets it: the tile, else (a partial tile the
+        database no longer serves) a prefix of the full one, which go then asks for too."""
+        status, data = await self.source.fetch_body(
+            db.chain, parse_request(f"sumdb/{db.name}/{tile.path()}")
+        )
+        if status != 200 and tile.width != 1 << tile.height:
+            status, data = await self.source.fetch_body(
+                db.chain, parse_request(f"sumdb/{db.name}/{tile.full().path()}")
+            )
+            data = data[: tile.width * HASH_SIZE]
+        if status != 200:
+            raise UpstreamError(f"checksum database {db.name}: {tile.path()}: {status}")
+        return data
 
     async def _with_tiles[T](self, name: str, call: Callable[..., T], *args: object) -> T:
         """Run a verifier call in a worker thread (it fetches tiles synchronously). When it
@@ -334,6 +395,7 @@ class Checker:
             latest = latest_file.read_bytes() if latest_file.is_file() else b""
             verifier = SumdbVerifier(db.key, lambda path: self._read_tile(db, path), latest)
             self._verifiers[name] = verifier
+            self._offline[name] = OfflineTiles(TILE_HEIGHT, verifier.tree, self._positions(name))
         return verifier
 
     def _read_tile(self, db: SumdbConfig, path: str) -> bytes:
@@ -353,6 +415,23 @@ class Checker:
 
     def _latest_file(self, name: str) -> Path:
         return self.state_dir / "sumdb" / f"{escape(name).replace('/', '_')}.latest"
+
+    def _positions_file(self, name: str) -> Path:
+        return self.state_dir / "sumdb" / f"{escape(name).replace('/', '_')}.positions"
+
+    def _positions(self, name: str) -> list[int]:
+        """The positions OfflineTiles was told of before a restart: their tiles are kept
+        as the log grows past them."""
+        path = self._positions_file(name)
+        if not path.is_file():
+            return []
+        return [int(word) for word in path.read_text().split() if word.isdigit()]
+
+    def _save_positions(self, name: str, added: list[int]) -> None:
+        path = self._positions_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write("".join(f"{position}\n" for position in added))
 
     def _save_latest(self, name: str, verifier: SumdbVerifier) -> None:
         """Keep the newest verified tree across restarts: fork detection outlives a restart."""

@@ -10,6 +10,13 @@ database's and is not served.
 It can misbehave on demand: set `fault` to a `Fault`, or call `fork()` to rewrite
 its history so that every tree head signed from then on contradicts the earlier ones.
 
+It grows as the real one does: `grow(n)` logs n records of other modules, and with
+`grow_per_lookup` set, every lookup first logs that many, so each answer carries a
+tree head of its own size (as the real database's frontends answer with trees of
+different sizes). With `lag` set, a lookup is answered with a tree head up to that
+many records older than the newest (but holding the record), picked at random: heads
+then arrive out of order, as from frontends that have not all caught up.
+
     with TestSumdb() as db:
         db.add("example.com/m", "v1.0.0", zip_h1, mod_h1)
         env["GOSUMDB"] = db.gosumdb
@@ -22,6 +29,8 @@ from __future__ import annotations
 import base64
 import collections
 import enum
+import hashlib
+import random
 import re
 import threading
 import urllib.parse
@@ -71,6 +80,9 @@ class TestSumdb:
         # Same name, another key: its signatures are by a key the client does not know.
         self.stranger = note.parse_signer_key(note.generate_key(self.signer.name)[0])
         self.fault = Fault.NONE
+        self.grow_per_lookup = 0
+        self.lag = 0
+        self._random = random.Random(0)
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._records: list[bytes] = []
@@ -95,6 +107,18 @@ class TestSumdb:
         self._hashes += tlog.stored_hashes(len(self._records), text, reader)
         self._records.append(text)
 
+    def grow(self, n: int) -> None:
+        """Log n records of filler modules (nobody downloads them): the tree moves on."""
+        with self._lock:
+            self._grow(n)
+
+    def _grow(self, n: int) -> None:
+        for _ in range(n):
+            i = len(self._records)
+            h1 = "h1:" + base64.b64encode(hashlib.sha256(b"filler %d" % i).digest()).decode()
+            module = f"filler.modgate.test/m{i}"
+            self._append(f"{module} v0.0.1 {h1}\n{module} v0.0.1/go.mod {h1}\n".encode())
+
     def fork(self, record_id: int = 0) -> None:
         """Rewrite a record: tree heads signed from now on contradict every earlier one holding it.
 
@@ -116,15 +140,16 @@ class TestSumdb:
         with self._lock:
             return len(self._records)
 
-    def tree(self) -> tlog.Tree:
-        """The current tree head."""
+    def tree(self, size: int | None = None) -> tlog.Tree:
+        """The current tree head, or the head it had at `size` records."""
         with self._lock:
-            n = len(self._records)
+            n = len(self._records) if size is None else size
             return tlog.Tree(n, tlog.tree_hash(n, tlog.hashes_reader(self._hashes)))
 
-    def signed_tree(self) -> bytes:
-        """The current tree head as a signed note (as /latest serves it, faults included)."""
-        text = tlog.format_tree(self.tree()).decode()
+    def signed_tree(self, size: int | None = None) -> bytes:
+        """The current tree head (or the one at `size` records) as a signed note, as
+        /latest serves it, faults included."""
+        text = tlog.format_tree(self.tree(size)).decode()
         match self.fault:
             case Fault.UNKNOWN_KEY:
                 return note.sign(text, self.stranger)
@@ -156,7 +181,7 @@ class TestSumdb:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the port."""
+        """Stop serving, close the port, and answer nothing more on connections kept open."""
         if self._server is not None and self._thread is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -192,15 +217,19 @@ class TestSumdb:
             raise _HTTPError(400, "invalid module@version syntax")
         path, version = (unescape(part) for part in mod.split("@"))
         with self._lock:
+            self._grow(self.grow_per_lookup)
             record_id = self._ids.get(f"{path}@{version}")
             if record_id is None:
                 raise _HTTPError(404, f"not found: {path}@{version}")
             if self.fault is Fault.WRONG_RECORD:
                 record_id = (record_id + 1) % len(self._records)
             text = self._records[record_id]
+            size = len(self._records)
+            if self.lag:
+                size = self._random.randint(max(record_id + 1, size - self.lag), size)
         if self.fault is Fault.TAMPERED_RECORD:
             text = text.replace(b" h1:", b" h1:X", 1)
-        return tlog.format_record(record_id, text) + self.signed_tree()
+        return tlog.format_record(record_id, text) + self.signed_tree(size)
 
     def _tile(self, tile_path: str) -> tuple[str, bytes]:
         try:
@@ -245,6 +274,11 @@ def _handler(db: TestSumdb) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            if db._server is None:
+                # Stopped: a connection kept alive from before gets no answer, or a
+                # "stopped" database would go on answering whoever connected first.
+                self.close_connection = True
+                return
             path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
             try:
                 content_type, body = db.respond(path)

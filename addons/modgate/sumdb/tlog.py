@@ -586,6 +586,11 @@ class TileHashReader:
             for j, x in zip(plan.index_tile, indexes, strict=True)
         ]
 
+    def tiles(self, indexes: Sequence[int]) -> list[Tile]:
+        """The tiles a read of `indexes` fetches, exactly as tlog.TileHashReader asks for
+        them (parents before children), without reading any."""
+        return self._plan(indexes).tiles
+
     def _plan(self, indexes: Sequence[int]) -> _TilePlan:
         n, h = self.tree.n, self.height
         plan = _TilePlan([], {}, _sub_tree_index(0, n, []), [], [])

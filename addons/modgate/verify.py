@@ -340,7 +340,7 @@ class Checker:
         """The verifier's tile fetcher, called from its worker thread: tiles come through
         the gateway, so they are cached (and served offline) like everything else."""
         assert self._loop is not None
-        req = parse_request(f"sumdb/{db.name}/{path}")
+        req = parse_request(f"sumdb/{db.name}/{path}", (db.name,))
         self._touched.keys.append(req.path)
         future = asyncio.run_coroutine_threadsafe(self.source.fetch_body(db.chain, req), self._loop)
         status, data = future.result(timeout=120)
@@ -349,7 +349,7 @@ class Checker:
         return data
 
     def _drop_tile(self, name: str, path: str) -> None:
-        self.source.forget(self.databases[name].chain, parse_request(path))
+        self.source.forget(self.databases[name].chain, parse_request(path, (name,)))
 
     def _latest_file(self, name: str) -> Path:
         return self.state_dir / "sumdb" / f"{escape(name).replace('/', '_')}.latest"
@@ -366,7 +366,8 @@ class Checker:
 
 
 def _lookup_request(db: SumdbConfig, module: str, version: str) -> ModRequest:
-    return parse_request(f"sumdb/{db.name}/lookup/{escape(module)}@{escape(version)}")
+    path = f"sumdb/{db.name}/lookup/{escape(module)}@{escape(version)}"
+    return parse_request(path, (db.name,))
 
 
 def _hash_artifact(req: ModRequest, body: Path) -> tuple[str, bytes | None]:

@@ -9,6 +9,9 @@ default setup, with no `checksum.databases`, must find the database the same way
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from world.gate import Gate
-from world.gocmd import go_env, run_go
+from world.gocmd import find_go, go_env, run_go
 from world.modules import UPPER, World, graph, proxy_path
 from world.sumdb import TestSumdb
 from world.upstream import Upstream
@@ -78,3 +81,89 @@ def test_default_database_is_found_through_the_gated_proxy(
                 )
         assert upstream.count(f"/sumdb/{name}/lookup/*") > 0
         assert upstream.count(f"/sumdb/{name}/supported") >= 1
+
+
+# --- the live registry ----------------------------------------------------------------
+
+LIVE_MODULE = "golang.org/x/text"
+LIVE_VERSION = "v0.14.0"
+
+
+def machine_go_env() -> tuple[str, str, str] | None:
+    """(GOPROXY, its first proxy, GOSUMDB) of this machine's go, when that proxy answers."""
+    out = subprocess.run(
+        [find_go(), "env", "GOPROXY", "GOSUMDB"], capture_output=True, text=True, timeout=30
+    )
+    goproxy, _, gosumdb = out.stdout.strip().partition("\n")
+    first = next((u for u in goproxy.replace("|", ",").split(",") if u.startswith("https://")), "")
+    if not first or gosumdb in ("", "off"):
+        return None
+    try:
+        with urllib.request.urlopen(f"{first}/{LIVE_MODULE}/@v/list", timeout=5) as r:
+            return (goproxy, first, gosumdb) if r.status == 200 else None
+    except OSError:
+        return None
+
+
+def in_namespace_of(
+    pid: int, env: dict[str, str], args: list[str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "--", find_go(), *args],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def offline_wrapper() -> list[str]:
+    """A command line that runs the rest in a network namespace with loopback only."""
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("nsenter")):
+        pytest.skip("needs root, unshare and nsenter for a network namespace")
+    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
+
+
+@pytest.mark.live
+def test_no_rules_file_verifies_a_public_module_where_go_does_then_serves_it_offline(
+    tmp_path: Path,
+) -> None:
+    found = machine_go_env()
+    if found is None:
+        pytest.skip("the registry of `go env GOPROXY` is not reachable from here")
+    goproxy, first, gosumdb = found
+    wrapper = offline_wrapper()
+    name = gosumdb.split()[0].split("+")[0]
+    target = f"{LIVE_MODULE}@{LIVE_VERSION}"
+
+    # Online: modgate with no rules file, the machine's GOPROXY and GOSUMDB.
+    with Gate(tmp_path / "gate", None) as gate:
+        assert (
+            f"verifies with checksum database {name} through {first}/sumdb/{name}" in gate.output()
+        )
+        env = gate.client_env(go_env(tmp_path / "online", goproxy, GOSUMDB=gosumdb))
+        done = run_go(["mod", "download", "-json", target], env, tmp_path)
+        online = json.loads(done.stdout)
+        assert online["Sum"].startswith("h1:")
+        zip_url = f"{gate.goproxy_url}/{proxy_path(LIVE_MODULE, LIVE_VERSION, '.zip')}"
+        with urllib.request.urlopen(zip_url) as r:
+            assert (
+                r.headers["X-Modgate-Hash"]
+                == f"{online['Sum']} verified by checksum database {name}"
+            )
+
+    # Offline: the same modgate and cache in a network namespace with no way out; a
+    # fresh client (module cache and checksum database state) in the same namespace.
+    gate = Gate(tmp_path / "gate", None)
+    gate.wrapper = wrapper
+    with gate:
+        assert gate.proc is not None
+        assert "the way that worked last time" in gate.output()
+        env = gate.client_env(go_env(tmp_path / "offline", goproxy, GOSUMDB=gosumdb))
+        done = in_namespace_of(gate.proc.pid, env, ["mod", "download", "-json", target])
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["Sum"] == online["Sum"]
+        # and nothing gets out: the registry is not reachable from there
+        probe = in_namespace_of(
+            gate.proc.pid,
+            {**env, "HTTPS_PROXY": ""},
+            ["mod", "download", "-json", "golang.org/x/mod@v0.14.0"],
+        )
+        assert probe.returncode != 0

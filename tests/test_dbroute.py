@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modgate.config import Chain, Hop, Proxy, SumdbConfig, parse_chain, parse_gosumdb
+from modgate.config import Chain, Hop, Proxy, parse_chain, parse_gosumdb
 from modgate.dbroute import (
     Direct,
     Failed,
@@ -113,11 +113,18 @@ def test_find_route_remembers_the_way_for_when_no_proxy_answers(tmp_path: Path) 
     assert again.db == direct.db
 
 
-def test_find_route_with_nothing_remembered_keeps_asking_the_failed_hop(tmp_path: Path) -> None:
+def test_find_route_with_nothing_remembered_tries_the_failed_hop_then_direct(
+    tmp_path: Path,
+) -> None:
+    """Where go gives up (a proxy that cannot be asked, after `,`), a long-running modgate
+    started offline for the first time keeps trying that proxy, then the database itself,
+    so it verifies once either comes back, whichever serves the database."""
     assert DB is not None
     proxy = Proxy(url="https://p", chain=Chain((Hop("https://m"),)))
     found = find_route(DB, [proxy], tmp_path, lambda hop, name: Failed("timed out"))
     assert not found.settled
-    assert found.db == SumdbConfig(
-        url=DB.url, name=DB.name, key=DB.key, upstream=f"https://m/sumdb/{DB.name}"
+    assert found.db.chain == Chain(
+        (Hop(f"https://m/sumdb/{DB.name}", any_error=True), Hop(f"https://{DB.name}")),
+        database=True,
     )
+    assert not (tmp_path / "sumdb" / "routes.json").exists()  # nothing settled to remember

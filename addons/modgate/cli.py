@@ -265,7 +265,7 @@ def _verifies(settings: Settings) -> str:
     if runtime is None or not runtime.databases:
         return "verifies with no checksum database (GOSUMDB=off)"
     db = runtime.databases[0]
-    return f"verifies with checksum database {db.name} through {db.upstream or db.url}"
+    return f"verifies with checksum database {db.name} through {db.chain}"
 
 
 def _default_confdir() -> Path:

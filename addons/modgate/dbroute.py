@@ -114,15 +114,17 @@ def decide(name: str, hops: Sequence[Hop], ask: Callable[[Hop], Probe]) -> Route
 
 
 def routed(db: SumdbConfig, route: Route) -> SumdbConfig:
-    """`db` fetched the way `route` says (Unavailable: through the hop that failed, as
-    go would keep asking it; the next start or reload asks again)."""
+    """`db` fetched the way `route` says. Unavailable is where go gives up; modgate, which
+    runs for long, tries the hop that failed, then the database itself on any error or
+    404 (a proxy back up that does not serve it), until the next start or reload asks
+    again: every answer is proven against the signed log, wherever it came from."""
     match route:
         case ThroughProxy(base):
-            return replace(db, upstream=base)
+            return replace(db, upstream=base, fallback=False)
         case Direct():
-            return replace(db, upstream="")
+            return replace(db, upstream="", fallback=False)
         case Unavailable(hop):
-            return replace(db, upstream=f"{hop}/sumdb/{db.name}")
+            return replace(db, upstream=f"{hop}/sumdb/{db.name}", fallback=True)
 
 
 # --- I/O: the probe and the memory of the last route ------------------------------------
@@ -181,7 +183,7 @@ def find_route(
             last = _read(memory).get(key)
             if isinstance(last, str):
                 why = f"{hop} did not answer ({reason}): the way that worked last time"
-                return Found(replace(db, upstream=last), why, settled=False)
+                return Found(replace(db, upstream=last, fallback=False), why, settled=False)
             why = f"{hop} did not answer ({reason}); asked again at reload"
             return Found(routed(db, route), why, settled=False)
         case ThroughProxy():

@@ -184,7 +184,7 @@ class Settings:
                 self._routes[key] = found
         log.info(
             "modgate: checksum database %s through %s (%s)",
-            db.name, found.db.upstream or found.db.url, found.why,
+            db.name, found.db.chain, found.why,
         )  # fmt: skip
         return found.db
 

@@ -36,6 +36,7 @@ def test_proxyauth_lets_in_only_clients_with_the_password(world: World, tmp_path
         gate = Gate(tmp_path / "gate", rules.format(upstream=upstream.url))
         gate.extra_args = ["--set", "proxyauth=ci:s3cret"]
         with gate:
+            upstream.reset_counts()  # modgate's own start-up asks whether it serves the sumdb
 
             def tidy(tag: str, mode: str, userinfo: str = "") -> subprocess.CompletedProcess[str]:
                 env = gate.client_env(go_env(tmp_path / tag, f"https://{HOST}"), mode)

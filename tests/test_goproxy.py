@@ -69,8 +69,14 @@ def test_parse_request(path: str, kind: Kind, module: str, version: str, immutab
         ("", 404, "not a module proxy path"),
         ("sumdb/sum.golang.example/lookup/example.com/m", 400, "needs module@version"),
         ("sumdb/sum.golang.example/tile/8/0/1234", 404, "not a checksum database path"),
-        ("sumdb/Sum.Example/latest", 404, "not a checksum database name"),
+        ("sumdb/sum example/latest", 404, "not a checksum database name"),
+        ("sumdb/sum+example/latest", 404, "not a checksum database name"),
+        ("sumdb/latest", 404, "not a checksum database name"),
+        ("sumdb//latest", 404, "not a checksum database name"),
         ("sumdb/sum.golang.example/../../etc/passwd", 404, "not a checksum database path"),
+        ("sumdb/db.example/../x/latest", 404, "not a checksum database path"),
+        ("sumdb/db.example//x/latest", 404, "not a checksum database path"),
+        ("sumdb/db.example/x/", 404, "not a checksum database path"),
     ],
 )
 def test_parse_request_refuses(path: str, status: int, message: str) -> None:
@@ -153,3 +159,50 @@ def test_request_names_module_and_version() -> None:
 )  # fmt: skip
 def test_sum_version_names_the_go_sum_line(path: str, sum_version: str) -> None:
     assert parse_request(path).sum_version == sum_version
+
+
+@pytest.mark.parametrize(
+    ("path", "databases", "kind", "name", "module"),
+    [
+        # cmd/go's own test database: go asks <proxy>/sumdb/localhost.localdev/sumdb/...
+        ("sumdb/localhost.localdev/sumdb/supported", (), Kind.SUMDB_SUPPORTED,
+         "localhost.localdev/sumdb", ""),
+        ("sumdb/localhost.localdev/sumdb/latest", (), Kind.SUMDB_LATEST,
+         "localhost.localdev/sumdb", ""),
+        ("sumdb/localhost.localdev/sumdb/lookup/rsc.io/quote@v1.5.2", (), Kind.SUMDB_LOOKUP,
+         "localhost.localdev/sumdb", "rsc.io/quote"),
+        ("sumdb/localhost.localdev/sumdb/tile/8/0/000", (), Kind.SUMDB_TILE,
+         "localhost.localdev/sumdb", ""),
+        ("sumdb/db.example:8443/a/b/tile/8/data/000", (), Kind.SUMDB_TILE, "db.example:8443/a/b", ""),
+        # names go accepts: upper case, a port, an IP address
+        ("sumdb/Sum.Example/latest", (), Kind.SUMDB_LATEST, "Sum.Example", ""),
+        ("sumdb/127.0.0.1:8080/latest", (), Kind.SUMDB_LATEST, "127.0.0.1:8080", ""),
+        # a name with "lookup" in it: the module path decides where it ends...
+        ("sumdb/db.example/lookup/lookup/x.example/m@v1.0.0", (), Kind.SUMDB_LOOKUP,
+         "db.example/lookup", "x.example/m"),
+        # ...unless both readings are valid: then only the known names can tell
+        ("sumdb/a.example/lookup/b.example/lookup/c.example/m@v1.0.0", (), Kind.SUMDB_LOOKUP,
+         "a.example", "b.example/lookup/c.example/m"),
+        ("sumdb/a.example/lookup/b.example/lookup/c.example/m@v1.0.0",
+         ("a.example", "a.example/lookup/b.example"), Kind.SUMDB_LOOKUP,
+         "a.example/lookup/b.example", "c.example/m"),
+        # a lookup whose module path holds "tile" is a lookup
+        ("sumdb/db.example/lookup/x.example/tile/8/0/000@v1.0.0", ("db.example",),
+         Kind.SUMDB_LOOKUP, "db.example", "x.example/tile/8/0/000"),
+    ],
+)  # fmt: skip
+def test_parse_sumdb_names_with_a_path(
+    path: str, databases: tuple[str, ...], kind: Kind, name: str, module: str
+) -> None:
+    req = parse_request(path, databases)
+    assert (req.kind, req.sumdb, req.module) == (kind, name, module)
+    assert req.path == path
+    assert f"sumdb/{req.sumdb}/{req.sumdb_path}" == path
+
+
+def test_parse_sumdb_with_a_known_name_reports_its_own_error() -> None:
+    with pytest.raises(ProtocolError, match="needs module@version") as info:
+        parse_request(
+            "sumdb/localhost.localdev/sumdb/lookup/x.example/m", ("localhost.localdev/sumdb",)
+        )
+    assert info.value.status == 400

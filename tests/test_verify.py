@@ -134,6 +134,20 @@ def test_a_private_zip_whose_go_mod_disagrees_with_the_mod_seen_first(tmp_path: 
         check(c, "example.com/m/@v/v1.0.0.zip", mv.zip_bytes(), tmp_path)
 
 
+def test_a_proven_zip_is_served_though_its_go_mod_differs_from_the_mod(tmp_path: Path) -> None:
+    """go checks each artifact against its own go.sum line, never one against the other
+    (cmd/go's rsc.io/badsum fixture is such a module): when both hashes are proven, the
+    zip's go.mod differing from the .mod is no reason to refuse what go accepts."""
+    mv = ModuleVersion("example.com/m", "v1.0.0")
+    mod = mv.gomod + b"// not the zip's\n"
+    c = checker(tmp_path, pins=(f"example.com/m v1.0.0 {mv.zip_hash}",
+                                f"example.com/m v1.0.0/go.mod {hash_gomod(mod)}"))  # fmt: skip
+    assert check(c, "example.com/m/@v/v1.0.0.mod", mod, tmp_path)["verdict"] == "verified"
+    assert check(c, "example.com/m/@v/v1.0.0.zip", mv.zip_bytes(), tmp_path) == {
+        "verdict": "verified", "source": "pin in rules.yaml", "h1": mv.zip_hash,
+    }  # fmt: skip
+
+
 class RecordingDatabase(NoDatabase):
     """A Source that notes the lookups asked of it and has none of them."""
 

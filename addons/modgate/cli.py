@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mitmproxy.master import Master
     from mitmproxy.options import Options
 
+    from modgate.addons.settings import Settings
+
 DEFAULT_PORT = 8080
 DEFAULT_GOPROXY_PORT = 8081
 # The reverse-mode target is never contacted: modgate answers every request on the
@@ -252,9 +254,18 @@ class _Banner:
         line = f'modgate: proxy on {proxy}, for go: eval "$({_env_command(proxy, self.confdir)})"'
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
-        print(f"{line}; gating {gated}", flush=True)
+        print(f"{line}; gating {gated}; {_verifies(settings)}", flush=True)
         # Its work is done: mitmproxy would otherwise offer it every event of every request.
         ctx.master.addons.remove(self)
+
+
+def _verifies(settings: Settings) -> str:
+    """Which way modgate checks public modules: the database it asks, and where."""
+    runtime = settings.runtime
+    if runtime is None or not runtime.databases:
+        return "verifies with no checksum database (GOSUMDB=off)"
+    db = runtime.databases[0]
+    return f"verifies with checksum database {db.name} through {db.chain}"
 
 
 def _default_confdir() -> Path:

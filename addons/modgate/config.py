@@ -120,9 +120,12 @@ class SumdbConfig(Endpoint):
     name: str
     key: str
     upstream: str = ""  # where modgate fetches from, when not `url` itself
+    fallback: bool = False  # after `upstream` fails or says 404, `url` itself (dbroute)
 
     @property
     def chain(self) -> Chain:
+        if self.fallback and self.upstream:
+            return Chain((Hop(self.upstream, any_error=True), Hop(self.url)), database=True)
         return Chain((Hop(self.upstream or self.url),), database=True)
 
 

@@ -16,6 +16,7 @@ import enum
 import json
 import re
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,12 @@ class ModRequest:
         return False
 
     @property
+    def sumdb_path(self) -> str:
+        """A checksum-database request's path below `sumdb/<name>/`, as the database's
+        own URL serves it (`lookup/...`, `tile/...`, `latest`)."""
+        return self.path.removeprefix(f"sumdb/{self.sumdb}/")
+
+    @property
     def content_type(self) -> str:
         return CONTENT_TYPES[self.kind]
 
@@ -94,14 +101,17 @@ class ModRequest:
         return f"{self.path} ({self.kind.value})"
 
 
-def parse_request(path: str) -> ModRequest:
+def parse_request(path: str, databases: Collection[str] = ()) -> ModRequest:
     """Parse a request path relative to the proxy's base URL (no leading slash, no query).
+
+    `databases` are the checksum database names the caller knows: a database name may
+    hold `/`, and `sumdb/<name>/...` is split at the longest one that fits.
 
     Raises ProtocolError(400) for a malformed module path or version and
     ProtocolError(404) for a path that is not part of the protocol.
     """
     if path.startswith("sumdb/"):
-        return _parse_sumdb(path)
+        return _parse_sumdb(path, databases)
     if path.endswith("/@latest"):
         module = unescape_path(path.removesuffix("/@latest"))
         return ModRequest(Kind.LATEST, f"{escape(module)}/@latest", module)
@@ -123,19 +133,54 @@ def parse_request(path: str) -> ModRequest:
     return ModRequest(kind, f"{escape(module)}/@v/{escape(version)}.{ext}", module, version)
 
 
-_SUMDB_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*(:[0-9]+)?")
+# A database name is "host[/path]" (modfetch dbDial: "https://<name>" must parse as a URL
+# with nothing but a host and a path that needs no escaping, no trailing slash) and a
+# note name (note.isValidName: no space, no '+'). Dot segments are refused too: no
+# client needs them and they would climb out of <proxy>/sumdb/ on the way upstream.
+_SUMDB_HOST = re.compile(r"([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(:[0-9]*)?")
+_SUMDB_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*,;=:@-]+")
 # golang.org/x/mod/sumdb/tlog: Tile.Path, "tile/H/L/NNN[.p/W]" with x-prefixed
 # three-digit elements, L may be "data".
 _TILE = re.compile(r"tile/[1-9][0-9]?/(data|[0-9]+)(/x[0-9]{3})*/[0-9]{3}(\.p/[1-9][0-9]*)?")
 
 
-def _parse_sumdb(path: str) -> ModRequest:
-    """The paths "Checksum database" lets a proxy serve: <proxy>/sumdb/<name>/<db path>."""
-    parts = path.split("/", 2)
-    name = parts[1]
-    rest = parts[2] if len(parts) > 2 else ""
-    if not _SUMDB_NAME.fullmatch(name):
-        raise ProtocolError(f"not a checksum database name: {name!r}", 404)
+def is_sumdb_name(name: str) -> bool:
+    """Whether the go command accepts `name` as a checksum database's name."""
+    host, _, path = name.partition("/")
+    if not _SUMDB_HOST.fullmatch(host):
+        return False
+    return not path or all(
+        _SUMDB_SEGMENT.fullmatch(seg) and seg not in (".", "..") for seg in path.split("/")
+    )
+
+
+def _parse_sumdb(path: str, databases: Collection[str]) -> ModRequest:
+    """The paths "Checksum database" lets a proxy serve: <proxy>/sumdb/<name>/<db path>,
+    where go builds <db path> as golang.org/x/mod/sumdb/client.go does: `supported`
+    (the proxy's own), `latest`, `lookup/<module>@<version>`, `tile/...`.
+
+    A name may hold `/` (cmd/go's test database is `localhost.localdev/sumdb`), so the
+    name ends where the rest is a database path: at the longest known name, else at the
+    first `/` after which the rest parses (a module path in a lookup must be valid)."""
+    below = path.removeprefix("sumdb/")
+    known = [n for n in databases if below.startswith(n + "/")]
+    if known:
+        name = max(known, key=len)
+        return _parse_db_path(path, name, below[len(name) + 1 :])
+    first: ProtocolError | None = None
+    for i, c in enumerate(below):
+        if c != "/" or not is_sumdb_name(below[:i]):
+            continue
+        try:
+            return _parse_db_path(path, below[:i], below[i + 1 :])
+        except ProtocolError as e:
+            first = first or e
+    if first is None:
+        raise ProtocolError(f"not a checksum database name: /{path}", 404)
+    raise first
+
+
+def _parse_db_path(path: str, name: str, rest: str) -> ModRequest:
     if rest == "supported":
         return ModRequest(Kind.SUMDB_SUPPORTED, path, sumdb=name)
     if rest == "latest":

@@ -137,7 +137,7 @@ class HttpFetcher:
     ) -> tuple[int, Path, int, str]:
         limit = MAX_ZIP if req.kind is Kind.ZIP else MAX_OTHER
         # A database's own URL serves what a proxy serves below sumdb/<name>/.
-        wanted = req.path.split("/", 2)[2] if database else req.path
+        wanted = req.sumdb_path if database else req.path
         fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
         path = Path(name)
         growing: GrowingFile | None = None

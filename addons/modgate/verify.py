@@ -194,8 +194,11 @@ class Checker:
                 f"SECURITY: {req.module}@{req.sum_version}: upstream sent {got}, "
                 f"but {source} says {h1}; not served, not cached"
             )
-        if zip_gomod is not None and (mod := expected.get(req.version + "/go.mod")):
-            _check_zip_gomod(req, zip_gomod, *mod)
+        # No cross-check of the zip's own go.mod against the .mod hash here: the hash
+        # just proven covers the zip whole, and go checks each artifact against its own
+        # go.sum line only (modfetch checkModSum), so it downloads a module whose zip
+        # holds another go.mod (cmd/go's rsc.io/badsum is one). Refusing it would refuse
+        # what go and the checksum database accept, and protect nothing.
         return Verdict(got, "verified", source)
 
     def prefetch(self, req: ModRequest) -> None:
@@ -266,6 +269,10 @@ class Checker:
                 f"SECURITY: {key}: upstream sent {got}, but {first} was seen first; "
                 "not served, not cached (private module: pin it in rules.yaml to settle it)"
             )
+        # Here, and only here, the zip's go.mod must match the .mod: no authority vouches
+        # for either, so two artifacts of one version that agree are the only evidence
+        # that the first answers were not mixed from two different uploads, and it pins
+        # the go.mod go builds with to the one it resolved the module graph with.
         if zip_gomod is not None:
             mod = self.ledger.first_seen(
                 f"{req.module}@{req.version}/go.mod", hash_gomod(zip_gomod)
@@ -402,7 +409,7 @@ class Checker:
         """The verifier's tile fetcher, called from its worker thread: tiles come through
         the gateway, so they are cached (and served offline) like everything else."""
         assert self._loop is not None
-        req = parse_request(f"sumdb/{db.name}/{path}")
+        req = parse_request(f"sumdb/{db.name}/{path}", (db.name,))
         self._touched.keys.append(req.path)
         future = asyncio.run_coroutine_threadsafe(self.source.fetch_body(db.chain, req), self._loop)
         status, data = future.result(timeout=120)
@@ -411,7 +418,7 @@ class Checker:
         return data
 
     def _drop_tile(self, name: str, path: str) -> None:
-        self.source.forget(self.databases[name].chain, parse_request(path))
+        self.source.forget(self.databases[name].chain, parse_request(path, (name,)))
 
     def _latest_file(self, name: str) -> Path:
         return self.state_dir / "sumdb" / f"{escape(name).replace('/', '_')}.latest"
@@ -445,7 +452,8 @@ class Checker:
 
 
 def _lookup_request(db: SumdbConfig, module: str, version: str) -> ModRequest:
-    return parse_request(f"sumdb/{db.name}/lookup/{escape(module)}@{escape(version)}")
+    path = f"sumdb/{db.name}/lookup/{escape(module)}@{escape(version)}"
+    return parse_request(path, (db.name,))
 
 
 def _hash_artifact(req: ModRequest, body: Path) -> tuple[str, bytes | None]:

@@ -34,9 +34,11 @@ class Gate:
 
     The upstreams in `rules` are real servers on 127.0.0.1; clients reach them under
     made-up host names that only modgate knows, as Go never proxies loopback hosts.
+    `rules=None` starts it with no rules file at all, as a new user would. `wrapper`
+    is a command line that runs modgate's (e.g. in a network namespace).
     """
 
-    def __init__(self, home: Path, rules: str, *, cache_dir: Path | None = None) -> None:
+    def __init__(self, home: Path, rules: str | None, *, cache_dir: Path | None = None) -> None:
         self.home = home
         self.confdir = home / "confdir"
         self.cache_dir = cache_dir or home / "cache"
@@ -45,20 +47,25 @@ class Gate:
         self.rules_text = rules
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args: list[str] = []
+        self.wrapper: list[str] = []
         self.ignore_sigint = False  # as a shell does for `modgate run &`
         self.env: dict[str, str] = {}  # added to modgate's environment
         self.proxy_url = self.goproxy_url = ""
 
     def start(self, timeout: float = 60) -> Gate:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.rules.write_text(self.rules_text)
+        rules = []
+        if self.rules_text is not None:
+            self.rules.write_text(self.rules_text)
+            rules = ["--rules", str(self.rules)]
         self.log.write_bytes(b"")
         args = ["run", "--listen-port", "0", "--goproxy-port", str(free_port()),
                 "--confdir", str(self.confdir), "--cache-dir", str(self.cache_dir),
-                "--rules", str(self.rules), *self.extra_args]  # fmt: skip
+                *rules, *self.extra_args]  # fmt: skip
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                modgate_command(*args), stdout=out, stderr=subprocess.STDOUT, cwd=self.home,
+                [*self.wrapper, *modgate_command(*args)], stdout=out, stderr=subprocess.STDOUT,
+                cwd=self.home,
                 env={**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
                      **self.env},
                 preexec_fn=_ignore_sigint if self.ignore_sigint else None,

@@ -5,7 +5,8 @@ command escapes them) and ``/tile/H/L/NNN[.p/W]`` (hash tiles and ``data`` tiles
 golang.org/x/mod/sumdb/server.go and test.go do, from go.sum records given with
 `add`, and signs its tree heads with a key made for it. Give the go command
 ``GOSUMDB=<db.gosumdb>``. The proxy's ``/sumdb/<name>/supported`` is not the
-database's and is not served.
+database's and is not served here; `world.upstream.Upstream(..., sumdb=db)` serves the
+database through a proxy's ``/sumdb/<name>/`` paths (then this server need not run).
 
 It can misbehave on demand: set `fault` to a `Fault`, or call `fork()` to rewrite
 its history so that every tree head signed from then on contradicts the earlier ones.
@@ -90,6 +91,11 @@ class TestSumdb:
         self._ids: dict[str, int] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        """The database's name (the first field of its keys), as GOSUMDB and paths name it."""
+        return str(self.signer.name)
 
     # The log.
 

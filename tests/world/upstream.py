@@ -9,6 +9,11 @@ the GOPROXY protocol of the Go modules reference: `$base/$module/@v/list`,
         up.fault("*.zip", status=500, times=1)     # the next zip request fails
         run_go(["mod", "download", ...], go_env(tmp_path, up.url), tmp_path)
         assert up.count("*/@v/*.zip") == ...
+
+Given a `TestSumdb`, it also proxies that checksum database as the "Checksum database"
+section lets a proxy do: `$base/sumdb/<name>/supported` answers 200 and
+`$base/sumdb/<name>/{latest,lookup/…,tile/…}` are the database's own answers, so a test
+can make the database reachable only through the proxy (as it is on many networks).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .modules import World
+from .sumdb import TestSumdb, _HTTPError
 
 CONTENT_TYPES: Mapping[str, str] = {
     "list": "text/plain; charset=UTF-8",
@@ -118,7 +124,9 @@ class Upstream:
         port: int = 0,
         delay: float = 0.0,
         content_types: Mapping[str, str] | None = None,
+        sumdb: TestSumdb | None = None,
     ) -> None:
+        self.sumdb = sumdb
         self.source = source if isinstance(source, World) else Path(source)
         self.base = "/" + base.strip("/") if base.strip("/") else ""
         self.port = port
@@ -260,12 +268,28 @@ class Upstream:
             text = fault.body if fault.body is not None else f"injected fault: {fault.status}"
             handler.send(fault.status, self.content_types["error"], text.encode(), fault)
             return
+        if self.sumdb is not None and path.startswith(f"{self.base}/sumdb/{self.sumdb.name}/"):
+            self._answer_sumdb(handler, path.removeprefix(f"{self.base}/sumdb/{self.sumdb.name}"))
+            return
         resource = self.resolve(path)
         if resource is None:
             body = f"not found: {path}".encode()
             handler.send(404, self.content_types["error"], body, fault)
             return
         handler.send(200, self.content_types[resource.kind], resource.body, fault)
+
+    def _answer_sumdb(self, handler: _Handler, path: str) -> None:
+        """`path` below `sumdb/<name>`: "/supported", or the database's own answer."""
+        assert self.sumdb is not None
+        if path == "/supported":
+            handler.send(200, self.content_types["error"], b"", Fault())
+            return
+        try:
+            content_type, body = self.sumdb.respond(path)
+        except _HTTPError as e:
+            handler.send(e.status, self.content_types["error"], f"{e}\n".encode(), Fault())
+            return
+        handler.send(200, content_type, body, Fault())
 
 
 def _resolve_world(world: World, path: str) -> Resource | None:

@@ -62,7 +62,7 @@ class Router:
             )
             return
         try:
-            req = _parse(relative)
+            req = _parse(relative, self._names(relative))
         except ProtocolError as e:
             flow.response = plain(e.status, f"modgate: {e}")
             return
@@ -97,6 +97,13 @@ class Router:
             return True
         host, port = normal_host(flow.request.host), flow.request.port
         return (host, port) in runtime.gated
+
+    def _names(self, relative: str) -> tuple[str, ...]:
+        """The database names a `sumdb/<name>/...` path is split by (a name may hold `/`)."""
+        if not relative.startswith("sumdb/"):
+            return ()
+        assert self.settings.runtime is not None
+        return tuple(db.name for db in self.settings.runtime.databases)
 
     def _database(self, name: str) -> SumdbConfig | None:
         # A method, not a property: mitmproxy reads every addon attribute at add().

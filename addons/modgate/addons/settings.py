@@ -26,9 +26,11 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import mode_specs
 
+from modgate import dbroute
 from modgate.blobs import BlobServer
 from modgate.config import (
     Config,
+    Hop,
     Proxy,
     SumdbConfig,
     load_config,
@@ -74,6 +76,7 @@ class Settings:
         self.runtime: Runtime | None = None
         self.blobs = BlobServer()
         self.fetcher = HttpFetcher()
+        self._routes: dict[tuple[SumdbConfig, tuple[Hop, ...]], dbroute.Found] = {}
 
     def load(self, loader: Loader) -> None:
         loader.add_option("modgate_rules", str, "rules.yaml", "modgate rules file; '' for none.")
@@ -110,14 +113,16 @@ class Settings:
         if config is None:
             path = ctx.options.modgate_rules
             config = load_config(Path(path)) if path else Config()
+        cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
         try:
             proxies = config.proxies
             if proxies is None:
                 proxies = proxies_from_goproxy(ctx.options.modgate_goproxy or goenv("GOPROXY"))
             databases = config.checksum.databases
             if databases is None:
-                db = parse_gosumdb(ctx.options.modgate_gosumdb or goenv("GOSUMDB"))
-                databases = (db,) if db else ()
+                gosumdb = ctx.options.modgate_gosumdb or goenv("GOSUMDB")
+                db = parse_gosumdb(gosumdb)
+                databases = (self._default_route(db, gosumdb, proxies, cache_dir),) if db else ()
         except ValueError as e:
             raise ModgateError(f"{config.source}: {e}") from e
         if not proxies:
@@ -126,7 +131,6 @@ class Settings:
                 "rules file or set GOPROXY"
             )
         pins = check(config)
-        cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
         old = self.runtime
         if old is not None and old.store.directory == cache_dir / "artifacts":
             # In-flight requests keep using the store and gateway: only their settings change.
@@ -163,6 +167,26 @@ class Settings:
                 f"{config.source}: TLS interception could not be limited to the hosts the "
                 f"rules gate: {e}"
             ) from e
+
+    def _default_route(
+        self, db: SumdbConfig, gosumdb: str, proxies: tuple[Proxy, ...], cache_dir: Path
+    ) -> SumdbConfig:
+        """The default database (GOSUMDB), reached as go would reach it: through the
+        first gated proxy that serves it, else directly (dbroute). A settled answer is
+        kept, so a reload of an unchanged setup asks nobody."""
+        if not dbroute.proxied(gosumdb):
+            return db
+        key = (db, dbroute.candidates(proxies))
+        found = self._routes.get(key)
+        if found is None:
+            found = dbroute.find_route(db, proxies, cache_dir / "state")
+            if found.settled:
+                self._routes[key] = found
+        log.info(
+            "modgate: checksum database %s through %s (%s)",
+            db.name, found.db.chain, found.why,
+        )  # fmt: skip
+        return found.db
 
     def _limit_interception(self) -> None:
         """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):

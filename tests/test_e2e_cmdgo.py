@@ -1,0 +1,128 @@
+"""cmd/go's own proxy fixtures, through modgate: what go downloads, modgate lets through
+byte for byte; what go refuses, modgate refuses too.
+
+The fixtures ($GOROOT/src/cmd/go/testdata/mod, ~250 module versions, a few broken on
+purpose) are served as cmd/go's proxy_test.go serves them, with their checksum
+database (`localhost.localdev/sumdb`, cmd/go's test key) reachable only through the
+proxy's /sumdb/ path. modgate runs with no `checksum.databases`: it finds the database
+through the proxy (GOSUMDB via `modgate_gosumdb`), as go does. One go command per run
+downloads every version.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from world.cmdgo import CmdGoFixtures, download_result, files_of
+from world.gate import Gate
+from world.gocmd import go_env, json_objects, run_go
+from world.upstream import Upstream
+
+pytestmark = pytest.mark.e2e
+
+HOST = "proxy.modgate.test"
+
+
+# What go says of a fixture broken on purpose, and what modgate says refusing it first.
+REASONS = (
+    ("verifying module: checksum mismatch", "SECURITY: "),  # the database's hash
+    ("malformed file path", "malformed file path"),
+    ("case-insensitive file name collision", "case-insensitive file name collision"),
+    ("has unexpected file", "is outside"),  # a zip entry outside module@version/
+)
+
+
+def same_reason(want: str, got: str) -> bool:
+    """Whether modgate refused for go's reason (or a stricter one): a reason of REASONS,
+    or go's own words, when modgate served the version and go refused it itself."""
+    for go_says, modgate_says in REASONS:
+        if go_says in want:
+            return modgate_says in got
+    return bool(got) and _first_line(want) == _first_line(got)
+
+
+def _first_line(error: str) -> str:
+    line = error.splitlines()[0] if error else ""
+    line = re.sub(r"https?://[^/\s]+", "<proxy>", line)
+    return re.sub(r"\S*/pkg/mod/", "<modcache>/", line)
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> CmdGoFixtures:
+    try:
+        return CmdGoFixtures.load(tmp_path_factory.mktemp("cmdgo") / "tree")
+    except (OSError, subprocess.CalledProcessError, KeyError) as e:
+        pytest.skip(f"cmd/go's source (testdata/mod, proxy_test.go) is not here: {e}")
+
+
+@pytest.fixture(scope="module")
+def upstream(fixtures: CmdGoFixtures) -> Iterator[Upstream]:
+    with Upstream(fixtures.tree, sumdb=fixtures.sumdb) as up:
+        yield up
+
+
+def download_all(fixtures: CmdGoFixtures, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    """`go mod download -json` of every fixture version at once: one object each, in
+    order (keyed by position: a fixture's .info may name another version)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    done = run_go(
+        ["mod", "download", "-json", *(f.target for f in fixtures.fixtures)],
+        env, cwd, check=False, timeout=300,
+    )  # fmt: skip
+    results = json_objects(done.stdout)
+    assert len(results) == len(fixtures.fixtures), done.stderr
+    return results
+
+
+@pytest.fixture(scope="module")
+def direct(
+    fixtures: CmdGoFixtures, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict[str, Any]]:
+    """Plain go against the plain fixture proxy: the reference."""
+    home = tmp_path_factory.mktemp("direct")
+    env = go_env(home, upstream.url, GOSUMDB=fixtures.verifier_key)
+    results = download_all(fixtures, env, home / "work")
+    ok = [obj for obj in results if not obj.get("Error")]
+    # Most download; a handful are broken on purpose (bad sums, bad zips, future go).
+    assert len(ok) > 200 and len(ok) < len(results)
+    return results
+
+
+@pytest.mark.parametrize("mode", ["proxy", "goproxy"])
+def test_cmd_go_fixtures_through_modgate(
+    fixtures: CmdGoFixtures,
+    upstream: Upstream,
+    direct: list[dict[str, Any]],
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    gate = Gate(
+        tmp_path / "gate", f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
+    )
+    gate.extra_args = ["--quiet", "--set", f"modgate_gosumdb={fixtures.verifier_key}"]
+    with gate:
+        env = gate.client_env(
+            go_env(tmp_path, f"https://{HOST}", GOSUMDB=fixtures.verifier_key), mode
+        )
+        gated = download_all(fixtures, env, tmp_path / "work")
+
+    differences = []
+    for fixture, want, got in zip(fixtures.fixtures, direct, gated, strict=True):
+        target = fixture.target
+        want_error, got_error = download_result(want)[1], download_result(got)[1]
+        if not want_error:
+            if got_error:
+                differences.append(f"{target}: go downloads it, through modgate: {got_error}")
+            elif files_of(got) != files_of(want):
+                differences.append(f"{target}: different bytes through modgate")
+        elif not same_reason(want_error, got_error):
+            differences.append(
+                f"{target}: go refuses it: {want_error}\nthrough modgate: {got_error or 'served'}"
+            )
+    assert not differences, "\n".join(differences)

@@ -19,12 +19,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import mode_specs
+from yarl import URL
 
 from modgate.blobs import BlobServer
 from modgate.config import (
@@ -38,9 +40,10 @@ from modgate.config import (
 from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Gateway
 from modgate.home import default_home
+from modgate.rules import Deny
 from modgate.rulesfile import check
 from modgate.store import DiskStore
-from modgate.upstream import HttpFetcher
+from modgate.upstream import HttpFetcher, is_this_machine
 from modgate.verify import Checker, Pins
 
 log = logging.getLogger("modgate")
@@ -73,7 +76,7 @@ class Settings:
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
         self.blobs = BlobServer()
-        self.fetcher = HttpFetcher()
+        self.fetcher = HttpFetcher(redirects=self.check_redirect)
 
     def load(self, loader: Loader) -> None:
         loader.add_option("modgate_rules", str, "rules.yaml", "modgate rules file; '' for none.")
@@ -180,6 +183,33 @@ class Settings:
         if ctx.options.allow_hosts != allow:
             ctx.options.update(allow_hosts=allow)
 
+    async def check_redirect(self, url: URL) -> str:
+        """Why the fetcher may not follow an upstream's redirect to `url` ("" if it may):
+        modgate's own listening ports on this machine, which would wait on the very fetch
+        that follows them, or a host the rules refuse (the configured upstreams and the
+        gated hosts always pass)."""
+        host, port = (url.host or "").lower(), url.port or 0
+        if port in self._own_ports() and await is_this_machine(host):
+            return f"that is modgate itself (port {port})"
+        if (runtime := self.runtime) is not None:
+            chains = [p.chain for p in runtime.proxies] + [d.chain for d in runtime.databases]
+            chains += [r.chain for r in runtime.config.rules.routes]
+            trusted = set(runtime.gated)
+            for hop in (hop for chain in chains for hop in chain.hops):
+                parts = urlsplit(hop.url)
+                trusted.add((parts.hostname or "", parts.port or _default_port(parts.scheme)))
+            decision = runtime.config.rules.decide_host(host, port, trusted)
+            if isinstance(decision, Deny):
+                return f"rule {decision.rule.label}: {decision.reason}"
+        return ""
+
+    def _own_ports(self) -> set[int]:
+        ports = {self.blobs.port, self.blobs.tls_port} - {0}
+        proxyserver = ctx.master.addons.get("proxyserver")
+        for server in getattr(proxyserver, "servers", ()):
+            ports.update(int(addr[1]) for addr in server.listen_addrs)
+        return ports
+
     async def running(self) -> None:
         if self.runtime is None:  # loaded with add(), and no option was ever set
             self.reload()
@@ -250,6 +280,10 @@ def loopback_tls() -> ssl.SSLContext | None:
         pem.flush()
         context.load_cert_chain(pem.name)
     return context
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 @functools.cache

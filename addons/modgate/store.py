@@ -281,6 +281,13 @@ class DiskStore:
             if isinstance(key, str) and isinstance(looked := self.lookup(key, 0.0), Hit | Stale):
                 yield looked.entry
 
+    def files(self) -> set[str]:
+        """The body files entries refer to, relative to the directory (leftovers.py)."""
+        rows = self._cache._sql(  # noqa: SLF001 - diskcache lists no file names
+            "SELECT filename FROM Cache WHERE filename IS NOT NULL"
+        ).fetchall()
+        return {Path(row[0]).as_posix() for row in rows}
+
     def resize(self, size_limit: int) -> None:
         if self._cache.size_limit != size_limit:
             self._cache.reset("size_limit", size_limit)

@@ -28,6 +28,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import mode_specs
 from yarl import URL
 
+from modgate import leftovers
 from modgate.blobs import BlobServer
 from modgate.config import (
     Config,
@@ -75,6 +76,7 @@ class Runtime:
 class Settings:
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
+        self._lock: leftovers.CacheLock | None = None
         self.blobs = BlobServer()
         self.fetcher = HttpFetcher(redirects=self.check_redirect)
 
@@ -151,8 +153,15 @@ class Settings:
             except BaseException:
                 store.close()
                 raise
+            try:
+                lock = self._claim(cache_dir, store)
+            except BaseException:
+                checker.close()
+                store.close()
+                raise
             gateway.validator = checker
             self._close_resources()
+            self._lock = lock
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
 
@@ -166,6 +175,22 @@ class Settings:
                 f"{config.source}: TLS interception could not be limited to the hosts the "
                 f"rules gate: {e}"
             ) from e
+
+    def _claim(self, cache_dir: Path, store: DiskStore) -> leftovers.CacheLock:
+        """Lock the cache directory for as long as it is used, and remove what an
+        interrupted run left there (leftovers.py: all of it when no other modgate uses it)."""
+        try:
+            lock = leftovers.CacheLock(cache_dir)
+        except OSError as e:
+            raise CacheError(f"cannot lock the cache directory {cache_dir}: {e}") from e
+        alone = lock.alone()
+        try:
+            removed = leftovers.remove(leftovers.find(cache_dir, store.files(), alone))
+        finally:
+            lock.share()
+        if removed.files:
+            log.warning("modgate: removed %s left in %s by an interrupted run", removed, cache_dir)
+        return lock
 
     def _limit_interception(self) -> None:
         """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):
@@ -228,6 +253,9 @@ class Settings:
             self.runtime.store.close()
             self.runtime.checker.close()
             self.runtime = None
+        if self._lock is not None:  # after the store: nothing of ours is in flight
+            self._lock.close()
+            self._lock = None
 
 
 def _open_checker(

@@ -4,16 +4,22 @@ follows and those it refuses, and what it does when the spool disk fails."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from yarl import URL
 
-from modgate.config import Chain, Hop
-from modgate.errors import UpstreamError
+from modgate.config import CacheSettings, Chain, Hop
+from modgate.errors import CacheError, UpstreamError
+from modgate.gateway import Gateway
 from modgate.goproxy import parse_request
+from modgate.store import DiskStore
 from modgate.upstream import MAX_REDIRECTS, Fetched, HttpFetcher, RedirectCheck
 from world.modules import ModuleVersion, World
 from world.upstream import Upstream
@@ -105,3 +111,73 @@ def test_a_redirect_loop_stops_after_as_many_redirects_as_go_follows(
         fetch(first, MOD, tmp_path / "spool")
     assert time.monotonic() - started < 3
     assert first.count(f"/{MOD}") == MAX_REDIRECTS + 1
+
+
+def spool_writes(monkeypatch: pytest.MonkeyPatch, most: int, fail_after: int | None) -> list[int]:
+    """Make writes to spool files take at most `most` bytes each, and fail with ENOSPC
+    once `fail_after` bytes are written (a disk filling up); other writes are untouched.
+    Returns the sizes of the writes made."""
+    real, made = os.write, []
+
+    def write(fd: int, data: Any) -> int:
+        if "/spool/fetch-" not in os.readlink(f"/proc/self/fd/{fd}"):
+            return real(fd, data)
+        room = len(data) if fail_after is None else fail_after - sum(made)
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        made.append(real(fd, bytes(data[: min(most, room)])))
+        return made[-1]
+
+    monkeypatch.setattr(os, "write", write)
+    return made
+
+
+BIG = f"{MODULE}/@v/v1.1.0.zip"
+
+
+@pytest.fixture(scope="module")
+def big(world: World) -> ModuleVersion:
+    mv = ModuleVersion(MODULE, "v1.1.0", payload_bytes=300_000)
+    world.add(mv)
+    return mv
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_short_spool_writes_are_completed(
+    world: World, big: ModuleVersion, first: Upstream, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    made = spool_writes(monkeypatch, most=1000, fail_after=None)
+    fetched = fetch(first, BIG, tmp_path / "spool")
+    data = world.zip_path(big).read_bytes()
+    assert fetched.body.read_bytes() == data
+    assert (fetched.size, fetched.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert len(made) > len(data) // 1000  # every write was short, and each was finished
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_full_spool_disk_is_a_cache_error_naming_it_and_nothing_is_stored(
+    big: ModuleVersion, first: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool_writes(monkeypatch, most=64 << 10, fail_after=100_000)
+    store = DiskStore(tmp_path / "cache", 1 << 30)
+
+    async def go() -> None:
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(store, fetcher, tmp_path / "spool", CacheSettings())
+        try:
+            await gateway.serve(Chain((Hop(first.url),)), parse_request(BIG))
+        finally:
+            await fetcher.close()
+
+    try:
+        with pytest.raises(CacheError) as full:
+            asyncio.run(go())
+        assert not isinstance(full.value, UpstreamError)
+        assert f"the disk of {tmp_path / 'spool'} is full (No space left on device)" in str(
+            full.value
+        )
+        assert list((tmp_path / "spool").iterdir()) == []
+        assert len(store) == 0
+    finally:
+        store.close()

@@ -243,9 +243,10 @@ class Gateway:
         except BaseException as e:
             if growing is not None and growing.entry is None:
                 growing.fail(str(e) or type(e).__name__)
-                if isinstance(e, ModgateError) and not isinstance(e, UpstreamError):
+                if isinstance(e, ModgateError) and not isinstance(e, UpstreamError | CacheError):
                     # A check failed: the same bytes would fail again. (A download that
-                    # broke off is fetched afresh by the next request.)
+                    # broke off, or found no room on disk, is fetched afresh by the next
+                    # request.)
                     self._refused[key] = (self.clock() + self.settings.negative_ttl, e)
             raise
         finally:

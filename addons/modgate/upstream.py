@@ -15,6 +15,7 @@ on its own fetch until it timed out. A refused one counts as an error of its hop
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import ipaddress
 import os
@@ -31,7 +32,7 @@ from yarl import URL
 
 from modgate import __version__
 from modgate.config import Chain, Hop
-from modgate.errors import ProtocolError, UpstreamError
+from modgate.errors import CacheError, ProtocolError, UpstreamError
 from modgate.goproxy import MAX_GOMOD, Kind, ModRequest, check_body
 from modgate.growing import GrowingFile
 
@@ -162,7 +163,10 @@ class HttpFetcher:
         limit = MAX_ZIP if req.kind is Kind.ZIP else MAX_OTHER
         # A database's own URL serves what a proxy serves below sumdb/<name>/.
         wanted = req.path.split("/", 2)[2] if database else req.path
-        fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
+        try:
+            fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
+        except OSError as e:
+            raise _spool_error(req, spool, e) from e
         path = Path(name)
         growing: GrowingFile | None = None
         try:
@@ -178,7 +182,7 @@ class HttpFetcher:
                             if size > limit:
                                 raise ProtocolError(f"{req}: answer is over {limit} bytes")
                             h.update(chunk)
-                            out.write(chunk)
+                            _write_all(out.fileno(), chunk, req, spool)
                             if growing is not None:
                                 growing.wrote(size)
                     except aiohttp.ClientPayloadError as e:  # short of its Content-Length
@@ -216,6 +220,28 @@ class HttpFetcher:
                 raise ProtocolError(f"redirect to {location} refused: {why}")
             url = target
         raise AssertionError("the loop returns or raises")
+
+
+def _write_all(fd: int, data: bytes, req: ModRequest, spool: Path) -> None:
+    """Write all of `data`: a write may take less than it was given (a disk filling up
+    takes what fits, then fails)."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError as e:
+            raise _spool_error(req, spool, e) from e
+        view = view[written:]
+
+
+def _spool_error(req: ModRequest, spool: Path, e: OSError) -> CacheError:
+    """A spool write that failed: this machine's problem, never the upstream's."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CacheError(
+            f"{req}: the disk of {spool} is full ({e.strerror}): not served; free space "
+            "there, or give modgate a cache directory with room (--cache-dir)"
+        )
+    return CacheError(f"{req}: cannot write to {spool}: {e.strerror or e}: not served")
 
 
 async def is_this_machine(host: str) -> bool:

@@ -139,9 +139,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rules is not None:
         load_checked(rules)  # refuse to start on a broken file, before anything listens
     import asyncio
+    import os
 
     confdir: Path = args.confdir.expanduser()
     cache_dir: Path = (args.cache_dir or confdir / "cache").expanduser()
+    # What modgate writes (CA key, cache, trace of who fetched what) is its user's alone.
+    os.umask(0o077)
+    # The defaults of modgate's options (cache, trace) live in confdir: mitmproxy rolls
+    # options back to their defaults when an update fails, and applies them, so a
+    # failed start would otherwise create ~/.modgate.
+    os.environ["MODGATE_HOME"] = str(confdir.absolute())
     return asyncio.run(_run(args, confdir, cache_dir, rules))
 
 
@@ -161,6 +168,10 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
     master = lean_master(opts)
     master.addons.add(*all_addons(), _Banner(confdir))
+    # The first error of an update is the one to show: the rollback that follows applies
+    # the defaults again, and may fail for reasons of its own.
+    failures: list[Exception] = []
+    opts.errored.connect(lambda exc: failures.append(exc))
     try:
         opts.update(
             # Connect upstream only when a request needs it, so cached answers are served
@@ -173,7 +184,7 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
         )
         opts.set(*args.set)
     except exceptions.OptionsError as e:
-        print(f"modgate: {e}", file=sys.stderr)
+        print(f"modgate: {failures[0] if failures else e}", file=sys.stderr)
         return 2
     write_bundle(confdir)
     _stop_on_signals(master)

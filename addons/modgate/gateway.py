@@ -126,7 +126,7 @@ class Gateway:
         self.validator: Validator | None = None
         self._flights: dict[str, _Flight] = {}
         self._refused: dict[str, tuple[float, ModgateError]] = {}  # key: (until, why)
-        spool.mkdir(parents=True, exist_ok=True)
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def serve(self, chain: Chain, req: ModRequest) -> Served:
         key = cache_key(chain, req)

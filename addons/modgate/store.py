@@ -133,7 +133,7 @@ class DiskStore:
         """Open (or create) the store. `size_limit` None keeps the one the store has;
         `held_total` bounds the bytes of small immutable bodies held in memory."""
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             probe = directory / ".modgate-write-test"
             probe.write_bytes(b"")
             probe.unlink()

@@ -96,3 +96,33 @@ def test_a_killed_download_is_counted_by_verify_and_removed_at_the_next_start(
             assert "leftovers: a modgate uses this cache" in again  # so it spares new files
         finally:
             gate.stop()
+
+
+def test_a_second_modgate_on_the_same_cache_spares_the_first_ones_download(
+    world: World, tmp_path: Path
+) -> None:
+    with Upstream(world) as upstream:
+        upstream.fault("*.zip", throttle=6 << 20)  # four seconds for the whole zip
+        rules = (
+            f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
+            f"checksum:\n  private: {MODULE}\n"
+        )
+        cache = tmp_path / "cache"
+        with Gate(tmp_path / "first", rules, cache_dir=cache) as first:
+            url = f"{first.goproxy_url}/{MODULE}/@v/v1.0.0.zip"
+            got: list[bytes] = []
+            client = threading.Thread(
+                target=lambda: got.append(urllib.request.urlopen(url, timeout=60).read()),
+                daemon=True,
+            )
+            client.start()
+            deadline = time.monotonic() + 20
+            while not any(p.stat().st_size > 1 << 20 for p in spooled(first)):
+                assert time.monotonic() < deadline, "the download never started"
+                time.sleep(0.05)
+            [downloading] = spooled(first)
+            with Gate(tmp_path / "second", rules, cache_dir=cache) as second:
+                assert downloading.exists()
+                assert "by an interrupted run" not in second.output()
+            client.join(60)
+            assert got == [world.zip_path(world.get(MODULE, "v1.0.0")).read_bytes()]

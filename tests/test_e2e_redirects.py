@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from world.gate import Gate
+from world.gate import Gate, free_port
 from world.modules import ModuleVersion, World
 from world.upstream import Upstream
 
@@ -81,3 +81,22 @@ def test_upstream_redirects_go_only_where_the_rules_allow_and_never_into_modgate
                 status, body, _ = get(gate.goproxy_url + path)
                 assert status == 200
                 assert body == world.get(MODULE, path.rsplit("/", 1)[1][: -len(".mod")]).gomod
+
+
+def test_an_upstream_that_leads_back_into_modgate_is_refused_at_once(tmp_path: Path) -> None:
+    """A chain that reaches modgate itself by a route no address check sees (here its own
+    endpoint as an upstream; in life a load balancer in front of it): the request that
+    comes back carries modgate's own Via and is refused, instead of waiting on itself."""
+    port = free_port()
+    rules = (
+        f"proxies:\n  - url: https://{HOST}\n    upstream: http://127.0.0.1:{port}\n"
+        f"checksum:\n  private: {MODULE}\n"
+    )
+    gate = Gate(tmp_path / "gate", rules)
+    gate.extra_args = ["--goproxy-port", str(port)]
+    with gate:
+        status, body, took = get(f"{gate.goproxy_url}/{MODULE}/@v/v1.0.0.mod")
+    assert status == 502, body
+    assert f"no upstream answered: http://127.0.0.1:{port}: 508 modgate: " in body.decode()
+    assert "came back" in body.decode()
+    assert took < 10

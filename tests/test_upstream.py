@@ -20,7 +20,7 @@ from modgate.errors import CacheError, UpstreamError
 from modgate.gateway import Gateway
 from modgate.goproxy import parse_request
 from modgate.store import DiskStore
-from modgate.upstream import MAX_REDIRECTS, Fetched, HttpFetcher, RedirectCheck
+from modgate.upstream import MAX_REDIRECTS, VIA, Fetched, HttpFetcher, RedirectCheck, came_back
 from world.modules import ModuleVersion, World
 from world.upstream import Upstream
 
@@ -181,3 +181,18 @@ def test_a_full_spool_disk_is_a_cache_error_naming_it_and_nothing_is_stored(
         assert len(store) == 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("via", "looped"),
+    [
+        ([], False),
+        ([VIA], True),
+        (["1.1 corp-lb, " + VIA], True),
+        (["1.0 fred", VIA + " (modgate)"], True),
+        (["1.1 modgate-000000000000"], False),  # another modgate: a chain, not a loop
+        (["1.1 " + VIA.split()[1] + "0"], False),
+    ],
+)
+def test_a_request_this_process_sent_is_known_by_its_via(via: list[str], looped: bool) -> None:
+    assert came_back(via) is looped

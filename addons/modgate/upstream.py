@@ -19,10 +19,11 @@ import errno
 import hashlib
 import ipaddress
 import os
+import secrets
 import socket
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,13 @@ STREAM_MIN = 1 << 20
 # net/http's Client stops after 10 redirects (defaultCheckRedirect), and so does go.
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+# Every request modgate sends upstream names this process in its Via header (RFC 9110
+# section 7.6.3: how proxies find loops). One that arrives back carrying it went round
+# in a circle by a route no address check sees (an upstream, or a redirect, that leads
+# back through a load balancer or another name for this machine): it is refused at once
+# (`came_back`), where it would otherwise wait on its own fetch until that timed out.
+VIA = f"1.1 modgate-{secrets.token_hex(6)}"
 
 RedirectCheck = Callable[[URL], Awaitable[str]]
 """Why a redirect to this http(s) URL may not be followed, or "" when it may. Decided by
@@ -122,7 +130,7 @@ class HttpFetcher:
                 timeout=self._timeout,
                 # modgate's own environment may point HTTPS_PROXY at modgate: never follow.
                 trust_env=False,
-                headers={"User-Agent": f"modgate/{__version__}"},
+                headers={"User-Agent": f"modgate/{__version__}", "Via": VIA},
             )
         return self._session
 
@@ -220,6 +228,12 @@ class HttpFetcher:
                 raise ProtocolError(f"redirect to {location} refused: {why}")
             url = target
         raise AssertionError("the loop returns or raises")
+
+
+def came_back(via: Iterable[str]) -> bool:
+    """Whether a request's Via headers show this process sent it (see VIA)."""
+    mine = VIA.split(" ", 1)[1]
+    return any(mine in hop.split() for value in via for hop in value.split(","))
 
 
 def _write_all(fd: int, data: bytes, req: ModRequest, spool: Path) -> None:

@@ -17,7 +17,7 @@ from yarl import URL
 
 from modgate.config import CacheSettings, Chain, Hop
 from modgate.errors import CacheError, UpstreamError
-from modgate.gateway import Gateway
+from modgate.gateway import Gateway, Outcome, Served
 from modgate.goproxy import parse_request
 from modgate.store import DiskStore
 from modgate.upstream import MAX_REDIRECTS, VIA, Fetched, HttpFetcher, RedirectCheck, came_back
@@ -196,3 +196,35 @@ def test_a_full_spool_disk_is_a_cache_error_naming_it_and_nothing_is_stored(
 )
 def test_a_request_this_process_sent_is_known_by_its_via(via: list[str], looped: bool) -> None:
     assert came_back(via) is looped
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_full_spool_disk_while_refreshing_serves_what_is_stored(
+    first: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bad input loses nothing already cached: a list past its TTL is served stale when
+    the refresh finds no room on disk, as when no upstream answers."""
+    now = [1000.0]
+    store = DiskStore(tmp_path / "cache", 1 << 30)
+    path = parse_request(f"{MODULE}/@v/list")
+
+    async def serve() -> Served:
+        fetcher = HttpFetcher(timeout=5)
+        gateway = Gateway(store, fetcher, tmp_path / "spool", CacheSettings(ttl=60),
+                          lambda: now[0])  # fmt: skip
+        try:
+            served = await gateway.serve(Chain((Hop(first.url),)), path)
+            served.body.close()
+            return served
+        finally:
+            await fetcher.close()
+
+    try:
+        assert asyncio.run(serve()).outcome is Outcome.MISS
+        now[0] += 61
+        spool_writes(monkeypatch, most=1 << 20, fail_after=0)
+        stale = asyncio.run(serve())
+        assert stale.outcome is Outcome.STALE
+        assert "is full" in stale.stale_reason
+    finally:
+        store.close()

@@ -215,6 +215,7 @@ def test_a_full_spool_disk_while_refreshing_serves_what_is_stored(
         try:
             served = await gateway.serve(Chain((Hop(first.url),)), path)
             served.body.close()
+            await gateway.drain(timeout=5)  # a small answer is served before it is stored
             return served
         finally:
             await fetcher.close()

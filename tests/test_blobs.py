@@ -247,3 +247,87 @@ def test_an_offer_never_collected_is_withdrawn_with_its_reason(
     blobs.withdraw(path)
     assert done.wait().error == "never collected"
     assert get(blobs.port, path).status == 404
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_offer_is_served_within_its_ttl_and_refused_from_then_on(tmp_path: Path) -> None:
+    clock = Clock()
+    server = BlobServer(offer_ttl=120.0, clock=clock)
+    server.start()
+    try:
+        digest = hashlib.sha256(BODY).hexdigest()
+        early, late, late_done = Done(), Done(), Done()
+        in_time = server.offer(stored(tmp_path).open("rb"), len(BODY), digest, {}, on_done=early)
+        too_late = server.offer(stored(tmp_path).open("rb"), len(BODY), digest, {},
+                                on_done=late_done)  # fmt: skip
+        clock.now += 119.9
+        resp = get(server.port, in_time)
+        assert (resp.status, resp.read()) == (200, BODY)
+        assert early.wait().error == ""
+        clock.now += 0.1  # 120 s after it was offered: expired
+        resp = get(server.port, too_late)
+        assert resp.status == 404
+        assert late_done.wait().error == "never collected"
+        assert late.transfer is None
+    finally:
+        server.stop()
+
+
+def test_an_expired_offer_is_dropped_on_time_without_a_request(tmp_path: Path) -> None:
+    clock = Clock()
+    server = BlobServer(offer_ttl=120.0, clock=clock)
+    server.start()
+    try:
+        done = Done()
+        file = stored(tmp_path).open("rb")
+        server.offer(file, len(BODY), "", {}, on_done=done)
+        clock.now += 120.0
+        assert done.wait().error == "never collected"  # by the server's own sweep
+        assert file.closed
+    finally:
+        server.stop()
+
+
+def task_count() -> int:
+    return (
+        len(os.listdir("/proc/self/task"))
+        if os.path.isdir("/proc/self/task")
+        else (threading.active_count())
+    )
+
+
+def test_idle_connections_hold_no_threads_and_are_closed_after_the_idle_timeout(
+    tmp_path: Path, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server = BlobServer(idle_timeout=1.5, workers=4)
+    server.start(tls[0])
+    idle: list[socket.socket] = []
+    try:
+        before = task_count()
+        for i in range(300):
+            port = server.port if i % 2 else server.tls_port
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(0.5)
+        assert task_count() <= before + 4
+        # Meanwhile a real transfer goes through, on either port.
+        path = server.offer(stored(tmp_path).open("rb"), len(BODY),
+                            hashlib.sha256(BODY).hexdigest(), {})  # fmt: skip
+        resp = get(server.tls_port, path, tls[1])
+        assert (resp.status, resp.read()) == (200, BODY)
+        assert task_count() <= before + 4
+        started = time.monotonic()
+        for sock in idle:
+            sock.settimeout(max(0.1, started + 5 - time.monotonic()))
+            assert sock.recv(1) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()

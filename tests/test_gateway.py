@@ -64,6 +64,7 @@ def serve_all(upstream: Upstream, tmp_path: Path, clock: Clock, *paths: str,
             )
             for s in served:
                 s.body.close()
+            await gateway.drain(timeout=5)  # small answers are served before they are stored
             return list(served)
         finally:
             await fetcher.close()

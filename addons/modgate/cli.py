@@ -9,6 +9,7 @@ Exit status: 0 success, 1 a check failed, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import sys
@@ -19,6 +20,8 @@ from modgate import __version__, cache_cli, rules_cli, trace_cli
 from modgate.errors import ModgateError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from mitmproxy.master import Master
     from mitmproxy.options import Options
 
@@ -141,9 +144,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rules is not None:
         load_checked(rules)  # refuse to start on a broken file, before anything listens
     import asyncio
+    import os
 
     confdir: Path = args.confdir.expanduser()
     cache_dir: Path = (args.cache_dir or confdir / "cache").expanduser()
+    # What modgate writes (CA key, cache, trace of who fetched what) is its user's alone.
+    os.umask(0o077)
     return asyncio.run(_run(args, confdir, cache_dir, rules))
 
 
@@ -162,7 +168,12 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
         modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
     opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
     master = lean_master(opts)
-    master.addons.add(*all_addons(), _Banner(confdir))
+    with _home(confdir):
+        master.addons.add(*all_addons(), _Banner(confdir))
+    # The first error of an update is the one to show: the rollback that follows applies
+    # the defaults again, and may fail for reasons of its own.
+    failures: list[Exception] = []
+    opts.errored.connect(lambda exc: failures.append(exc))
     try:
         opts.update(
             # Connect upstream only when a request needs it, so cached answers are served
@@ -175,12 +186,30 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
         )
         opts.set(*args.set)
     except exceptions.OptionsError as e:
-        print(f"modgate: {e}", file=sys.stderr)
+        print(f"modgate: {failures[0] if failures else e}", file=sys.stderr)
         return 2
     write_bundle(confdir)
     _stop_on_signals(master)
     await master.run()
     return 0
+
+
+@contextlib.contextmanager
+def _home(confdir: Path) -> Iterator[None]:
+    """MODGATE_HOME is `confdir` while modgate's addons load, so the defaults of their
+    options (cache, trace) lie in it. mitmproxy rolls options back to their defaults when
+    an update fails, and applies them: a failed start would otherwise create ~/.modgate."""
+    import os
+
+    before = os.environ.get("MODGATE_HOME")
+    os.environ["MODGATE_HOME"] = str(confdir.absolute())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MODGATE_HOME"]
+        else:
+            os.environ["MODGATE_HOME"] = before
 
 
 def _stop_on_signals(master: Master) -> None:

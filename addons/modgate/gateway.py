@@ -5,7 +5,8 @@ sight: the addons translate flows into `Gateway.serve` calls and its `Served` ba
     stale entry or none  -> one fetch per key at a time (single-flight), checked by the
                             Validator (hashes, checksum database), stored, served; a
                             small answer is served once checked, while it is stored
-    fetch failed         -> the stale entry if there is one, else UpstreamError
+    fetch failed         -> the stale entry if there is one, else UpstreamError (or
+                            CacheError: no room on disk)
     check failed         -> IntegrityError: nothing stored, nothing served
     large zip missing    -> served while it downloads (`Served.growing`): the reader
                             holds back its end until the checks pass (growing.py); if
@@ -126,7 +127,7 @@ class Gateway:
         self.validator: Validator | None = None
         self._flights: dict[str, _Flight] = {}
         self._refused: dict[str, tuple[float, ModgateError]] = {}  # key: (until, why)
-        spool.mkdir(parents=True, exist_ok=True)
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def serve(self, chain: Chain, req: ModRequest) -> Served:
         key = cache_key(chain, req)
@@ -154,7 +155,7 @@ class Gateway:
                 entry, attempts, data = flight.checked.result()
                 return Served(entry, Body(data=data), fetched, attempts)
             entry, attempts = flight.task.result()
-        except UpstreamError as e:
+        except (UpstreamError, CacheError) as e:  # no answer, or no room on disk for it
             if isinstance(looked, Stale) and (body := self.store.open(looked.entry)):
                 log.warning("serving stale %s: %s", req, e)
                 return Served(looked.entry, body, Outcome.STALE, stale_reason=str(e))
@@ -243,9 +244,10 @@ class Gateway:
         except BaseException as e:
             if growing is not None and growing.entry is None:
                 growing.fail(str(e) or type(e).__name__)
-                if isinstance(e, ModgateError) and not isinstance(e, UpstreamError):
+                if isinstance(e, ModgateError) and not isinstance(e, UpstreamError | CacheError):
                     # A check failed: the same bytes would fail again. (A download that
-                    # broke off is fetched afresh by the next request.)
+                    # broke off, or found no room on disk, is fetched afresh by the next
+                    # request.)
                     self._refused[key] = (self.clock() + self.settings.negative_ttl, e)
             raise
         finally:

@@ -133,7 +133,7 @@ class DiskStore:
         """Open (or create) the store. `size_limit` None keeps the one the store has;
         `held_total` bounds the bytes of small immutable bodies held in memory."""
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             probe = directory / ".modgate-write-test"
             probe.write_bytes(b"")
             probe.unlink()
@@ -280,6 +280,13 @@ class DiskStore:
         for key in self._cache.iterkeys():
             if isinstance(key, str) and isinstance(looked := self.lookup(key, 0.0), Hit | Stale):
                 yield looked.entry
+
+    def files(self) -> set[str]:
+        """The body files entries refer to, relative to the directory (leftovers.py)."""
+        rows = self._cache._sql(  # noqa: SLF001 - diskcache lists no file names
+            "SELECT filename FROM Cache WHERE filename IS NOT NULL"
+        ).fetchall()
+        return {Path(row[0]).as_posix() for row in rows}
 
     def resize(self, size_limit: int) -> None:
         if self._cache.size_limit != size_limit:

@@ -5,25 +5,35 @@ answer spooled to a file on disk while its SHA-256 is computed.
 one answered 404 or 410; after a `|`, on any error (a 5xx, a reset, a timeout, ...).
 A body that stops short of its Content-Length, exceeds the protocol's size limits
 or is not well-formed (`goproxy.check_body`) counts as an error, so it is never cached.
+
+"GOPROXY protocol": a proxy may redirect. Redirects are followed by hand, as the go
+command's net/http client follows them (at most 10), and only where a `RedirectCheck`
+allows: the rules' host allowlist, and never back into modgate itself, which would wait
+on its own fetch until it timed out. A refused one counts as an error of its hop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import ipaddress
 import os
+import secrets
+import socket
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from modgate import __version__
 from modgate.config import Chain, Hop
-from modgate.errors import ProtocolError, UpstreamError
+from modgate.errors import CacheError, ProtocolError, UpstreamError
 from modgate.goproxy import MAX_GOMOD, Kind, ModRequest, check_body
 from modgate.growing import GrowingFile
 
@@ -36,6 +46,21 @@ MAX_OTHER = MAX_GOMOD
 # (`on_body`); smaller answers are read whole first. The same size as the store's
 # in-memory answers: below it a client gets a refusal's reason as an error body.
 STREAM_MIN = 1 << 20
+
+# net/http's Client stops after 10 redirects (defaultCheckRedirect), and so does go.
+MAX_REDIRECTS = 10
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+# Every request modgate sends upstream names this process in its Via header (RFC 9110
+# section 7.6.3: how proxies find loops). One that arrives back carrying it went round
+# in a circle by a route no address check sees (an upstream, or a redirect, that leads
+# back through a load balancer or another name for this machine): it is refused at once
+# (`came_back`), where it would otherwise wait on its own fetch until that timed out.
+VIA = f"1.1 modgate-{secrets.token_hex(6)}"
+
+RedirectCheck = Callable[[URL], Awaitable[str]]
+"""Why a redirect to this http(s) URL may not be followed, or "" when it may. Decided by
+whoever knows the rules and modgate's own addresses (the Settings addon)."""
 
 OnBody = Callable[[GrowingFile], None]
 """Called when a large zip starts arriving; the fetcher writes it, the gateway settles it."""
@@ -81,9 +106,17 @@ class HttpFetcher:
     loop that also serves hits, and aiohttp's (C-accelerated) request took 0.37 ms where
     httpx's took 1.47 ms against the same loopback server (issue 6)."""
 
-    def __init__(self, timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        redirects: RedirectCheck | None = None,
+    ) -> None:
+        """`redirects` None follows redirects to any http(s) URL (still at most
+        MAX_REDIRECTS)."""
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None  # made on the loop it runs on
+        self.redirects = redirects
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -97,8 +130,8 @@ class HttpFetcher:
                 timeout=self._timeout,
                 # modgate's own environment may point HTTPS_PROXY at modgate: never follow.
                 trust_env=False,
-                headers={"User-Agent": f"modgate/{__version__}"},
-            )  # "GOPROXY protocol": redirects (3xx) are followed, as aiohttp does
+                headers={"User-Agent": f"modgate/{__version__}", "Via": VIA},
+            )
         return self._session
 
     async def close(self) -> None:
@@ -138,12 +171,15 @@ class HttpFetcher:
         limit = MAX_ZIP if req.kind is Kind.ZIP else MAX_OTHER
         # A database's own URL serves what a proxy serves below sumdb/<name>/.
         wanted = req.sumdb_path if database else req.path
-        fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
+        try:
+            fd, name = tempfile.mkstemp(dir=spool, prefix="fetch-")
+        except OSError as e:
+            raise _spool_error(req, spool, e) from e
         path = Path(name)
         growing: GrowingFile | None = None
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                async with self._client().get(f"{hop.url}/{wanted}") as r:
+                async with await self._open(URL(f"{hop.url}/{wanted}")) as r:
                     if on_body is not None and (length := _streamable(req, r)):
                         growing = GrowingFile(path, length, hop.url)
                         on_body(growing)
@@ -154,7 +190,7 @@ class HttpFetcher:
                             if size > limit:
                                 raise ProtocolError(f"{req}: answer is over {limit} bytes")
                             h.update(chunk)
-                            out.write(chunk)
+                            _write_all(out.fileno(), chunk, req, spool)
                             if growing is not None:
                                 growing.wrote(size)
                     except aiohttp.ClientPayloadError as e:  # short of its Content-Length
@@ -167,6 +203,85 @@ class HttpFetcher:
                 growing.fail(_describe(e))
             path.unlink(missing_ok=True)
             raise
+
+    async def _open(self, url: URL) -> aiohttp.ClientResponse:
+        """GET `url`, following redirects the `redirects` check allows, at most
+        MAX_REDIRECTS of them; a refused one raises ProtocolError naming its Location."""
+        for hops in range(MAX_REDIRECTS + 1):
+            r = await self._client().get(url, allow_redirects=False)
+            location = r.headers.get("Location")
+            if r.status not in REDIRECTS or location is None:
+                return r
+            r.release()
+            if hops == MAX_REDIRECTS:
+                raise ProtocolError(
+                    f"stopped after {MAX_REDIRECTS} redirects, the last to {location}"
+                )
+            try:
+                target = r.url.join(URL(location))
+            except ValueError as e:
+                raise ProtocolError(f"redirect to {location!r}: not a URL ({e})") from e
+            why = "not an http(s) URL" if target.scheme not in ("http", "https") else ""
+            if not why and self.redirects is not None:
+                why = await self.redirects(target)
+            if why:
+                raise ProtocolError(f"redirect to {location} refused: {why}")
+            url = target
+        raise AssertionError("the loop returns or raises")
+
+
+def came_back(via: Iterable[str]) -> bool:
+    """Whether a request's Via headers show this process sent it (see VIA)."""
+    mine = VIA.split(" ", 1)[1]
+    return any(mine in hop.split() for value in via for hop in value.split(","))
+
+
+def _write_all(fd: int, data: bytes, req: ModRequest, spool: Path) -> None:
+    """Write all of `data`: a write may take less than it was given (a disk filling up
+    takes what fits, then fails)."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError as e:
+            raise _spool_error(req, spool, e) from e
+        view = view[written:]
+
+
+def _spool_error(req: ModRequest, spool: Path, e: OSError) -> CacheError:
+    """A spool write that failed: this machine's problem, never the upstream's."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CacheError(
+            f"{req}: the disk of {spool} is full ({e.strerror}): not served; free space "
+            "there, or give modgate a cache directory with room (--cache-dir)"
+        )
+    return CacheError(f"{req}: cannot write to {spool}: {e.strerror or e}: not served")
+
+
+async def is_this_machine(host: str) -> bool:
+    """Whether `host` names this machine: a loopback or unspecified address, or one bound
+    to a local interface (which only a local address can be). A name that does not
+    resolve is not: connecting to it fails anyway."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, _, _, _, address in infos:
+        ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_loopback or ip.is_unspecified or _bindable(family, str(address[0])):
+            return True
+    return False
+
+
+def _bindable(family: int, address: str) -> bool:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 def _streamable(req: ModRequest, r: aiohttp.ClientResponse) -> int:

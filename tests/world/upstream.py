@@ -72,7 +72,8 @@ class Fault:
     with a TCP reset and no answer; `status` replaces the answer with that status and
     a text/plain `body`; `throttle` sends the body at that many bytes per second;
     `truncate` announces the full Content-Length but sends only that many body bytes
-    before closing.
+    before closing; `redirect` answers `status` (302 by default) with that Location,
+    "{path}" in it replaced by the request's path.
     """
 
     status: int | None = None
@@ -81,6 +82,7 @@ class Fault:
     delay: float = 0.0
     throttle: int | None = None
     truncate: int | None = None
+    redirect: str | None = None
 
 
 class FaultRule:
@@ -198,11 +200,14 @@ class Upstream:
         delay: float = 0.0,
         throttle: int | None = None,
         truncate: int | None = None,
+        redirect: str | None = None,
     ) -> FaultRule:
         """Misbehave on requests matching `pattern` (see Fault, FaultRule); first rule wins."""
-        fault = Fault(status, body, reset, delay, throttle, truncate)
+        fault = Fault(status, body, reset, delay, throttle, truncate, redirect)
         if fault == Fault():
-            raise ValueError("a fault must do something: status, reset, delay, throttle, truncate")
+            raise ValueError(
+                "a fault must do something: status, reset, delay, throttle, truncate, redirect"
+            )
         rule = FaultRule(pattern, fault, times)
         with self._lock:
             self._rules.append(rule)
@@ -263,6 +268,9 @@ class Upstream:
         time.sleep(self.delay + fault.delay)
         if fault.reset:
             handler.reset()
+            return
+        if fault.redirect is not None:
+            handler.redirect(fault.status or 302, fault.redirect.replace("{path}", path))
             return
         if fault.status is not None:
             text = fault.body if fault.body is not None else f"injected fault: {fault.status}"
@@ -436,6 +444,12 @@ class _Handler(BaseHTTPRequestHandler):
             if throttle:
                 time.sleep(len(piece) / throttle)  # before: the last piece arrives late too
             self.wfile.write(piece)
+
+    def redirect(self, status: int, location: str) -> None:
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def reset(self) -> None:
         """Drop the connection with a TCP RST, sending nothing.

@@ -29,6 +29,7 @@ from modgate.errors import CacheError, UpstreamError
 from modgate.gateway import Outcome, Served
 from modgate.goproxy import ModRequest
 from modgate.growing import GrowingFile
+from modgate.upstream import came_back
 from modgate.verify import IntegrityError
 
 log = logging.getLogger("modgate")
@@ -53,6 +54,13 @@ class CacheGate:
         runtime = self.settings.runtime
         if runtime is None:
             flow.response = plain(503, "modgate: not configured yet")
+            return
+        if came_back(flow.request.headers.get_all("Via")):
+            flow.metadata["modgate.error"] = "loop: modgate's own upstream request came back"
+            flow.response = plain(
+                508, "modgate: this request came back from modgate's own upstream fetch: an "
+                "upstream (or its redirect) leads back to modgate; fix that upstream URL",
+            )  # fmt: skip
             return
         try:
             served = await runtime.gateway.serve(chain, req)

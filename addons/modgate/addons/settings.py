@@ -19,14 +19,16 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import mode_specs
+from yarl import URL
 
-from modgate import dbroute
+from modgate import dbroute, leftovers
 from modgate.blobs import BlobServer
 from modgate.config import (
     Config,
@@ -40,9 +42,10 @@ from modgate.config import (
 from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Gateway
 from modgate.home import default_home
+from modgate.rules import Deny
 from modgate.rulesfile import check
 from modgate.store import DiskStore
-from modgate.upstream import HttpFetcher
+from modgate.upstream import HttpFetcher, is_this_machine
 from modgate.verify import Checker, Pins
 
 log = logging.getLogger("modgate")
@@ -74,8 +77,9 @@ class Runtime:
 class Settings:
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
+        self._lock: leftovers.CacheLock | None = None
         self.blobs = BlobServer()
-        self.fetcher = HttpFetcher()
+        self.fetcher = HttpFetcher(redirects=self.check_redirect)
         self._routes: dict[tuple[SumdbConfig, tuple[Hop, ...]], dbroute.Found] = {}
 
     def load(self, loader: Loader) -> None:
@@ -152,8 +156,15 @@ class Settings:
             except BaseException:
                 store.close()
                 raise
+            try:
+                lock = self._claim(cache_dir, store)
+            except BaseException:
+                checker.close()
+                store.close()
+                raise
             gateway.validator = checker
             self._close_resources()
+            self._lock = lock
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
 
@@ -188,6 +199,22 @@ class Settings:
         )  # fmt: skip
         return found.db
 
+    def _claim(self, cache_dir: Path, store: DiskStore) -> leftovers.CacheLock:
+        """Lock the cache directory for as long as it is used, and remove what an
+        interrupted run left there (leftovers.py: all of it when no other modgate uses it)."""
+        try:
+            lock = leftovers.CacheLock(cache_dir)
+        except OSError as e:
+            raise CacheError(f"cannot lock the cache directory {cache_dir}: {e}") from e
+        alone = lock.alone()
+        try:
+            removed = leftovers.remove(leftovers.find(cache_dir, store.files(), alone))
+        finally:
+            lock.share()
+        if removed.files:
+            log.warning("modgate: removed %s left in %s by an interrupted run", removed, cache_dir)
+        return lock
+
     def _limit_interception(self) -> None:
         """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):
         every other host is tunnelled untouched, certificate and all."""
@@ -203,6 +230,33 @@ class Settings:
         allow = sorted({f"^{re.escape(h)}\\.?:{port}$" for h, port in hosts})
         if ctx.options.allow_hosts != allow:
             ctx.options.update(allow_hosts=allow)
+
+    async def check_redirect(self, url: URL) -> str:
+        """Why the fetcher may not follow an upstream's redirect to `url` ("" if it may):
+        modgate's own listening ports on this machine, which would wait on the very fetch
+        that follows them, or a host the rules refuse (the configured upstreams and the
+        gated hosts always pass)."""
+        host, port = (url.host or "").lower(), url.port or 0
+        if port in self._own_ports() and await is_this_machine(host):
+            return f"that is modgate itself (port {port})"
+        if (runtime := self.runtime) is not None:
+            chains = [p.chain for p in runtime.proxies] + [d.chain for d in runtime.databases]
+            chains += [r.chain for r in runtime.config.rules.routes]
+            trusted = set(runtime.gated)
+            for hop in (hop for chain in chains for hop in chain.hops):
+                parts = urlsplit(hop.url)
+                trusted.add((parts.hostname or "", parts.port or _default_port(parts.scheme)))
+            decision = runtime.config.rules.decide_host(host, port, trusted)
+            if isinstance(decision, Deny):
+                return f"rule {decision.rule.label}: {decision.reason}"
+        return ""
+
+    def _own_ports(self) -> set[int]:
+        ports = {self.blobs.port, self.blobs.tls_port} - {0}
+        proxyserver = ctx.master.addons.get("proxyserver")
+        for server in getattr(proxyserver, "servers", ()):
+            ports.update(int(addr[1]) for addr in server.listen_addrs)
+        return ports
 
     async def running(self) -> None:
         if self.runtime is None:  # loaded with add(), and no option was ever set
@@ -222,6 +276,9 @@ class Settings:
             self.runtime.store.close()
             self.runtime.checker.close()
             self.runtime = None
+        if self._lock is not None:  # after the store: nothing of ours is in flight
+            self._lock.close()
+            self._lock = None
 
 
 def _open_checker(
@@ -274,6 +331,10 @@ def loopback_tls() -> ssl.SSLContext | None:
         pem.flush()
         context.load_cert_chain(pem.name)
     return context
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 @functools.cache

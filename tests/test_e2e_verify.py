@@ -292,6 +292,7 @@ def test_a_large_zip_failing_its_check_while_it_streams_never_arrives_whole(
             [record] = [r for r in _trace(gate) if r["kind"] == "zip"]
             assert 0 < record["bytes_out"] < zip_file.stat().st_size  # streamed, end held back
             assert refusal in record["error"]
+            assert record["hash_verdict"] == "refused"  # its hash, not a broken download
 
             told = download(client(gate, tmp_path / "c2", db, mode), tmp_path, bulk.id)
             assert told.returncode != 0

@@ -243,11 +243,13 @@ class Gateway:
             await asyncio.to_thread(self.store.put, entry, fetched.body)
         except BaseException as e:
             if growing is not None and growing.entry is None:
-                growing.fail(str(e) or type(e).__name__)
-                if isinstance(e, ModgateError) and not isinstance(e, UpstreamError | CacheError):
-                    # A check failed: the same bytes would fail again. (A download that
-                    # broke off, or found no room on disk, is fetched afresh by the next
-                    # request.)
+                # A check failed: the same bytes would fail again. (A download that broke
+                # off, or found no room on disk, is fetched afresh by the next request.)
+                refused = isinstance(e, ModgateError) and not isinstance(
+                    e, UpstreamError | CacheError
+                )
+                growing.fail(str(e) or type(e).__name__, refused=refused)
+                if refused:
                     self._refused[key] = (self.clock() + self.settings.negative_ttl, e)
             raise
         finally:

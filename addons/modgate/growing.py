@@ -26,6 +26,7 @@ class GrowingFile:
         self._written = 0
         self.entry: Entry | None = None  # set when settled
         self._error: str | None = None
+        self.refused = False  # failed a check (hash, zip rules), not cut off: see fail()
         self._changed = threading.Condition()
         self._waiting = 0  # readers inside wait(): wrote() wakes nobody when there are none
 
@@ -51,11 +52,11 @@ class GrowingFile:
             self.entry = entry
             self._changed.notify_all()
 
-    def fail(self, error: str) -> None:
-        """The download or a check failed: readers stop short of the end."""
+    def fail(self, error: str, *, refused: bool = False) -> None:
+        """The download or, `refused`, a check failed: readers stop short of the end."""
         with self._changed:
             if self.entry is None and self._error is None:
-                self._error = error
+                self._error, self.refused = error, refused
             self._changed.notify_all()
 
     # --- the readers' side --------------------------------------------------------------

@@ -156,12 +156,16 @@ class CacheGate:
             growing: GrowingFile | None = flow.metadata.get("modgate.growing")
             if growing is not None and growing.error:
                 flow.metadata["modgate.error"] = f"not served: {growing.error}"
+            _settled(flow)
 
 
 def _settled(flow: http.HTTPFlow) -> None:
-    """A zip served while it downloaded: its hashes are known once it settled."""
+    """A zip served while it downloaded: its hashes are known once it settled, or it
+    failed its checks (its clients were cut short: the trace says why)."""
     growing: GrowingFile | None = flow.metadata.get("modgate.growing")
-    if growing is not None and growing.entry is not None and growing.entry.h1:
+    if growing is not None and growing.refused:
+        flow.metadata["modgate.hash"] = {"verdict": "refused", "reason": growing.error or ""}
+    elif growing is not None and growing.entry is not None and growing.entry.h1:
         entry = growing.entry
         flow.metadata["modgate.hash"] = {
             "verdict": entry.verdict, "source": entry.checked_by, "h1": entry.h1,

@@ -245,12 +245,12 @@ class Gateway:
             if growing is not None and growing.entry is None:
                 # A check failed: the same bytes would fail again. (A download that broke
                 # off, or found no room on disk, is fetched afresh by the next request.)
-                refused = isinstance(e, ModgateError) and not isinstance(
-                    e, UpstreamError | CacheError
-                )
-                growing.fail(str(e) or type(e).__name__, refused=refused)
-                if refused:
-                    self._refused[key] = (self.clock() + self.settings.negative_ttl, e)
+                check = e if isinstance(e, ModgateError) else None
+                if isinstance(check, UpstreamError | CacheError):
+                    check = None
+                growing.fail(str(e) or type(e).__name__, refused=check is not None)
+                if check is not None:
+                    self._refused[key] = (self.clock() + self.settings.negative_ttl, check)
             raise
         finally:
             fetched.body.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from modgate.errors import ModgateError
 from modgate.gomod import (
     GoModError,
     Replacement,
@@ -91,6 +92,38 @@ def test_retracted_by(version: str, covered_by: str | None) -> None:
 def test_malformed_directives_name_the_line(text: str, message: str) -> None:
     with pytest.raises(GoModError, match=message):
         parse_gomod(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "retractions"),
+    [('module example.com/m\n"//"\nretract v1.0.0\n', ("v1.0.0",)),
+     ('retract v1.0.0\n"//" // a comment\n"\\"//"\n', ("v1.0.0",)),
+     ('retract (\n\tv1.0.0\n)\n"//"\n`//`\n', ("v1.0.0",)),
+     ('"retract" v1.1.0\nretract v1.0.0 // "quoted" //\n', ("v1.0.0",)),
+     ("retract [v1.0.0,v1.0.5]\r\nretract v1.1.0\r\n", ("[v1.0.0, v1.0.5]", "v1.1.0"))],
+)  # fmt: skip
+def test_lines_are_lexed_as_go_lexes_them(text: str, retractions: tuple[str, ...]) -> None:
+    """modfile's lexer: "//" inside a quoted string is no comment, and a line whose first
+    token is a string is a directive go does not know (ParseLax skips it)."""
+    assert tuple(str(r) for r in parse_gomod(text).retractions) == retractions
+
+
+def test_a_quoted_path_keeps_its_slashes() -> None:
+    gomod = parse_gomod('require "example.com/a//b" v1.0.0 // indirect\n')
+    assert gomod.requires == (Requirement("example.com/a//b", "v1.0.0", indirect=True),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [('retract "v1.0.0\n', "line 1: unterminated string"),
+     ('module m\nrequire "example.com/x v1.0.0\\"\n', "line 2: unterminated string"),
+     ("module m /* no */\n", "line 1: mod files must use // comments"),
+     ("module m\x00\n", r"line 1: unexpected character '\\x00'")],
+)  # fmt: skip
+def test_what_go_cannot_lex_is_a_modgate_error(text: str, message: str) -> None:
+    with pytest.raises(GoModError, match=message) as raised:
+        parse_gomod(text)
+    assert isinstance(raised.value, ModgateError)
 
 
 def test_gosum() -> None:

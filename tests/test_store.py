@@ -173,7 +173,7 @@ def test_a_cache_database_corrupted_while_running_is_a_cache_error_and_loses_not
         len(store)
     assert store.lookup("k0", now=0) == Hit(entries[0])
     opened = store.open(entries[0])
-    assert opened is not None and opened.data == f"body 0 ".encode() * 64
+    assert opened is not None and opened.data == b"body 0 " * 64
     db.write_bytes(good)
     assert [store.lookup(e.key, now=0) for e in entries] == [Hit(e) for e in entries]
     assert all(store.open(e) is not None for e in entries)
@@ -186,7 +186,10 @@ def test_a_stored_row_a_python_reader_would_unpickle_is_dropped(
     such a row is damage (or planted), never read."""
     entry = put(store, tmp_path, "k", b"module example.com/m\n")
     with sqlite3.connect(store.directory / "cache.db") as db:
-        db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key = ?", (b"cbuiltins\nlen\n(S'abc'\ntR.", "k"))
+        db.execute(
+            "UPDATE Cache SET mode = 4, value = ? WHERE key = ?",
+            (b"cbuiltins\nlen\n(S'abc'\ntR.", "k"),
+        )
     assert store.open(entry) is None
     assert store.lookup("k", now=0) == Miss()
 

@@ -180,6 +180,10 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
         mark = e.problem_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ConfigError(f"{where}: not valid YAML: {e.problem}") from e
+    except yaml.YAMLError as e:  # the reader's: a character YAML does not allow, unmarked
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from e
+    except RecursionError as e:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{source}: lists or mappings nested too deeply to read") from e
     if root is None:
         return Config(source=source)
     rules = _rules_module()
@@ -429,6 +433,10 @@ class _Node:
             raise self.error(f"expected a mapping with keys {', '.join(sorted(allowed))}")
         out: dict[str, _Node] = {}
         for key_node, value_node in self.node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Node(self.source, key_node, self.where).error(
+                    "a key must be a plain name, not a list or mapping"
+                )
             key = key_node.value
             where = f"{self.where}.{key}" if self.where else str(key)
             if key not in allowed:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import errno
 import functools
 import hashlib
 import json
@@ -85,8 +86,8 @@ def hash_lines(files: Iterable[tuple[str, Content]]) -> str:
     """
     summary = hashlib.sha256()
     for name, content in sorted(files, key=lambda file: _name_bytes(file[0])):
-        if "\n" in name:
-            raise ValueError("dirhash: filenames with newlines are not supported")
+        if "\n" in name:  # dirhash.Hash1 refuses them too: the line format cannot hold one
+            raise ZipError("dirhash: filenames with newlines are not supported", name)
         summary.update(f"{_sha256_hex(content)}  ".encode() + _name_bytes(name) + b"\n")
     return "h1:" + base64.b64encode(summary.digest()).decode("ascii")
 
@@ -258,6 +259,11 @@ def _open_zip(source: ZipSource) -> Iterator[zipfile.ZipFile]:
         raise ZipError(f"not a readable zip file: {e}") from e
     except UnicodeDecodeError as e:
         raise ZipError(f"member name marked UTF-8 is not: {e}") from e
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # a disk that fails is not the zip's fault
+            raise
+        # A seek before the start of the file: an offset in the zip points nowhere.
+        raise ZipError(f"not a readable zip file: an offset points outside it ({e})") from e
 
 
 def _zip_size_error(source: ZipSource) -> str | None:

@@ -319,7 +319,7 @@ class DiskStore:
 
 # diskcache's storage modes of the values `put` writes: inline bytes, or a file.
 _BODY_MODES = (diskcache.core.MODE_RAW, diskcache.core.MODE_BINARY)
-_FIELD_TYPES = {
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "key": str, "status": int, "content_type": str, "size": int, "sha256": str,
     "stored_at": (int, float), "expires_at": (int, float, type(None)), "upstream": str,
     "h1": str, "verdict": str, "checked_by": str,

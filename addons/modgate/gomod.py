@@ -155,23 +155,33 @@ def _lines(text: str) -> list[_Line]:
     its token as written, as in modfile: a quoted "retract" is a directive go does not
     know, which it skips in a dependency's go.mod (ParseLax), and so is a line "//"."""
     lines: list[_Line] = []
-    block, block_above = "", ""
+    block, block_above, opened = None, "", 0
     above: list[str] = []
     for number, raw in enumerate(text.split("\n"), start=1):  # modfile ends lines at \n only
         tokens, comment = _lex(raw, number)
         if not tokens:
             above = [*above, comment] if comment or raw.strip() else []
             continue
-        if block and tokens == [")"]:
-            block, above = "", []
+        if block is not None and tokens[0] == ")":
+            if len(tokens) > 1:
+                raise GoModError(f"line {number}: expected newline after closing paren")
+            block, above = None, []
             continue
-        if not block and len(tokens) == 2 and tokens[1] == "(":
-            block, block_above, above = tokens[0], "\n".join(above), []
+        if block is None and len(tokens) > 2 and tokens[-2:] == ["(", ")"]:
+            above = []  # an empty block
             continue
-        verb, args = (block, tokens) if block else (tokens[0], tokens[1:])
+        if block is None and len(tokens) > 1 and tokens[-1] == "(":
+            # parseToFile reads the lines of a block "verb (" only: "retract v1 (" is a
+            # block too, of a type go skips in a dependency's go.mod.
+            block = tokens[0] if len(tokens) == 2 else ""
+            block_above, above, opened = "\n".join(above), [], number
+            continue
+        verb, args = (block, tokens) if block is not None else (tokens[0], tokens[1:])
         args = [_unquote(arg) for arg in args]
         lines.append(_Line(number, verb, args, comment, "\n".join(above), block_above))
         above = []
+    if block is not None:
+        raise GoModError(f"line {opened}: block is never closed with ')'")
     return lines
 
 
@@ -191,7 +201,8 @@ def parse_gomod(text: str) -> GoMod:
             case "replace":
                 replaces.append(_replace(line))
             case "retract":
-                retractions.append(_retract(line))
+                if (retraction := _retract(line)) is not None:
+                    retractions.append(retraction)
     return GoMod(module, tuple(requires), tuple(replaces), tuple(retractions))
 
 
@@ -214,15 +225,21 @@ def _replace(line: _Line) -> Replacement:
     )
 
 
-def _retract(line: _Line) -> Retraction:
+def _retract(line: _Line) -> Retraction | None:
+    """modfile's parseVersionInterval as ParseLax applies it to a dependency's go.mod:
+    "v1.2.3" or "[low, high]", tokens after it ignored, any string a version (compared
+    as semver.Compare does, invalid before valid); an interval it cannot read is skipped,
+    since go "may support additional syntax in the future"."""
+    args = line.args
+    if not args or args[0] == "(":
+        return None
+    if args[0] != "[":
+        low = high = args[0]
+    elif len(args) >= 5 and args[2] == "," and args[4] == "]":
+        low, high = args[1], args[3]
+    else:
+        return None
     rationale = line.comment or line.above or line.block_above
-    text = " ".join(line.args)
-    interval = re.fullmatch(r"\[\s*(\S+?)\s*,\s*(\S+?)\s*\]", text)
-    low, high = interval.groups() if interval else (text, text)
-    if not (semver.is_valid(low) and semver.is_valid(high)):
-        raise GoModError(
-            f"line {line.number}: expected 'retract v1.2.3' or 'retract [v1.0.0, v1.2.3]'"
-        )
     return Retraction(low, high, " ".join(rationale.split()))
 
 

@@ -334,6 +334,29 @@ def test_a_version_needed_to_extract_beyond_zip_6_3_is_refused_clearly(tmp_path:
         hash_zip(path, PREFIX)
 
 
+def test_a_central_directory_placed_past_its_end_is_refused_clearly(tmp_path: Path) -> None:
+    """Offsets that put the local headers before the file's start made zipfile seek to a
+    negative position: OSError (EINVAL) escaped. Found by tests/test_fuzz_parsers.py."""
+    data = bytearray(make_zip([(PREFIX + "go.mod", b"module m\n")]))  # check_zip reads it
+    end = data.rfind(b"PK\x05\x06")
+    (offset,) = struct.unpack_from("<I", data, end + 16)
+    struct.pack_into("<I", data, end + 16, offset + 1000)
+    path = write(tmp_path, bytes(data))
+    with pytest.raises(ZipError, match="not a readable zip file: an offset points outside it"):
+        check_zip(path, MOD, "v1.0.0")
+    with pytest.raises(ZipError, match="an offset points outside it"):
+        hash_zip(path)
+
+
+def test_hash_zip_refuses_a_member_name_with_a_newline(tmp_path: Path) -> None:
+    """dirhash.HashZip refuses it (its line format cannot hold one); a plain ValueError
+    escaped before."""
+    path = write(tmp_path, make_zip([(PREFIX + "a\nb.go", b"x")]))
+    with pytest.raises(ZipError, match="dirhash: filenames with newlines") as raised:
+        hash_zip(path)
+    assert raised.value.member == PREFIX + "a\nb.go"
+
+
 def test_a_member_thousands_of_directories_deep_is_checked_as_go_checks_it(tmp_path: Path) -> None:
     """module.CheckFilePath has no depth limit; the collision check walks every parent."""
     deep = PREFIX + "d/" * 5000 + "x.go"

@@ -14,6 +14,7 @@ import json
 import struct
 import warnings
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from hypothesis import strategies as st
 
 import fuzz_targets
 from fuzz_targets import MODULE, PREFIX, SEP, TARGETS, check, j, seeds
+from modgate import patterns, semver, versionspec
+from modgate.errors import ModgateError
 
 SEEDS = seeds()
 
@@ -289,3 +292,22 @@ def test_fuzz_rules_yaml_built_from_syntax(document: str) -> None:
 def test_separator_splits_multi_part_inputs() -> None:
     assert fuzz_targets.split(j(b"a", b"b\0c"), 3) == [b"a", b"b\0c", b""]
     assert SEP not in b"".join(SEEDS["tile"][0].split(SEP))
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "error"),
+    [(patterns.compile_pattern, "a,b", patterns.PatternError),
+     (lambda text: patterns.path_match(text, "x"), "[", patterns.PatternError),
+     (versionspec.parse_spec, "^1.x", versionspec.VersionRangeError),
+     (lambda text: versionspec.parse_spec("*").matches(text), "1.0", versionspec.VersionRangeError),
+     (semver.pseudo_base, "v1.0.0", semver.PseudoVersionError),
+     (semver.pseudo_time, "v0.0.0-20201340000000-abcdefabcdef", semver.PseudoVersionError)],
+)  # fmt: skip
+def test_rule_and_version_parsers_raise_modgate_errors(
+    parse: Callable[[str], object], text: str, error: type[ModgateError]
+) -> None:
+    """They raised plain ValueError, which only some callers caught; now a ModgateError
+    that is still a ValueError for those that do."""
+    with pytest.raises(error) as raised:
+        parse(text)
+    assert isinstance(raised.value, ValueError)

@@ -362,6 +362,10 @@ def _http_url(text: str) -> str:
         raise ValueError(f"{text!r} is not an http(s) URL")
     if parts.query or parts.fragment:
         raise ValueError(f"{text!r}: a proxy URL takes no query or fragment")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError(f"{text!r}: the port is not a number from 0 to 65535") from None
     return text.rstrip("/")
 
 

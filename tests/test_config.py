@@ -107,6 +107,9 @@ def test_proxy_relative(host: str, port: int, path: str, relative: str | None) -
         ("[x]: 1\n", r"rules.yaml:1: \(top level\): a key must be a plain name"),
         ("\x00", r"rules.yaml: not valid YAML: unacceptable character #x0000"),
         ("[" * 2000, r"rules.yaml: lists or mappings nested too deeply to read"),
+        ("cache:\n  size_limit: !x 10GB\n", r"rules.yaml:2: cache.size_limit: cannot read this value: could not determine a constructor for the tag '!x'"),
+        ("cache:\n  ttl: !!int 10m\n", r"rules.yaml:2: cache.ttl: cannot read this value: invalid literal"),
+        ("cache:\n  ttl: !!timestamp 2020-13-45\n", r"rules.yaml:2: cache.ttl: cannot read this value"),
     ],
 )  # fmt: skip
 def test_errors_name_file_line_and_field(text: str, message: str) -> None:

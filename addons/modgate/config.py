@@ -464,7 +464,12 @@ class _Node:
     def value(self) -> Any:
         if not isinstance(self.node, yaml.ScalarNode):
             raise self.error("expected a single value")
-        return yaml.SafeLoader("").construct_object(self.node)
+        try:
+            return yaml.SafeLoader("").construct_object(self.node)
+        except yaml.YAMLError as e:  # a tag safe_load does not know: "!x", "!!python/…"
+            raise self.error(f"cannot read this value: {getattr(e, 'problem', e)}") from e
+        except ValueError as e:  # a known tag on a value it cannot hold: "!!int x"
+            raise self.error(f"cannot read this value: {e}") from e
 
     def convert(self, parse: Callable[[Any], T]) -> T:
         try:

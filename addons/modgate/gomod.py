@@ -186,8 +186,10 @@ def _lines(text: str) -> list[_Line]:
 
 
 def parse_gomod(text: str) -> GoMod:
-    """The module path, requirements, replacements and retractions of a go.mod.
-    Other directives are skipped; a malformed directive we read raises GoModError."""
+    """The module path, requirements, replacements and retractions of a go.mod, read as
+    go reads a dependency's (modfile.ParseLax): other directives are skipped, and so is a
+    retraction go cannot read; a malformed require or replace, or text modfile cannot
+    lex, raises GoModError."""
     module = ""
     requires: list[Requirement] = []
     replaces: list[Replacement] = []

@@ -101,6 +101,15 @@ def test_proxy_relative(host: str, port: int, path: str, relative: str | None) -
         ("cache:\n  size_limit: [1]\n", r"rules.yaml:2: cache.size_limit: expected a single value"),
         ("cache:\n  readahead: sometimes\n", r"rules.yaml:2: cache.readahead: 'sometimes' is not true or false"),
         ("- 1\n", r"rules.yaml:1: \(top level\): expected a mapping"),
+        # Found by scripts/fuzz: urlsplit checks a port only when asked (ValueError escaped).
+        ("proxies:\n  - url: https://p:x//1\n", r"rules.yaml:2: proxies\[0\].url: 'https://p:x//1': the port is not a number from 0 to 65535"),
+        ("proxies:\n  - url: https://p\n    upstream: http://u:99999\n", r"rules.yaml:3: proxies\[0\].upstream: 'http://u:99999': the port"),
+        ("[x]: 1\n", r"rules.yaml:1: \(top level\): a key must be a plain name"),
+        ("\x00", r"rules.yaml: not valid YAML: unacceptable character #x0000"),
+        ("[" * 2000, r"rules.yaml: lists or mappings nested too deeply to read"),
+        ("cache:\n  size_limit: !x 10GB\n", r"rules.yaml:2: cache.size_limit: cannot read this value: could not determine a constructor for the tag '!x'"),
+        ("cache:\n  ttl: !!int 10m\n", r"rules.yaml:2: cache.ttl: cannot read this value: invalid literal"),
+        ("cache:\n  ttl: !!timestamp 2020-13-45\n", r"rules.yaml:2: cache.ttl: cannot read this value"),
     ],
 )  # fmt: skip
 def test_errors_name_file_line_and_field(text: str, message: str) -> None:

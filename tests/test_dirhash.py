@@ -290,6 +290,83 @@ def test_check_zip_refuses_unreadable_method_and_garbage(tmp_path: Path) -> None
         check_zip(io.BytesIO(b"PK\x03\x04 garbage"), MOD, "v1.0.0")
 
 
+def patch_headers(data: bytes, *, flags: int = 0, version: int | None = None) -> bytes:
+    """Set general-purpose flag bits (local and central headers) or the central
+    directory's "version needed to extract", as a hostile upstream could."""
+    out = bytearray(data)
+    for signature, version_at, flags_at in ((b"PK\x03\x04", 4, 6), (b"PK\x01\x02", 6, 8)):
+        start = out.find(signature)
+        while start >= 0:
+            (old,) = struct.unpack_from("<H", out, start + flags_at)
+            struct.pack_into("<H", out, start + flags_at, old | flags)
+            if version is not None and signature == b"PK\x01\x02":
+                struct.pack_into("<H", out, start + version_at, version)
+            start = out.find(signature, start + 4)
+    return bytes(out)
+
+
+def test_members_flagged_encrypted_are_read_as_go_reads_them(tmp_path: Path) -> None:
+    """archive/zip ignores the encryption flags (bits 0, 5, 6): go hashes the stored bytes."""
+    members = [(PREFIX + "go.mod", b"module " + MOD.encode() + b"\n"), (PREFIX + "a.go", b"x")]
+    plain = write(tmp_path, make_zip(members), "plain.zip")
+    for bits in (0x1, 0x20, 0x40, 0x61):
+        flagged = write(tmp_path, patch_headers(make_zip(members), flags=bits), f"{bits}.zip")
+        assert hash_zip(flagged, PREFIX) == hash_zip(plain, PREFIX)
+        assert check_zip(flagged, MOD, "v1.0.0") == check_zip(plain, MOD, "v1.0.0")
+
+
+def test_a_member_really_encrypted_is_refused_by_its_crc(tmp_path: Path) -> None:
+    data = make_zip([(PREFIX + "go.mod", b"module m\n")], zipfile.ZIP_STORED)
+    ciphered = patch_headers(
+        data.replace(b"module m\n", b"\x8f\x11\x03\xc4\x00\x9a\x17\x02\xee"), flags=0x1
+    )
+    with pytest.raises(ZipError, match="Bad CRC-32 for file '.*/go.mod'"):
+        check_zip(write(tmp_path, ciphered), MOD, "v1.0.0")
+    with pytest.raises(ZipError, match="Bad CRC-32"):
+        hash_zip(write(tmp_path, ciphered))
+
+
+def test_a_version_needed_to_extract_beyond_zip_6_3_is_refused_clearly(tmp_path: Path) -> None:
+    path = write(tmp_path, patch_headers(make_zip([(PREFIX + "a.go", b"x")]), version=99))
+    with pytest.raises(ZipError, match=r"not a readable zip file: zip file version 9\.9"):
+        check_zip(path, MOD, "v1.0.0")
+    with pytest.raises(ZipError, match=r"zip file version 9\.9"):
+        hash_zip(path, PREFIX)
+
+
+def test_a_central_directory_placed_past_its_end_is_refused_clearly(tmp_path: Path) -> None:
+    """Offsets that put the local headers before the file's start made zipfile seek to a
+    negative position: OSError (EINVAL) escaped. Found by tests/test_fuzz_parsers.py."""
+    data = bytearray(make_zip([(PREFIX + "go.mod", b"module m\n")]))  # check_zip reads it
+    end = data.rfind(b"PK\x05\x06")
+    (offset,) = struct.unpack_from("<I", data, end + 16)
+    struct.pack_into("<I", data, end + 16, offset + 1000)
+    path = write(tmp_path, bytes(data))
+    with pytest.raises(ZipError, match="not a readable zip file: an offset points outside it"):
+        check_zip(path, MOD, "v1.0.0")
+    with pytest.raises(ZipError, match="an offset points outside it"):
+        hash_zip(path)
+
+
+def test_hash_zip_refuses_a_member_name_with_a_newline(tmp_path: Path) -> None:
+    """dirhash.HashZip refuses it (its line format cannot hold one); a plain ValueError
+    escaped before."""
+    path = write(tmp_path, make_zip([(PREFIX + "a\nb.go", b"x")]))
+    with pytest.raises(ZipError, match="dirhash: filenames with newlines") as raised:
+        hash_zip(path)
+    assert raised.value.member == PREFIX + "a\nb.go"
+
+
+def test_a_member_thousands_of_directories_deep_is_checked_as_go_checks_it(tmp_path: Path) -> None:
+    """module.CheckFilePath has no depth limit; the collision check walks every parent."""
+    deep = PREFIX + "d/" * 5000 + "x.go"
+    path = write(tmp_path, make_zip([(deep, b"x"), (PREFIX + "D/x.go", b"y")]))
+    with pytest.raises(ZipError, match='case-insensitive file name collision: "d" and "D"'):
+        check_zip(path, MOD, "v1.0.0")
+    ok = write(tmp_path, make_zip([(deep, b"x")]), "ok.zip")
+    assert check_zip(ok, MOD, "v1.0.0").files == (deep,)
+
+
 @pytest.mark.parametrize(
     "path",
     ["a.go", "dir/ä b.txt", "x/!#$%&()+,-.=@[]^_{}~.go", "-dash.go", "conx.go", "a~1.go", ".a"],

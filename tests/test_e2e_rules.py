@@ -31,6 +31,7 @@ HOST = "proxy.modgate.test"
 CORP = "corp.modgate.test"
 LIB = f"{DOMAIN}/lib"
 FLAKY = f"{DOMAIN}/flaky"
+QUOTED = f"{DOMAIN}/quoted"
 CVE = "v1.2.x sends credentials to a third party (CVE-2099-0001); use v1.1.x"
 DENY_LIB = f"""
 modules:
@@ -61,6 +62,19 @@ def world() -> Iterator[World]:
                 files={
                     **default_files(FLAKY, "v1.2.0"),
                     "go.mod": f"module {FLAKY}\n\ngo 1.21\n\n// Corrupts data on write.\nretract v1.1.0\n",
+                },
+            )
+        ]
+        + [ModuleVersion(QUOTED, v) for v in ("v1.0.0", "v1.1.0")]
+        + [
+            ModuleVersion(
+                QUOTED,
+                "v1.2.0",
+                files={
+                    **default_files(QUOTED, "v1.2.0"),
+                    # A line go's modfile lexes as one string token: an unknown directive
+                    # that go skips in a dependency's go.mod.
+                    "go.mod": f'module {QUOTED}\n\ngo 1.21\n\n"//"\n\n// Leaks memory.\nretract v1.1.0\n',
                 },
             )
         ]
@@ -150,6 +164,25 @@ def test_versions_the_module_retracts_are_refused_and_hidden(
         versions = run_go(["list", "-m", "-versions", FLAKY], env, app)
         assert versions.stdout.split() == [FLAKY, "v1.0.0", "v1.2.0"]
         run_go(["get", f"{FLAKY}@v1.0.0"], env, app)
+
+
+def test_a_go_mod_line_go_skips_does_not_unretract_a_version(
+    world: World, upstream: Upstream, tmp_path: Path
+) -> None:
+    """The latest go.mod has a line `"//"`: go skips it; reading it must not make modgate
+    decide without the retractions (or fail, letting the origin's answer through)."""
+    policy = "modules:\n  - allow: '**'\n    refuse: [retracted]\n"
+    with Gate(tmp_path / "gate", rules(upstream.url, policy)) as gate:
+        app = new_app(world, tmp_path / "app")
+        env = client(gate, tmp_path / "c")
+        done = run_go(["get", f"{QUOTED}@v1.1.0"], env, app, check=False)
+        assert done.returncode != 0
+        assert (
+            f"server response: modgate: refused {QUOTED}@v1.1.0: rule modules[0]: retracted by "
+            "its author (v1.1.0: Leaks memory.)"
+        ) in done.stderr, done.stderr
+        assert upstream.count("*/quoted/@v/v1.1.0.zip") == 0
+        run_go(["get", f"{QUOTED}@v1.2.0"], env, app)  # go itself reads that go.mod
 
 
 def test_a_host_outside_the_allowlist_is_refused_with_a_clear_message(

@@ -206,3 +206,34 @@ def test_parse_sumdb_with_a_known_name_reports_its_own_error() -> None:
             "sumdb/localhost.localdev/sumdb/lookup/x.example/m", ("localhost.localdev/sumdb",)
         )
     assert info.value.status == 400
+
+
+def _version_needed(data: bytes, version: int) -> bytes:
+    """Set every central-directory entry's "version needed to extract"."""
+    out = bytearray(data)
+    start = out.find(b"PK\x01\x02")
+    while start >= 0:
+        out[start + 6 : start + 8] = version.to_bytes(2, "little")
+        start = out.find(b"PK\x01\x02", start + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "problem"),
+    [
+        ("example.com/m/@v/v1.0.0.zip", _version_needed(GOOD_ZIP, 99), r"not a readable zip file \(zip file version 9\.9\)"),
+        ("example.com/m/@v/v1.0.0.info", b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+        ("example.com/m/@latest", b'{"Version":' * 5_000 + b'"v1.0.0"' + b"}" * 5_000, "JSON nested too deeply"),
+        ("example.com/m/@latest", b'{"Version":"v1.0.0","Time":1e999999}', None),
+    ],
+)  # fmt: skip
+def test_check_body_refuses_hostile_answers_cleanly(
+    tmp_path: Path, path: str, body: bytes, problem: str | None
+) -> None:
+    f = tmp_path / "body"
+    f.write_bytes(body)
+    if problem is None:
+        check_body(parse_request(path), f)
+    else:
+        with pytest.raises(ProtocolError, match=problem):
+            check_body(parse_request(path), f)

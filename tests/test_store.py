@@ -147,6 +147,53 @@ def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
         DiskStore(blocker / "cache", size_limit=1 << 20)
 
 
+def test_a_cache_database_corrupted_while_running_is_a_cache_error_and_loses_nothing(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    """diskcache's SQLite raises sqlite3.DatabaseError once cache.db is damaged under a
+    running store: each call that needs it fails with CacheError (the addons answer 503),
+    answers held in memory are still served, and no entry is dropped for it, so a
+    database restored (or a transient fault gone) still has everything."""
+    entries = [put(store, tmp_path, f"k{i}", f"body {i} ".encode() * 64) for i in range(200)]
+    held = store.open(entries[0])  # served once: then answered from memory
+    assert held is not None
+    db = store.directory / "cache.db"
+    good = db.read_bytes()
+    with db.open("r+b") as f:
+        f.seek(4096)
+        f.write(b"\xa5" * (len(good) - 4096))
+    message = r"cache database .*/cache\.db: database disk image is malformed .*move .* aside"
+    with pytest.raises(CacheError, match=message):
+        store.lookup("k1", now=0)
+    with pytest.raises(CacheError, match=message):
+        store.open(entries[1])
+    with pytest.raises(CacheError, match=message):
+        list(store.entries())
+    with pytest.raises(CacheError, match=message):
+        len(store)
+    assert store.lookup("k0", now=0) == Hit(entries[0])
+    opened = store.open(entries[0])
+    assert opened is not None and opened.data == b"body 0 " * 64
+    db.write_bytes(good)
+    assert [store.lookup(e.key, now=0) for e in entries] == [Hit(e) for e in entries]
+    assert all(store.open(e) is not None for e in entries)
+
+
+def test_a_stored_row_a_python_reader_would_unpickle_is_dropped(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    """diskcache's fetch unpickles rows in its pickle mode: modgate never stores one, so
+    such a row is damage (or planted), never read."""
+    entry = put(store, tmp_path, "k", b"module example.com/m\n")
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        db.execute(
+            "UPDATE Cache SET mode = 4, value = ? WHERE key = ?",
+            (b"cbuiltins\nlen\n(S'abc'\ntR.", "k"),
+        )
+    assert store.open(entry) is None
+    assert store.lookup("k", now=0) == Miss()
+
+
 # --- small immutable answers held in memory ----------------------------------------------
 
 

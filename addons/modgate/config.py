@@ -183,6 +183,10 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
         mark = e.problem_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ConfigError(f"{where}: not valid YAML: {e.problem}") from e
+    except yaml.YAMLError as e:  # the reader's: a character YAML does not allow, unmarked
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from e
+    except RecursionError as e:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{source}: lists or mappings nested too deeply to read") from e
     if root is None:
         return Config(source=source)
     rules = _rules_module()
@@ -361,6 +365,10 @@ def _http_url(text: str) -> str:
         raise ValueError(f"{text!r} is not an http(s) URL")
     if parts.query or parts.fragment:
         raise ValueError(f"{text!r}: a proxy URL takes no query or fragment")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError(f"{text!r}: the port is not a number from 0 to 65535") from None
     return text.rstrip("/")
 
 
@@ -432,6 +440,10 @@ class _Node:
             raise self.error(f"expected a mapping with keys {', '.join(sorted(allowed))}")
         out: dict[str, _Node] = {}
         for key_node, value_node in self.node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Node(self.source, key_node, self.where).error(
+                    "a key must be a plain name, not a list or mapping"
+                )
             key = key_node.value
             where = f"{self.where}.{key}" if self.where else str(key)
             if key not in allowed:
@@ -455,7 +467,12 @@ class _Node:
     def value(self) -> Any:
         if not isinstance(self.node, yaml.ScalarNode):
             raise self.error("expected a single value")
-        return yaml.SafeLoader("").construct_object(self.node)
+        try:
+            return yaml.SafeLoader("").construct_object(self.node)
+        except yaml.YAMLError as e:  # a tag safe_load does not know: "!x", "!!python/…"
+            raise self.error(f"cannot read this value: {getattr(e, 'problem', e)}") from e
+        except ValueError as e:  # a known tag on a value it cannot hold: "!!int x"
+            raise self.error(f"cannot read this value: {e}") from e
 
     def convert(self, parse: Callable[[Any], T]) -> T:
         try:

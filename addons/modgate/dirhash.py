@@ -16,6 +16,8 @@ A zip that breaks a rule raises `ZipError`, whose one-line message names the mem
 from __future__ import annotations
 
 import base64
+import copy
+import errno
 import functools
 import hashlib
 import json
@@ -39,6 +41,8 @@ _CHUNK = 1 << 20
 # Go's archive/zip reads only these two methods; any other fails when a member is opened.
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _UTF8_FLAG = 0x800
+# Encrypted, compressed patched data, strong encryption: flags archive/zip ignores.
+_ENCRYPTION_FLAGS = 0x1 | 0x20 | 0x40
 
 Content = bytes | Callable[[], IO[bytes]]
 """A file's content: the bytes themselves, or a callable that opens a stream of them."""
@@ -82,8 +86,8 @@ def hash_lines(files: Iterable[tuple[str, Content]]) -> str:
     """
     summary = hashlib.sha256()
     for name, content in sorted(files, key=lambda file: _name_bytes(file[0])):
-        if "\n" in name:
-            raise ValueError("dirhash: filenames with newlines are not supported")
+        if "\n" in name:  # dirhash.Hash1 refuses them too: the line format cannot hold one
+            raise ZipError("dirhash: filenames with newlines are not supported", name)
         summary.update(f"{_sha256_hex(content)}  ".encode() + _name_bytes(name) + b"\n")
     return "h1:" + base64.b64encode(summary.digest()).decode("ascii")
 
@@ -225,22 +229,24 @@ class _Scan:
         self.valid.append(member)
 
     def _check_collision(self, path: str, is_dir: bool) -> None:
-        """zip.collisionChecker.check: this path and each parent directory, case-folded."""
-        fold = _fold(path)
-        other = self._seen.get(fold)
-        if other is None:
-            self._seen[fold] = (path, is_dir)
-        elif other[0] != path:
-            raise ValueError(
-                f"case-insensitive file name collision: {_quote(other[0])} and {_quote(path)}"
-            )
-        elif other[1] != is_dir:
-            raise ValueError(f"entry {_quote(path)} is both a file and a directory")
-        elif not is_dir:
-            raise ValueError(f"multiple entries for file {_quote(path)}")
-        parent = posixpath.dirname(path)
-        if parent:
-            self._check_collision(parent, True)
+        """zip.collisionChecker.check: this path and each parent directory, case-folded.
+
+        Go recurses once per parent; a loop here, since a member may be thousands of
+        directories deep (CheckFilePath sets no limit) and Python's stack is not Go's."""
+        while path:
+            fold = _fold(path)
+            other = self._seen.get(fold)
+            if other is None:
+                self._seen[fold] = (path, is_dir)
+            elif other[0] != path:
+                raise ValueError(
+                    f"case-insensitive file name collision: {_quote(other[0])} and {_quote(path)}"
+                )
+            elif other[1] != is_dir:
+                raise ValueError(f"entry {_quote(path)} is both a file and a directory")
+            elif not is_dir:
+                raise ValueError(f"multiple entries for file {_quote(path)}")
+            path, is_dir = posixpath.dirname(path), True
 
 
 @contextmanager
@@ -253,6 +259,11 @@ def _open_zip(source: ZipSource) -> Iterator[zipfile.ZipFile]:
         raise ZipError(f"not a readable zip file: {e}") from e
     except UnicodeDecodeError as e:
         raise ZipError(f"member name marked UTF-8 is not: {e}") from e
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # a disk that fails is not the zip's fault
+            raise
+        # A seek before the start of the file: an offset in the zip points nowhere.
+        raise ZipError(f"not a readable zip file: an offset points outside it ({e})") from e
 
 
 def _zip_size_error(source: ZipSource) -> str | None:
@@ -286,15 +297,26 @@ def _opener(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], IO[
         if info.compress_type not in _METHODS:
             method = info.compress_type
             raise ZipError(f"unsupported compression method {method}", _member_name(info))
-        return archive.open(info)
+        return _open_member(archive, info)
 
     return open_member
 
 
 def _read_gomod(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     """Read the root go.mod, whose declared size was already checked against MaxGoMod."""
-    with archive.open(info) as stream:
+    with _open_member(archive, info) as stream:
         return stream.read()
+
+
+def _open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes]:
+    """Open a member as Go's archive/zip does: it never looks at the encryption flags
+    (bits 0, 5 and 6), so it reads the stored bytes with the member's method, and the
+    CRC-32 then refuses what was really encrypted. Python's zipfile would raise
+    RuntimeError or NotImplementedError instead, which no caller expects."""
+    if info.flag_bits & _ENCRYPTION_FLAGS:
+        info = copy.copy(info)
+        info.flag_bits &= ~_ENCRYPTION_FLAGS
+    return archive.open(info)
 
 
 def _sha256_hex(content: Content) -> str:

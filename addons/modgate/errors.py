@@ -5,7 +5,12 @@
      ├── ProtocolError      a request is not a valid GOPROXY/sumdb request (answered 400/404)
      ├── UpstreamError      no upstream gave a usable answer (answered 502)
      ├── CacheError         the cache directory cannot be opened or written
-     └── ZipError           a module zip breaks the module zip rules (modgate.dirhash)
+     ├── ZipError           a module zip breaks the module zip rules (modgate.dirhash)
+     ├── GoModError         a go.mod or go.sum line cannot be read (modgate.gomod)
+     ├── PatternError       a module path pattern or glob is malformed (modgate.patterns)
+     ├── VersionRangeError  a version range is malformed (modgate.versionspec)
+     ├── PseudoVersionError a pseudo-version is not one (modgate.semver)
+     └── SumdbError         a checksum-database note, record, tree or tile is bad (modgate.sumdb)
 
 Addons turn these into HTTP answers the go command prints (text/plain, one line),
 the CLI into `modgate: message` and an exit status.

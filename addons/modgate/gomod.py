@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from modgate import semver
+from modgate.errors import ModgateError
 
 __all__ = [
     "GoMod",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class GoModError(ValueError):
+class GoModError(ModgateError, ValueError):
     """A go.mod or go.sum line that cannot be read; the message names the line."""
 
 
@@ -88,45 +89,107 @@ class _Line:
     block_above: str  # inside a block: the comment lines above the block
 
 
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|[^\s"`]+')
+def _lex(raw: str, number: int) -> tuple[list[str], str]:
+    """One line's tokens, as written (strings keep their quotes), and its comment: the
+    lexer of golang.org/x/mod/modfile (read.go, readToken). `//` starts a comment only
+    outside a string; `( ) [ ] { } ,` are tokens of their own; anything else printable
+    and not a space runs into an identifier. What that lexer refuses raises GoModError."""
+    tokens: list[str] = []
+    at, end = 0, len(raw)
+    while at < end:
+        char = raw[at]
+        if char in " \t\r":
+            at += 1
+        elif raw.startswith("//", at):
+            return tokens, raw[at + 2 :].strip()
+        elif raw.startswith("/*", at):
+            raise GoModError(f"line {number}: mod files must use // comments (not /* */)")
+        elif char in _PUNCTUATION:
+            tokens.append(char)
+            at += 1
+        elif char in '"`':
+            close = _string_end(raw, at, number)
+            tokens.append(raw[at:close])
+            at = close
+        elif _is_ident(char):
+            start = at
+            while at < end and _is_ident(raw[at]) and not raw.startswith("//", at):
+                if raw.startswith("/*", at):
+                    raise GoModError(f"line {number}: mod files must use // comments (not /* */)")
+                at += 1
+            tokens.append(raw[start:at])
+        else:
+            raise GoModError(f"line {number}: unexpected character {char!r}")
+    return tokens, ""
 
 
-def _tokens(text: str) -> list[str]:
-    out = []
-    for token in _TOKEN.findall(text):
-        if token[0] in '"`':
-            token = token[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        out.append(token)
-    return out
+_PUNCTUATION = frozenset("()[]{},")
+
+
+def _is_ident(char: str) -> bool:
+    """modfile's isIdent: printable, not a space, not punctuation."""
+    return char not in _PUNCTUATION and not char.isspace() and char.isprintable()
+
+
+def _string_end(raw: str, start: int, number: int) -> int:
+    """Where the string opened at `start` ends (after its closing quote); a string may
+    not run past its line. Backslash escapes the next character in "…" only."""
+    quote, at = raw[start], start + 1
+    while at < len(raw):
+        if raw[at] == quote:
+            return at + 1
+        at += 2 if raw[at] == "\\" and quote == '"' else 1
+    raise GoModError(f"line {number}: unterminated string")
+
+
+def _unquote(token: str) -> str:
+    if token[:1] == "`":
+        return token[1:-1]
+    if token[:1] == '"':
+        return token[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return token
 
 
 def _lines(text: str) -> list[_Line]:
-    """Split a go.mod into directive lines, blocks opened, comments attached."""
+    """Split a go.mod into directive lines, blocks opened, comments attached. The verb is
+    its token as written, as in modfile: a quoted "retract" is a directive go does not
+    know, which it skips in a dependency's go.mod (ParseLax), and so is a line "//"."""
     lines: list[_Line] = []
-    block, block_above = "", ""
+    block, block_above, opened = None, "", 0
     above: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        code, _, comment = raw.partition("//")
-        code, comment = code.strip(), comment.strip()
-        if not code:
+    for number, raw in enumerate(text.split("\n"), start=1):  # modfile ends lines at \n only
+        tokens, comment = _lex(raw, number)
+        if not tokens:
             above = [*above, comment] if comment or raw.strip() else []
             continue
-        tokens = _tokens(code)
-        if block and tokens == [")"]:
-            block, above = "", []
+        if block is not None and tokens[0] == ")":
+            if len(tokens) > 1:
+                raise GoModError(f"line {number}: expected newline after closing paren")
+            block, above = None, []
             continue
-        if not block and len(tokens) == 2 and tokens[1] == "(":
-            block, block_above, above = tokens[0], "\n".join(above), []
+        if block is None and len(tokens) > 2 and tokens[-2:] == ["(", ")"]:
+            above = []  # an empty block
             continue
-        verb, args = (block, tokens) if block else (tokens[0], tokens[1:])
+        if block is None and len(tokens) > 1 and tokens[-1] == "(":
+            # parseToFile reads the lines of a block "verb (" only: "retract v1 (" is a
+            # block too, of a type go skips in a dependency's go.mod.
+            block = tokens[0] if len(tokens) == 2 else ""
+            block_above, above, opened = "\n".join(above), [], number
+            continue
+        verb, args = (block, tokens) if block is not None else (tokens[0], tokens[1:])
+        args = [_unquote(arg) for arg in args]
         lines.append(_Line(number, verb, args, comment, "\n".join(above), block_above))
         above = []
+    if block is not None:
+        raise GoModError(f"line {opened}: block is never closed with ')'")
     return lines
 
 
 def parse_gomod(text: str) -> GoMod:
-    """The module path, requirements, replacements and retractions of a go.mod.
-    Other directives are skipped; a malformed directive we read raises GoModError."""
+    """The module path, requirements, replacements and retractions of a go.mod, read as
+    go reads a dependency's (modfile.ParseLax): other directives are skipped, and so is a
+    retraction go cannot read; a malformed require or replace, or text modfile cannot
+    lex, raises GoModError."""
     module = ""
     requires: list[Requirement] = []
     replaces: list[Replacement] = []
@@ -140,7 +203,8 @@ def parse_gomod(text: str) -> GoMod:
             case "replace":
                 replaces.append(_replace(line))
             case "retract":
-                retractions.append(_retract(line))
+                if (retraction := _retract(line)) is not None:
+                    retractions.append(retraction)
     return GoMod(module, tuple(requires), tuple(replaces), tuple(retractions))
 
 
@@ -163,15 +227,21 @@ def _replace(line: _Line) -> Replacement:
     )
 
 
-def _retract(line: _Line) -> Retraction:
+def _retract(line: _Line) -> Retraction | None:
+    """modfile's parseVersionInterval as ParseLax applies it to a dependency's go.mod:
+    "v1.2.3" or "[low, high]", tokens after it ignored, any string a version (compared
+    as semver.Compare does, invalid before valid); an interval it cannot read is skipped,
+    since go "may support additional syntax in the future"."""
+    args = line.args
+    if not args or args[0] == "(":
+        return None
+    if args[0] != "[":
+        low = high = args[0]
+    elif len(args) >= 5 and args[2] == "," and args[4] == "]":
+        low, high = args[1], args[3]
+    else:
+        return None
     rationale = line.comment or line.above or line.block_above
-    text = " ".join(line.args)
-    interval = re.fullmatch(r"\[\s*(\S+?)\s*,\s*(\S+?)\s*\]", text)
-    low, high = interval.groups() if interval else (text, text)
-    if not (semver.is_valid(low) and semver.is_valid(high)):
-        raise GoModError(
-            f"line {line.number}: expected 'retract v1.2.3' or 'retract [v1.0.0, v1.2.3]'"
-        )
     return Retraction(low, high, " ".join(rationale.split()))
 
 

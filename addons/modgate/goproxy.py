@@ -336,6 +336,9 @@ def _check_info(req: ModRequest, data: bytes) -> None:
         info = json.loads(data)
     except ValueError as e:
         raise ProtocolError(f"{req}: answer is not JSON ({e})") from e
+    except RecursionError as e:
+        # Python's decoder recurses per level (Go's stops at 10000): no .info nests at all.
+        raise ProtocolError(f"{req}: answer is JSON nested too deeply to read") from e
     version = info.get("Version") if isinstance(info, dict) else None
     if not isinstance(version, str) or not semver.is_valid(version):
         raise ProtocolError(f"{req}: answer has no valid Version field")
@@ -348,7 +351,8 @@ def _check_zip(req: ModRequest, body: Path) -> None:
     try:
         with zipfile.ZipFile(body) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        # NotImplementedError: a "version needed to extract" above what zipfile reads.
         raise ProtocolError(f"{req}: not a readable zip file ({e})") from e
     outside = next((n for n in names if not n.startswith(prefix)), None)
     if outside is not None:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import assert_never
 
+from modgate.errors import ModgateError
+
 __all__ = ["Pattern", "PatternKind", "compile_pattern", "match_prefix_patterns", "path_match"]
 
 _SLASH, _BACKSLASH, _STAR = ord("/"), ord("\\"), ord("*")
@@ -88,8 +90,12 @@ def compile_pattern(text: str) -> Pattern:
     return Pattern(text, PatternKind.PREFIX, glob)
 
 
-def _error(text: str, problem: str) -> ValueError:
-    return ValueError(f"{text!r} is not a module path pattern: {problem}")
+class PatternError(ModgateError, ValueError):
+    """A module path pattern or glob that cannot be compiled; the message names it."""
+
+
+def _error(text: str, problem: str) -> PatternError:
+    return PatternError(f"{text!r} is not a module path pattern: {problem}")
 
 
 def _compile_regex(text: str) -> Pattern:
@@ -172,7 +178,7 @@ def path_match(pattern: str, name: str) -> bool:
     return _match(_utf8(pattern), _utf8(name))
 
 
-class _BadPatternError(ValueError):
+class _BadPatternError(PatternError):
     def __init__(self) -> None:
         super().__init__("syntax error in pattern")
 

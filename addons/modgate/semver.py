@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cmp_to_key
 
+from modgate.errors import ModgateError
+
 __all__ = [
     "Parsed",
     "build",
@@ -297,9 +299,13 @@ class _Pseudo:
     build: str
 
 
-def _pseudo_error(v: str, problem: str) -> ValueError:
+class PseudoVersionError(ModgateError, ValueError):
+    """A pseudo-version that is not one, or whose parts are impossible."""
+
+
+def _pseudo_error(v: str, problem: str) -> PseudoVersionError:
     """The message of Go's InvalidVersionError for a pseudo-version."""
-    return ValueError(f"pseudo-version {_go_quote(v)} invalid: {problem}")
+    return PseudoVersionError(f"pseudo-version {_go_quote(v)} invalid: {problem}")
 
 
 def _go_quote(s: str) -> str:

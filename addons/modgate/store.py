@@ -168,9 +168,8 @@ class DiskStore:
         tag = self._tag(key)
         if tag is None:
             return Miss()
-        try:
-            entry = Entry(**json.loads(tag))
-        except (TypeError, ValueError):
+        entry = _entry_from_tag(tag)
+        if entry is None:
             self.delete(key)  # written by an incompatible version, or damaged
             return Miss()
         return Hit(entry) if entry.fresh(now) else Stale(entry)
@@ -179,10 +178,24 @@ class DiskStore:
         # A read of the tag column only: the body file is not opened. One SELECT is atomic
         # on its own; diskcache's transact() would take SQLite's write lock (BEGIN
         # IMMEDIATE) on every request for nothing (scripts/bench, issue 6).
-        row = self._cache._sql(  # noqa: SLF001 - diskcache has no tag-only read
-            "SELECT tag FROM Cache WHERE key = ? AND raw = 1", (key,)
-        ).fetchone()
+        with self._database():
+            row = self._cache._sql(  # noqa: SLF001 - diskcache has no tag-only read
+                "SELECT tag FROM Cache WHERE key = ? AND raw = 1", (key,)
+            ).fetchone()
         return row[0] if row else None
+
+    @contextlib.contextmanager
+    def _database(self) -> Iterator[None]:
+        """SQLite failing under a running store (cache.db damaged, the disk gone) is a
+        CacheError, answered 503 by the addons. Nothing is dropped for it: the entries
+        may all be readable again once the fault is gone."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise CacheError(
+                f"cache database {self.directory / 'cache.db'}: {e} (if this persists, stop "
+                f"modgate and move {self.directory} aside: the cache is rebuilt empty)"
+            ) from e
 
     def open(self, entry: Entry) -> Body | None:
         with self._held_lock:
@@ -223,17 +236,24 @@ class DiskStore:
             self._held_size -= len(held[1])
 
     def raw(self, entry: Entry) -> Body | None:
-        """The stored body as it is on disk, unchecked; None when it cannot be read."""
+        """The stored body as it is on disk, unchecked; None when it cannot be read.
+        Raises CacheError when the database itself fails (see `_database`)."""
         try:
             # diskcache's get() without its per-read write: the same SELECT and fetch.
-            row = self._cache._sql(  # noqa: SLF001
-                "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
-                (entry.key,),
-            ).fetchone()
-            if row is None:
+            with self._database():
+                row = self._cache._sql(  # noqa: SLF001
+                    "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+                    (entry.key,),
+                ).fetchone()
+            # Only the modes `put` writes: diskcache's fetch would unpickle a pickle row.
+            if row is None or row[0] not in _BODY_MODES:
                 return None
             value = self._cache._disk.fetch(*row, True)  # noqa: SLF001
-        except (OSError, sqlite3.Error, UnicodeDecodeError):
+        except CacheError as e:
+            if isinstance(e.__cause__, sqlite3.Error) and _row_damaged(e.__cause__):
+                return None
+            raise
+        except (OSError, UnicodeDecodeError):
             return None
         self._touch(entry.key)
         return Body(data=bytes(value)) if isinstance(value, bytes) else Body(file=value)
@@ -277,7 +297,9 @@ class DiskStore:
 
     def entries(self) -> Iterator[Entry]:
         """Every readable entry, in storage order (for `modgate cache verify`)."""
-        for key in self._cache.iterkeys():
+        with self._database():
+            keys = list(self._cache.iterkeys())
+        for key in keys:
             if isinstance(key, str) and isinstance(looked := self.lookup(key, 0.0), Hit | Stale):
                 yield looked.entry
 
@@ -290,14 +312,49 @@ class DiskStore:
 
     def resize(self, size_limit: int) -> None:
         if self._cache.size_limit != size_limit:
-            self._cache.reset("size_limit", size_limit)
+            with self._database():
+                self._cache.reset("size_limit", size_limit)
 
     def close(self) -> None:
         self.flush()
         self._cache.close()
 
     def __len__(self) -> int:
-        return len(self._cache)
+        with self._database():
+            return len(self._cache)
+
+
+# diskcache's storage modes of the values `put` writes: inline bytes, or a file.
+_BODY_MODES = (diskcache.core.MODE_RAW, diskcache.core.MODE_BINARY)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "key": str, "status": int, "content_type": str, "size": int, "sha256": str,
+    "stored_at": (int, float), "expires_at": (int, float, type(None)), "upstream": str,
+    "h1": str, "verdict": str, "checked_by": str,
+}  # fmt: skip
+
+
+def _entry_from_tag(tag: object) -> Entry | None:
+    """The Entry a tag describes, or None when it is not one `put` wrote (damaged, or
+    from an incompatible version): every field present is of its type."""
+    try:
+        fields = json.loads(tag) if isinstance(tag, str) else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(fields, dict) or not all(
+        isinstance(value, _FIELD_TYPES.get(name, ())) and not isinstance(value, bool)
+        for name, value in fields.items()
+    ):
+        return None
+    try:
+        return Entry(**fields)
+    except TypeError:  # a field missing
+        return None
+
+
+def _row_damaged(e: sqlite3.Error) -> bool:
+    """A row whose value Python cannot convert (a TEXT that is not UTF-8): the database
+    answered, one entry is damaged. Errors SQLite itself reports carry its error code."""
+    return not hasattr(e, "sqlite_errorcode")
 
 
 def _holdable(entry: Entry) -> bool:

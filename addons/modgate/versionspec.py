@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Literal, assert_never
 
 from modgate import semver
+from modgate.errors import ModgateError
 
 __all__ = ["Comparator", "Op", "VersionSpec", "parse_spec"]
 
@@ -108,11 +109,15 @@ class VersionSpec:
     def matches(self, version: str) -> bool:
         """Report whether `version` is in the range; ValueError if it is not a version."""
         if not semver.is_valid(version):
-            raise ValueError(f"{version!r} is not a semantic version such as v1.2.3")
+            raise VersionRangeError(f"{version!r} is not a semantic version such as v1.2.3")
         return any(all(c.matches(version) for c in alt) for alt in self.alternatives)
 
     def __str__(self) -> str:
         return " || ".join(" ".join(map(str, alt)) or "*" for alt in self.alternatives)
+
+
+class VersionRangeError(ModgateError, ValueError):
+    """A version range that cannot be parsed, or a version that is not one."""
 
 
 class _TermError(Exception):
@@ -126,7 +131,7 @@ def parse_spec(text: str) -> VersionSpec:
             raise _TermError("it is empty; write * for any version")
         return VersionSpec(tuple(_parse_alternative(alt) for alt in text.split("||")))
     except _TermError as e:
-        raise ValueError(f"{text!r} is not a version range: {e}") from None
+        raise VersionRangeError(f"{text!r} is not a version range: {e}") from None
 
 
 def _parse_alternative(text: str) -> tuple[Comparator, ...]:

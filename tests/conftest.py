@@ -27,9 +27,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """The 24-module fixture graph, built once per test module (a module may override
-    it with a smaller one)."""
-    w = graph(workdir=tmp_path_factory.mktemp("world"))
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """The fixture graph, built once per test module: 24 modules, or as many as the test
+    module's WORLD_MODULES says, with the BULK module of WORLD_PAYLOAD bytes if it sets one."""
+    w = graph(
+        n_modules=getattr(request.module, "WORLD_MODULES", 24),
+        payload_bytes=getattr(request.module, "WORLD_PAYLOAD", 0),
+        workdir=tmp_path_factory.mktemp("world"),
+    )
     yield w
     w.close()

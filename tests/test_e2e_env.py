@@ -11,7 +11,6 @@ import ssl
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from world.gate import Gate, modgate_command
 from world.gocmd import find_go, go_env
-from world.modules import MainModule, World, graph, write_main_module
+from world.modules import MainModule, World, write_main_module
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -32,11 +31,7 @@ pytestmark = pytest.mark.e2e
 HOST = "proxy.modgate.test"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(n_modules=6, workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
+WORLD_MODULES = 6  # the shared `world` fixture (conftest.py), this small
 
 
 def env_script(gate: Gate, then: str) -> str:

@@ -13,14 +13,13 @@ head, not only the tiles some client happened to ask for.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from world.gate import Gate
 from world.gocmd import go_env, run_go
-from world.modules import ModuleVersion, World, graph
+from world.modules import ModuleVersion, World
 from world.sumdb import TestSumdb
 from world.upstream import Upstream
 
@@ -36,11 +35,7 @@ GROWTH = 700
 LAG = 7000
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(n_modules=6, workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
+WORLD_MODULES = 6  # the shared `world` fixture (conftest.py), this small
 
 
 def rules(upstream: Upstream, db: TestSumdb) -> str:

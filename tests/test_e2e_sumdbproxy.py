@@ -13,14 +13,13 @@ import os
 import shutil
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from world.gate import Gate
 from world.gocmd import find_go, go_env, run_go
-from world.modules import UPPER, World, graph, proxy_path
+from world.modules import UPPER, World, proxy_path
 from world.sumdb import TestSumdb
 from world.upstream import Upstream
 
@@ -29,11 +28,7 @@ pytestmark = pytest.mark.e2e
 HOST = "proxy.modgate.test"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(n_modules=6, workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
+WORLD_MODULES = 6  # the shared `world` fixture (conftest.py), this small
 
 
 def database(world: World, name: str) -> TestSumdb:

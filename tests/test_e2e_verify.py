@@ -34,11 +34,7 @@ DB = "sumdb.modgate.test"
 TARGET = f"{UPPER}@v1.2.1"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(n_modules=6, workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
+WORLD_MODULES = 6  # the shared `world` fixture (conftest.py), this small
 
 
 @pytest.fixture

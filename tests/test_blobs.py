@@ -3,7 +3,6 @@ HTTP and TLS), serving stored files and files still being written (growing.py)."
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import http.client
 import ipaddress
@@ -17,13 +16,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from modgate.blobs import BlobServer, Transfer
 from modgate.growing import GrowingFile
 from modgate.store import Entry
+from world.certs import self_signed
 
 BODY = os.urandom(3 * (1 << 20) + 12345)  # over two read chunks, not a whole number
 
@@ -31,31 +28,12 @@ BODY = os.urandom(3 * (1 << 20) + 12345)  # over two read chunks, not a whole nu
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server, client) contexts for a certificate of 127.0.0.1 the client trusts."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    pem = tmp_path_factory.mktemp("tls") / "cert.pem"
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    pem.write_bytes(
-        cert_pem
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    server, cert = self_signed(
+        tmp_path_factory.mktemp("tls"),
+        "127.0.0.1",
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(pem)
-    client = ssl.create_default_context(cadata=cert_pem.decode())
+    client = ssl.create_default_context(cadata=cert)
     return server, client
 
 

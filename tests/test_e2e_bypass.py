@@ -13,13 +13,12 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from world.faults import ORIGIN_BYTES, FaultInjector, Origin
+from world.faults import ORIGIN_BYTES, Origin, Setup, gate_before_origin
 from world.gate import Gate
-from world.modules import UPPER, World, escape, graph
+from world.modules import UPPER, World, escape
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -29,36 +28,21 @@ DENIED = "denied.modgate.test"
 LIST = f"{escape(UPPER)}/@v/list"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(n_modules=6, workdir=tmp_path_factory.mktemp("world"))
-    yield w
-    w.close()
-
-
-@dataclass
-class Setup:
-    gate: Gate
-    origin: Origin
-    world: World
+WORLD_MODULES = 6  # the shared `world` fixture (conftest.py), this small
 
 
 @pytest.fixture(scope="module")
 def setup(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    home = tmp_path_factory.mktemp("bypass")
-    with Upstream(world) as upstream, Origin(home) as origin:
-        rules = (
+    def rules(origin: Origin, upstream: Upstream) -> str:
+        return (
             f"proxies:\n  - url: https://{HOST}:{origin.https_port}/go\n"
             f"    upstream: {upstream.url}\n"
             "checksum:\n  databases: []\n"
             "hosts:\n  allow: []\n  default: deny\n"
         )
-        gate = Gate(home / "gate", rules)
-        gate.env = FaultInjector(home / "dns").env  # the name mapping only; no fault armed
-        gate.extra_args += ["--set", "ssl_insecure=true"]
-        with gate:
-            yield Setup(gate, origin, world)
-        assert origin.requests == []
+
+    with gate_before_origin(world, tmp_path_factory.mktemp("bypass"), rules) as s:
+        yield s  # no fault is armed: only the name mapping is used
 
 
 def _through_proxy(setup: Setup, host: str, path: str) -> tuple[int, bytes]:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from world.faults import ORIGIN_BYTES, FaultInjector, Origin, injectable
-from world.gate import Gate
+from world.faults import ORIGIN_BYTES, Origin, Setup, gate_before_origin, injectable
 from world.gocmd import go_env, run_go
-from world.modules import BULK, UPPER, World, escape, graph, proxy_path, write_main_module
+from world.modules import BULK, UPPER, World, escape, proxy_path, write_main_module
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -36,38 +35,25 @@ PLAIN_HOST = "plain.modgate.test"
 FAULTS = injectable()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = graph(n_modules=6, workdir=tmp_path_factory.mktemp("world"), payload_bytes=2 << 20)
-    yield w
-    w.close()
-
-
-@dataclass
-class Setup:
-    gate: Gate
-    origin: Origin
-    faults: FaultInjector
-    world: World
+WORLD_MODULES = 6  # the shared `world` fixture (conftest.py), this small
+WORLD_PAYLOAD = 2 << 20  # and BULK, a zip large enough to stream
 
 
 @pytest.fixture(scope="module")
 def setup(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    home = tmp_path_factory.mktemp("failclosed")
-    with Upstream(world) as upstream, Origin(home) as origin:
-        rules = (
+    def rules(origin: Origin, upstream: Upstream) -> str:
+        return (
             f"proxies:\n"
             f"  - url: https://{TLS_HOST}:{origin.https_port}\n    upstream: {upstream.url}\n"
             f"  - url: http://{PLAIN_HOST}:{origin.http_port}\n    upstream: {upstream.url}\n"
             "checksum:\n  databases: []\n"
         )
-        faults = FaultInjector(home / "faults")
-        gate = Gate(home / "gate", rules)
-        gate.env = faults.env
-        # The worst case: were a request forwarded, the origin's certificate would pass.
-        gate.extra_args += ["--set", "ssl_insecure=true", "--set", "modgate_redirect_local=false"]
-        with gate:
-            yield Setup(gate, origin, faults, world)
+
+    home = tmp_path_factory.mktemp("failclosed")
+    # modgate_redirect_local=false: a large zip streams through mitmproxy, from modgate's
+    # own file server, the one unanswered flow a gated request may become.
+    with gate_before_origin(world, home, rules, "--set", "modgate_redirect_local=false") as s:
+        yield s
 
 
 def _expected(world: World) -> dict[str, bytes]:

@@ -15,18 +15,22 @@ with `ORIGIN_BYTES` and count them. A gate that fails closed never lets one thro
 
 from __future__ import annotations
 
-import datetime
 import ssl
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from world.certs import self_signed
+from world.gate import Gate
+from world.modules import World
+from world.upstream import Upstream
 
 ORIGIN_BYTES = b"ORIGIN-BYTES: unchecked answer straight from the origin\n"
 
@@ -117,6 +121,33 @@ class FaultInjector:
         self.file.write_text(name)
 
 
+@dataclass
+class Setup:
+    """A running modgate whose gated hosts lead to a live `origin`, with `faults` to arm."""
+
+    gate: Gate
+    origin: Origin
+    faults: FaultInjector
+    world: World
+
+
+@contextmanager
+def gate_before_origin(
+    world: World, home: Path, rules: Callable[[Origin, Upstream], str], *extra_args: str
+) -> Iterator[Setup]:
+    """`modgate run` with `rules(origin, upstream)`, its made-up host names resolving to
+    the origin, and the origin's certificate accepted: the worst case, where a request
+    modgate forwarded would really be answered. The origin must count 0 at the end."""
+    with Upstream(world) as upstream, Origin(home) as origin:
+        faults = FaultInjector(home / "faults")
+        gate = Gate(home / "gate", rules(origin, upstream))
+        gate.env = faults.env
+        gate.extra_args += ["--set", "ssl_insecure=true", *extra_args]
+        with gate:
+            yield Setup(gate, origin, faults, world)
+        assert origin.requests == []
+
+
 class Origin:
     """Counting HTTP and HTTPS servers that answer everything with ORIGIN_BYTES."""
 
@@ -176,26 +207,4 @@ class Origin:
 def _tls_context(workdir: Path) -> ssl.SSLContext:
     """A self-signed certificate for *.modgate.test (modgate must be told to accept it:
     the worst case, where a forwarded request would really be answered)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "origin.modgate.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.modgate.test")]), False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    pem = workdir / "origin.pem"
-    pem.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pem)
-    return context
+    return self_signed(workdir, "origin.modgate.test", x509.DNSName("*.modgate.test"))[0]

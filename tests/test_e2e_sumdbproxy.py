@@ -68,6 +68,7 @@ def test_default_database_is_found_through_the_gated_proxy(
             )
             done = run_go(["mod", "download", "-json", target], env, tmp_path)
             assert json.loads(done.stdout)["Sum"] == world.get(UPPER, "v1.2.1").zip_hash
+            gate.wait_for(f"sumdb-supported /sumdb/{name}/supported 200")  # traced as itself
             with urllib.request.urlopen(
                 f"{gate.goproxy_url}/{proxy_path(UPPER, 'v1.2.1', '.zip')}"
             ) as r:

@@ -78,6 +78,7 @@ class Router:
                 return
             if req.kind is Kind.SUMDB_SUPPORTED:
                 # "Checksum database": 200 tells go to send every lookup and tile here.
+                flow.metadata["modgate.request"] = req  # traced as what it is
                 flow.response = http.Response.make(200, b"", {"Content-Type": "text/plain"})
                 return
             chain = db.chain

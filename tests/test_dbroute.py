@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from modgate.config import Chain, Hop, Proxy, parse_chain, parse_gosumdb
+from modgate.config import (
+    KNOWN_SUMDB_KEYS,
+    SUMDB_ALIASES,
+    Chain,
+    Hop,
+    Proxy,
+    parse_chain,
+    parse_gosumdb,
+)
 from modgate.dbroute import (
     Direct,
     Failed,
@@ -73,10 +81,10 @@ def test_candidates_are_every_proxys_upstream_hops_once() -> None:
 @pytest.mark.parametrize(
     ("gosumdb", "expected"),
     [
-        ("sum.golang.org", True),
+        (next(iter(KNOWN_SUMDB_KEYS)), True),  # go's default database, by name
         (KEY, True),
         (f"{KEY} https://sumdb.example", False),  # an explicit URL bypasses proxies
-        ("sum.golang.google.cn", False),  # an alias with its own URL
+        (next(iter(SUMDB_ALIASES)), False),  # an alias with its own URL
     ],
 )
 def test_proxied(gosumdb: str, expected: bool) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,19 @@ def test_refused_is_a_rule_denial_or_a_hash_that_did_not_check_out() -> None:
     assert rec(hash_verdict="mismatch").refused
     assert not rec(rule_verdict="audit-deny", hash_verdict="unverified").refused
     assert isinstance(rec(), Record)
+
+
+def test_a_new_trace_database_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """`mitmdump -s` sets no umask: the trace (paths, clients, errors) is still private."""
+    old = os.umask(0o022)
+    try:
+        db = TraceDB(tmp_path / "home" / "trace.db")
+        with db.transaction():
+            db.conn.execute("PRAGMA user_version")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "home").iterdir()}
+        db.close()
+    finally:
+        os.umask(old)
+    assert modes["trace.db"] == 0o600
+    assert all(mode == 0o600 for name, mode in modes.items() if name.startswith("trace.db")), modes
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700

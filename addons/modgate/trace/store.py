@@ -17,6 +17,7 @@ waits up to 5 s for a lock.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -126,7 +127,10 @@ class TraceDB:
                 "same --cache-dir, or --db FILE"
             )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Private whatever the umask (mitmdump sets none): SQLite gives its -wal and
+            # -shm files the database file's mode.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
             self.conn = sqlite3.connect(
                 path, timeout=5.0, isolation_level=None, check_same_thread=not threaded
             )

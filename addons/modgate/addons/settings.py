@@ -36,6 +36,7 @@ from modgate.config import (
     Proxy,
     SumdbConfig,
     load_config,
+    normal_host,
     parse_gosumdb,
     proxies_from_goproxy,
 )
@@ -136,33 +137,28 @@ class Settings:
             )
         pins = check(config)
         old = self.runtime
-        if old is not None and old.store.directory == cache_dir / "artifacts":
-            # In-flight requests keep using the store and gateway: only their settings change.
-            store, gateway = old.store, old.gateway
-            checker = _open_checker(config, pins, databases, cache_dir, gateway)
-            try:
-                _resize(store, config, old.config)
-            except BaseException:
-                checker.close()
-                raise
-            gateway.settings = config.cache
-            gateway.validator = checker
-            old.checker.close()
-        else:
-            store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
-            gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
-            try:
+        # The same cache directory: in-flight requests keep its store and gateway.
+        kept = old if old is not None and old.store.directory == cache_dir / "artifacts" else None
+        # Build everything first; what was built is closed again if a step fails.
+        with contextlib.ExitStack() as undo:
+            if kept is not None:
+                store, gateway = kept.store, kept.gateway
                 checker = _open_checker(config, pins, databases, cache_dir, gateway)
-            except BaseException:
-                store.close()
-                raise
-            try:
+                undo.callback(checker.close)
+                _resize(store, config, kept.config)
+            else:
+                store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
+                undo.callback(store.close)
+                gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
+                checker = _open_checker(config, pins, databases, cache_dir, gateway)
+                undo.callback(checker.close)
                 lock = self._claim(cache_dir, store)
-            except BaseException:
-                checker.close()
-                store.close()
-                raise
-            gateway.validator = checker
+            undo.pop_all()
+        # Then swap it in, and close what it replaces.
+        gateway.settings, gateway.validator = config.cache, checker
+        if kept is not None:
+            kept.checker.close()
+        else:
             self._close_resources()
             self._lock = lock
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
@@ -236,7 +232,7 @@ class Settings:
         modgate's own listening ports on this machine, which would wait on the very fetch
         that follows them, or a host the rules refuse (the configured upstreams and the
         gated hosts always pass)."""
-        host, port = (url.host or "").lower(), url.port or 0
+        host, port = normal_host(url.host or ""), url.port or 0
         if port in self._own_ports() and await is_this_machine(host):
             return f"that is modgate itself (port {port})"
         if (runtime := self.runtime) is not None:
@@ -245,7 +241,9 @@ class Settings:
             trusted = set(runtime.gated)
             for hop in (hop for chain in chains for hop in chain.hops):
                 parts = urlsplit(hop.url)
-                trusted.add((parts.hostname or "", parts.port or _default_port(parts.scheme)))
+                trusted.add(
+                    (normal_host(parts.hostname or ""), parts.port or _default_port(parts.scheme))
+                )
             decision = runtime.config.rules.decide_host(host, port, trusted)
             if isinstance(decision, Deny):
                 return f"rule {decision.rule.label}: {decision.reason}"

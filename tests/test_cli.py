@@ -33,6 +33,16 @@ def test_run_reads_rules_yaml_from_the_working_directory(tmp_path: Path) -> None
     assert "rules.yaml:2: cache.ttl: 'sometimes' is not a duration" in out.stderr
 
 
+def test_run_with_rules_empty_reads_no_file_even_where_rules_yaml_is(tmp_path: Path) -> None:
+    """`--rules ''` is "no rules file" (the defaults of `go env`), as the option says."""
+    gate = Gate(tmp_path, None)  # runs in tmp_path, where a rules.yaml it must not read is
+    (tmp_path / "rules.yaml").write_text("cache:\n  ttl: sometimes\n")
+    gate.extra_args += ["--rules", "", "--set", "modgate_goproxy=https://proxy.modgate.test",
+                        "--set", "modgate_gosumdb=off"]  # fmt: skip
+    with gate:
+        assert "gating https://proxy.modgate.test" in gate.output()
+
+
 def test_run_refuses_a_cache_directory_it_cannot_write(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory should be")

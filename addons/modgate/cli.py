@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _rules_path(text: str) -> Path | str:
+    """A rules file, or "" for none (the defaults of `go env`, as with no file at all)."""
+    return Path(text) if text else ""
+
+
 def _parser() -> argparse.ArgumentParser:
     from modgate.home import default_home
 
@@ -80,7 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--cache-dir", type=Path, default=None, help="default: CONFDIR/cache")
     run.add_argument(
-        "--rules", type=Path, default=None, help="rules file (default: ./rules.yaml if it exists)"
+        "--rules",
+        type=_rules_path,
+        default=None,
+        help="rules file (default: ./rules.yaml if it exists; '' for none)",
     )
     run.add_argument(
         "--http2",
@@ -141,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rules = args.rules
     if rules is None and Path("rules.yaml").is_file():
         rules = Path("rules.yaml")
-    if rules is not None:
+    if rules:
         load_checked(rules)  # refuse to start on a broken file, before anything listens
     import asyncio
     import os

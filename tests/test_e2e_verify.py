@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from world.gate import Gate, modgate_command
+from world.gate import Gate, free_port, modgate_command
 from world.gocmd import go_env, run_go
 from world.modules import BULK, UPPER, MainModule, World, graph, proxy_path, write_main_module
 from world.sumdb import Fault, TestSumdb
@@ -100,6 +100,35 @@ def test_cold_download_is_verified_then_served_with_upstream_and_database_gone(
         offline = client(gate, tmp_path / "offline", sumdb, mode)  # a fresh client sumdb cache too
         run_go(["mod", "tidy"], offline, app.dir)
         assert set((app.dir / "go.sum").read_text().splitlines()) == sums
+
+
+@pytest.mark.parametrize("mode", ["proxy", "goproxy"])
+def test_a_new_upstream_chain_finds_every_verified_module_the_old_one_stored(
+    world: World, sumdb: TestSumdb, tmp_path: Path, mode: str
+) -> None:
+    """A mirror added in front of the upstream (rules.yaml `upstream:` changed) keeps the
+    cache: offline, a fresh client gets the whole graph from it (issue 13)."""
+    app: MainModule = write_main_module(world, tmp_path / "app")
+    pristine = (app.dir / "go.mod").read_bytes()
+    with Upstream(world) as upstream:
+        with Gate(tmp_path / "gate", rules(upstream, sumdb)) as gate:
+            run_go(["mod", "tidy"], client(gate, tmp_path / "cold", sumdb, mode), app.dir)
+        sums = (app.dir / "go.sum").read_text()
+        mirror = f"http://127.0.0.1:{free_port()}"  # nothing listens: a mirror that is down
+        changed = rules(upstream, sumdb).replace(
+            f"upstream: {upstream.url}\n", f'upstream: "{mirror}|{upstream.url}"\n', 1
+        )
+    sumdb.stop()
+    (app.dir / "go.mod").write_bytes(pristine)
+    (app.dir / "go.sum").unlink()
+    with Gate(tmp_path / "gate", changed) as gate:
+        assert f"{mirror}|" in gate.rules.read_text()
+        offline = client(gate, tmp_path / "offline", sumdb, mode)
+        run_go(["mod", "tidy"], offline, app.dir)
+        assert (app.dir / "go.sum").read_text() == sums
+        assert run_go(["run", "."], offline, app.dir).stderr == app.expected_output
+        gate.wait_for(" zip ")
+        assert " miss " not in gate.output()
 
 
 def _rezip(path: Path, change: Callable[[dict[str, bytes]], None]) -> bytes:

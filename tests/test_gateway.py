@@ -16,11 +16,11 @@ import pytest
 
 from modgate.config import CacheSettings, Chain, Hop
 from modgate.errors import UpstreamError
-from modgate.gateway import Gateway, Outcome, Served
+from modgate.gateway import Gateway, Outcome, Served, artifact_key, cache_key
 from modgate.goproxy import parse_request
 from modgate.store import DiskStore, Entry, Hit, Miss
 from modgate.upstream import HttpFetcher
-from modgate.verify import IntegrityError
+from modgate.verify import IntegrityError, Verdict
 from world.modules import ModuleVersion, World
 from world.upstream import Upstream
 
@@ -48,7 +48,7 @@ def upstream(world: World) -> Iterator[Upstream]:
 
 
 def serve_all(upstream: Upstream, tmp_path: Path, clock: Clock, *paths: str,
-              chain: Chain | None = None) -> list[Served]:  # fmt: skip
+              chain: Chain | None = None, validator: Any = None) -> list[Served]:  # fmt: skip
     """Serve `paths` concurrently through one gateway; bodies are read and closed."""
 
     async def go() -> list[Served]:
@@ -57,6 +57,7 @@ def serve_all(upstream: Upstream, tmp_path: Path, clock: Clock, *paths: str,
         gateway = Gateway(
             store, fetcher, tmp_path / "spool", CacheSettings(ttl=60, negative_ttl=10), clock
         )
+        gateway.validator = validator
         try:
             the_chain = chain or Chain((Hop(upstream.url),))
             served = await asyncio.gather(
@@ -150,6 +151,100 @@ def test_the_answering_upstream_is_recorded(upstream: Upstream, tmp_path: Path) 
         [served] = serve_all(upstream, tmp_path, Clock(), f"{MODULE}/@v/v1.0.0.mod", chain=chain)
     assert served.entry.upstream == upstream.url
     assert [a.status for a in served.attempts] == [404, 200]
+
+
+class Vouch:
+    """A Validator that passes every answer with the given verdict status."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+    async def validate(self, req: object, body: Path) -> Verdict:
+        return Verdict("h1:test", self.status, "test")
+
+    def prefetch(self, req: object) -> None:
+        pass
+
+
+def test_a_verified_answer_is_kept_whichever_chain_served_it(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A mirror added in front, or a route pointed elsewhere, finds every canonical .info,
+    and every .mod and .zip verified, it already has (issue 13: the cache keyed by what
+    it holds)."""
+    clock = Clock()
+    paths = [f"{MODULE}/@v/v1.0.0.{ext}" for ext in ("info", "mod", "zip")]
+    verified = Vouch("verified")
+    assert (
+        outcomes(serve_all(upstream, tmp_path, clock, *paths, validator=verified)) == ["miss"] * 3
+    )
+    with Upstream(World()) as mirror:
+        other = Chain((Hop(mirror.url, any_error=True), Hop(upstream.url)))
+        upstream.stop()
+        served = serve_all(upstream, tmp_path, clock, *paths, chain=other, validator=verified)
+        assert outcomes(served) == ["hit"] * 3
+        assert mirror.counts() == {}
+
+
+def test_a_first_seen_private_artifact_stays_with_the_chain_that_served_it(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Nothing vouches for a private module's first answer but the ledger: another chain's
+    copy is fetched and held to it (and refused if it differs), never served from the
+    first chain's."""
+    clock = Clock()
+    paths = [f"{MODULE}/@v/v1.0.0.mod", f"{MODULE}/@v/v1.0.0.zip"]
+    first_seen = Vouch("unverified")
+    assert outcomes(serve_all(upstream, tmp_path, clock, *paths, validator=first_seen)) == [
+        "miss",
+        "miss",
+    ]
+    with Upstream(upstream.source) as other_upstream:
+        other = Chain((Hop(other_upstream.url),))
+        served = serve_all(upstream, tmp_path, clock, *paths, chain=other, validator=first_seen)
+        assert outcomes(served) == ["miss", "miss"]
+        assert sum(other_upstream.counts().values()) == 2
+
+
+def test_a_not_found_and_a_mutable_answer_stay_with_their_chain(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A private mirror's 404 must not hide what the public proxy has, and each upstream
+    has its own list of versions."""
+    clock = Clock()
+    with Upstream(World()) as empty:
+        private = Chain((Hop(empty.url),))
+        gone = f"{MODULE}/@v/v1.0.0.mod"
+        listed = f"{MODULE}/@v/list"
+        [missing, none] = serve_all(upstream, tmp_path, clock, gone, listed, chain=private)
+        assert (missing.entry.status, none.entry.status) == (404, 404)
+        [found, versions] = serve_all(upstream, tmp_path, clock, gone, listed)
+        assert (found.outcome, found.entry.status) == (Outcome.MISS, 200)
+        assert (versions.outcome, versions.entry.status) == (Outcome.MISS, 200)
+        # ... and the 404 of the private chain is still its own, for its negative TTL.
+        assert outcomes(serve_all(upstream, tmp_path, clock, listed, chain=private)) == ["negative"]
+
+
+def test_an_answer_stored_under_its_chain_before_artifact_keys_is_still_served(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A cache written by an earlier modgate (every answer under its chain) keeps working."""
+    clock = Clock()
+    path = f"{MODULE}/@v/v1.0.0.mod"
+    chain = Chain((Hop(upstream.url),))
+    req = parse_request(path)
+    store = DiskStore(tmp_path / "cache", 1 << 30)
+    body = tmp_path / "old.mod"
+    body.write_bytes(b"module example.modgate.test/m\n")
+    digest = hashlib.sha256(body.read_bytes()).hexdigest()
+    store.put(Entry(key=cache_key(chain, req), status=200, content_type=req.content_type,
+                    size=body.stat().st_size, sha256=digest, stored_at=clock.now,
+                    expires_at=None, upstream=upstream.url), body)  # fmt: skip
+    store.close()
+    upstream.stop()
+    [served] = serve_all(upstream, tmp_path, clock, path)
+    assert served.outcome is Outcome.HIT
+    assert served.entry.key == cache_key(chain, req) != artifact_key(req)
 
 
 # --- large zips, served while they download --------------------------------------------

@@ -35,10 +35,13 @@ from modgate.config import CacheSettings, Chain
 from modgate.errors import CacheError, ModgateError, UpstreamError
 from modgate.goproxy import Kind, ModRequest
 from modgate.growing import GrowingFile
-from modgate.store import MEMORY_MAX, Body, Entry, Hit, Miss, Stale, Store
+from modgate.store import MEMORY_MAX, Body, Entry, Hit, Lookup, Miss, Stale, Store
 from modgate.upstream import Attempt, Fetched, Fetcher
 
 log = logging.getLogger(__name__)
+
+
+VERIFIED = "verified"  # a Verdict's status when a pin or the checksum database vouched
 
 
 class Verdict(Protocol):
@@ -108,9 +111,19 @@ class _Flight:
 
 
 def cache_key(chain: Chain, req: ModRequest) -> str:
-    """Answers are kept per upstream chain: a private mirror's 404 must not hide a
-    module the public proxy has."""
+    """Where `chain`'s own answers are kept: 404/410 (a private mirror's 404 must not hide
+    a module the public proxy has), mutable answers (`list`, `@latest`, queries: each
+    upstream has its own view of them), and answers stored before artifact keys."""
     return f"v1 {chain} {req.path}"
+
+
+def artifact_key(req: ModRequest) -> str | None:
+    """Where an immutable 200 answer is kept, whichever chain served it: a canonical
+    version's .info, a .mod or .zip whose hash was verified (checksum database, pin), a
+    checksum database's lookups and tiles (proven in its log) ("GOPROXY protocol",
+    "Checksum database": they never change). Adding a mirror or changing a route keeps
+    them."""
+    return f"v2 {req.path}" if req.immutable else None
 
 
 class Gateway:
@@ -131,7 +144,7 @@ class Gateway:
 
     async def serve(self, chain: Chain, req: ModRequest) -> Served:
         key = cache_key(chain, req)
-        looked = self.store.lookup(key, self.clock())
+        looked = self._lookup(key, req)
         if isinstance(looked, Hit):
             body = self.store.open(looked.entry)
             if body is not None:
@@ -165,22 +178,32 @@ class Gateway:
             raise CacheError(f"{req}: stored answer vanished from the cache before it was read")
         return Served(entry, body, fetched, attempts)
 
+    def _lookup(self, key: str, req: ModRequest) -> Lookup:
+        """The stored answer: an immutable one under its artifact key, else the chain's own
+        under `key` (see cache_key)."""
+        now = self.clock()
+        if (shared := artifact_key(req)) is not None:
+            looked = self.store.lookup(shared, now)
+            if isinstance(looked, Hit):
+                return looked
+        return self.store.lookup(key, now)
+
     def has(self, chain: Chain, req: ModRequest) -> bool:
         """Whether `req` is stored and fresh, or refused for now: nothing to fetch."""
-        return self._has(cache_key(chain, req))
+        return self._has(cache_key(chain, req), req)
 
-    def _has(self, key: str) -> bool:
+    def _has(self, key: str, req: ModRequest) -> bool:
         refused = self._refused.get(key)
         if refused is not None and self.clock() < refused[0]:
             return True
-        return isinstance(self.store.lookup(key, self.clock()), Hit)
+        return isinstance(self._lookup(key, req), Hit)
 
     async def prefetch(self, chain: Chain, req: ModRequest) -> bool:
         """Fetch and store `req` for a client expected to ask for it soon, unless it is
         stored and fresh, or refused. Nobody waits for this answer: a failure is left for
         the client's own request to meet (and report). True when it fetched."""
         key = cache_key(chain, req)
-        if self._has(key):
+        if self._has(key, req):
             return False
         flight = self._flight(key, chain, req)
         await asyncio.wait((flight.task,))
@@ -262,8 +285,13 @@ class Gateway:
         if fetched.status == 200 and self.validator is not None:
             verdict = await self.validator.validate(req, fetched.body)
         now = self.clock()
+        # A .mod or .zip nothing vouches for (a private module's first-seen hash) stays
+        # with its chain: another upstream's copy is fetched and held to the ledger, and a
+        # mismatch refused, rather than one chain's answer served for another's.
+        vouched = req.kind not in (Kind.MOD, Kind.ZIP) or (verdict and verdict.status == VERIFIED)
+        shared = artifact_key(req) if fetched.status == 200 and vouched else None
         return Entry(
-            key=key,
+            key=shared or key,
             status=fetched.status,
             content_type=req.content_type if fetched.status == 200 else "text/plain; charset=utf-8",
             size=fetched.size,
@@ -298,9 +326,15 @@ class Gateway:
         """Drop a stored answer found bad, and the one being stored now if it is in flight
         (its waiters were answered before it was stored)."""
         key = cache_key(chain, req)
-        self.store.delete(key)
+        keys = [key, *filter(None, [artifact_key(req)])]
+
+        def delete(*_: object) -> None:
+            for k in keys:
+                self.store.delete(k)
+
+        delete()
         if (flight := self._flights.get(key)) is not None:
-            flight.task.add_done_callback(lambda _: self.store.delete(key))
+            flight.task.add_done_callback(delete)
 
     def _expiry(self, req: ModRequest, status: int, now: float) -> float | None:
         if status != 200:

@@ -34,6 +34,7 @@ import diskcache
 from modgate.config import Chain, ChecksumSettings, SumdbConfig
 from modgate.dirhash import ZipError, check_zip, hash_gomod, hash_zip
 from modgate.errors import ConfigError, ModgateError, UpstreamError
+from modgate.gateway import VERIFIED
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.patterns import match_prefix_patterns
 from modgate.store import Body, Entry
@@ -199,7 +200,7 @@ class Checker:
         # go.sum line only (modfetch checkModSum), so it downloads a module whose zip
         # holds another go.mod (cmd/go's rsc.io/badsum is one). Refusing it would refuse
         # what go and the checksum database accept, and protect nothing.
-        return Verdict(got, "verified", source)
+        return Verdict(got, VERIFIED, source)
 
     def prefetch(self, req: ModRequest) -> None:
         """Start fetching the database record `req` will be checked against while its body

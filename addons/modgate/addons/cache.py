@@ -105,15 +105,16 @@ class CacheGate:
             return
         assert body.file is not None
         blobs, loop = self.settings.blobs, asyncio.get_running_loop()
-        store = self.settings.runtime.store if self.settings.runtime else None
+        gateway = self.settings.runtime.gateway if self.settings.runtime else None
+        chain, req = flow.metadata["modgate.chain"], flow.metadata["modgate.request"]
         if served.growing is not None:
             flow.metadata["modgate.growing"] = served.growing
         port = _redirect_port(flow, blobs.port, blobs.tls_port)
         handoff = Handoff() if port else None
 
         def damaged() -> None:  # on the transfer's thread
-            if store is not None:
-                loop.call_soon_threadsafe(store.delete, entry.key)
+            if gateway is not None:  # under whichever key it is kept
+                loop.call_soon_threadsafe(gateway.forget, chain, req)
 
         def done(transfer: Transfer) -> None:  # on the transfer's thread
             loop.call_soon_threadsafe(self._transferred, flow, handoff, transfer)

@@ -43,15 +43,19 @@ def verify(gate: Gate) -> str:
     return done.stdout
 
 
+def _rules(upstream: Upstream) -> str:
+    return (
+        f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
+        f"checksum:\n  private: {MODULE}\n"
+    )
+
+
 def test_a_killed_download_is_counted_by_verify_and_removed_at_the_next_start(
     world: World, tmp_path: Path
 ) -> None:
     with Upstream(world) as upstream:
         upstream.fault("*.zip", throttle=4 << 20)  # six seconds for the whole zip
-        rules = (
-            f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
-            f"checksum:\n  private: {MODULE}\n"
-        )
+        rules = _rules(upstream)
         gate = Gate(tmp_path / "gate", rules).start()
         try:
             url = f"{gate.goproxy_url}/{MODULE}/@v/v1.0.0.zip"
@@ -103,10 +107,7 @@ def test_a_second_modgate_on_the_same_cache_spares_the_first_ones_download(
 ) -> None:
     with Upstream(world) as upstream:
         upstream.fault("*.zip", throttle=6 << 20)  # four seconds for the whole zip
-        rules = (
-            f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
-            f"checksum:\n  private: {MODULE}\n"
-        )
+        rules = _rules(upstream)
         cache = tmp_path / "cache"
         with Gate(tmp_path / "first", rules, cache_dir=cache) as first:
             url = f"{first.goproxy_url}/{MODULE}/@v/v1.0.0.zip"

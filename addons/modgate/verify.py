@@ -361,18 +361,16 @@ class Checker:
             await asyncio.to_thread(reader, read.indexes)
         except SumdbError:
             for tile in read.tiles:
-                self._drop_tile(db.name, f"sumdb/{db.name}/{tile.path()}")
+                self._drop_tile(db.name, _sumdb_request(db.name, tile.path()))
             raise
 
     async def _fetch_tile(self, db: SumdbConfig, tile: Tile) -> bytes:
         """A tile as client.go readTile gets it: the tile, else (a partial tile the
         database no longer serves) a prefix of the full one, which go then asks for too."""
-        status, data = await self.source.fetch_body(
-            db.chain, parse_request(f"sumdb/{db.name}/{tile.path()}")
-        )
+        status, data = await self.source.fetch_body(db.chain, _sumdb_request(db.name, tile.path()))
         if status != 200 and tile.width != 1 << tile.height:
             status, data = await self.source.fetch_body(
-                db.chain, parse_request(f"sumdb/{db.name}/{tile.full().path()}")
+                db.chain, _sumdb_request(db.name, tile.full().path())
             )
             data = data[: tile.width * HASH_SIZE]
         if status != 200:
@@ -384,13 +382,13 @@ class Checker:
         fails on bad data, drop the tiles it read, so the next attempt fetches them anew."""
 
         def run() -> T:
-            self._touched.keys = []
+            self._touched.tiles = []
             try:
                 return call(*args)
             except SumdbError as e:
                 if not isinstance(e, InconsistentTreeError):
-                    for key in self._touched.keys:
-                        self._drop_tile(name, key)
+                    for tile in self._touched.tiles:
+                        self._drop_tile(name, tile)
                 raise
 
         return await asyncio.to_thread(run)
@@ -410,16 +408,16 @@ class Checker:
         """The verifier's tile fetcher, called from its worker thread: tiles come through
         the gateway, so they are cached (and served offline) like everything else."""
         assert self._loop is not None
-        req = parse_request(f"sumdb/{db.name}/{path}", (db.name,))
-        self._touched.keys.append(req.path)
+        req = _sumdb_request(db.name, path)
+        self._touched.tiles.append(req)
         future = asyncio.run_coroutine_threadsafe(self.source.fetch_body(db.chain, req), self._loop)
         status, data = future.result(timeout=120)
         if status != 200:
             raise UpstreamError(f"checksum database {db.name}: {path}: {status}")
         return data
 
-    def _drop_tile(self, name: str, path: str) -> None:
-        self.source.forget(self.databases[name].chain, parse_request(path, (name,)))
+    def _drop_tile(self, name: str, tile: ModRequest) -> None:
+        self.source.forget(self.databases[name].chain, tile)
 
     def _latest_file(self, name: str) -> Path:
         return self.state_dir / "sumdb" / f"{escape(name).replace('/', '_')}.latest"
@@ -453,8 +451,13 @@ class Checker:
 
 
 def _lookup_request(db: SumdbConfig, module: str, version: str) -> ModRequest:
-    path = f"sumdb/{db.name}/lookup/{escape(module)}@{escape(version)}"
-    return parse_request(path, (db.name,))
+    return _sumdb_request(db.name, f"lookup/{escape(module)}@{escape(version)}")
+
+
+def _sumdb_request(name: str, path: str) -> ModRequest:
+    """The request for `path` (lookup/…, tile/…) of database `name`, parsed against that
+    name: it may hold a `/`, and only the known name tells where it ends."""
+    return parse_request(f"sumdb/{name}/{path}", (name,))
 
 
 def _hash_artifact(req: ModRequest, body: Path) -> tuple[str, bytes | None]:

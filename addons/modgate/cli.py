@@ -300,7 +300,8 @@ def _verifies(settings: Settings) -> str:
     """Which way modgate checks public modules: the database it asks, and where."""
     runtime = settings.runtime
     if runtime is None or not runtime.databases:
-        return "verifies with no checksum database (GOSUMDB=off)"
+        # GOSUMDB=off, or `databases: []`: every module is checked as a private one.
+        return "verifies with no checksum database: pins, go.sum files, first-seen hashes"
     db = runtime.databases[0]
     return f"verifies with checksum database {db.name} through {db.chain}"
 

@@ -2,6 +2,7 @@
 
     modgate run    start the gate: an HTTPS proxy for `go`, and a GOPROXY= endpoint
     modgate env    print the shell lines that point `go` at a running modgate
+    modgate doctor find what keeps `go` from using modgate, and the fix
 
 Exit status: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modgate import __version__, cache_cli, rules_cli, trace_cli
+from modgate import __version__, cache_cli, doctor_cli, rules_cli, trace_cli
 from modgate.errors import ModgateError
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     trace_cli.add_parser(sub)
     rules_cli.add_parser(sub)
     cache_cli.add_parser(sub)
+    doctor_cli.add_parser(sub)
     return parser
 
 

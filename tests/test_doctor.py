@@ -61,7 +61,9 @@ def test_goproxy_entries_as_go_reads_them(goproxy: str, expected: tuple[Entry, .
         ("", "proxy.modgate.test", 443, False),
     ],
 )  # fmt: skip
-def test_no_proxy_matches_as_go_matches(no_proxy: str, host: str, port: int, excluded: bool) -> None:
+def test_no_proxy_matches_as_go_matches(
+    no_proxy: str, host: str, port: int, excluded: bool
+) -> None:
     assert no_proxy_excludes(no_proxy, host, port) is excluded
 
 
@@ -117,7 +119,9 @@ def test_a_client_set_up_by_modgate_env_has_nothing_wrong() -> None:
         (Client(goproxy=ENDPOINT, https_proxy="http://corp-proxy:3128"), "https-proxy", "note"),
     ],
 )  # fmt: skip
-def test_each_setting_that_bypasses_or_weakens_a_check(client: Client, check: str, status: str) -> None:
+def test_each_setting_that_bypasses_or_weakens_a_check(
+    client: Client, check: str, status: str
+) -> None:
     assert _checks(client).get(check) == status
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modgate import __version__, cache_cli, doctor_cli, rules_cli, trace_cli
+from modgate import __version__, cache_cli, doctor_cli, rules_cli, trace_cli, transparent_rules
 from modgate.errors import ModgateError
 
 if TYPE_CHECKING:
@@ -66,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modgate {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    def where(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--listen-host", default="127.0.0.1", help="default: %(default)s")
+    def where(p: argparse.ArgumentParser, host: str | None = "127.0.0.1") -> None:
+        p.add_argument(
+            "--listen-host", default=host,
+            help=f"default: {host}" if host else "default: 127.0.0.1, 0.0.0.0 in transparent mode",
+        )  # fmt: skip
         p.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
         p.add_argument(
             "--confdir",
@@ -77,7 +80,15 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     run = sub.add_parser("run", help="start modgate")
-    where(run)
+    where(run, None)
+    run.add_argument(
+        "--mode",
+        choices=("regular", "transparent"),
+        default="regular",
+        help="regular: an HTTPS proxy clients name in HTTPS_PROXY; transparent: the network "
+        "redirects clients' TCP ports 80 and 443 to modgate (see `modgate transparent-rules`) "
+        "(default: %(default)s)",
+    )
     run.add_argument(
         "--goproxy-port",
         type=int,
@@ -114,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print shell lines that send go through modgate")
     where(env)
     env.add_argument(
+        "--transparent",
+        action="store_true",
+        help="modgate runs in transparent mode: print only the CA settings, no proxy",
+    )
+    env.add_argument(
         "--goproxy",
         metavar="URL",
         nargs="?",
@@ -121,6 +137,14 @@ def _parser() -> argparse.ArgumentParser:
         help="print GOPROXY=URL for the GOPROXY endpoint instead of proxy settings",
     )
     env.set_defaults(func=cmd_env)
+    rules = sub.add_parser(
+        "transparent-rules",
+        help="print the nftables or iptables rules that redirect go's traffic to modgate",
+        description=transparent_rules.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    transparent_rules.add_arguments(rules)
+    rules.set_defaults(func=transparent_rules.cmd)
     trace_cli.add_parser(sub)
     rules_cli.add_parser(sub)
     cache_cli.add_parser(sub)
@@ -173,10 +197,11 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     # mitmproxy's log handler sits on the root logger, which stays at WARNING: let
     # modgate's own INFO lines (what it gates, reloads, each request) through to it.
     logging.getLogger("modgate").setLevel(logging.INFO)
-    modes = [f"regular@{args.listen_port}"]
+    modes = [f"{args.mode}@{args.listen_port}"]
     if args.goproxy_port >= 0:
         modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
-    opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
+    listen_host = args.listen_host or ("0.0.0.0" if args.mode == "transparent" else "127.0.0.1")
+    opts = options.Options(listen_host=listen_host, confdir=str(confdir), mode=modes)
     master = lean_master(opts)
     with _home(confdir):
         master.addons.add(*all_addons(), _Banner(confdir))
@@ -282,6 +307,7 @@ class _Banner:
 
         settings = ctx.master.addons.get("modgate").stage(Settings)
         proxy = goproxy = ""
+        transparent = False
         for server in ctx.master.addons.get("proxyserver").servers:
             for host, port, *_ in server.listen_addrs:
                 url = f"http://{host}:{port}"
@@ -289,8 +315,15 @@ class _Banner:
                     goproxy = url
                 else:
                     proxy = url
+                    transparent = isinstance(server.mode, mode_specs.TransparentMode)
         gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
-        line = f'modgate: proxy on {proxy}, for go: eval "$({_env_command(proxy, self.confdir)})"'
+        env = _env_command(proxy, self.confdir, transparent)
+        line = f'modgate: proxy on {proxy}, for go: eval "$({env})"'
+        if transparent:
+            line = (
+                f"modgate: proxy on {proxy}, transparent: redirect TCP ports 80 and 443 to it "
+                f'(modgate transparent-rules); for go: eval "$({env})"'
+            )
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
         print(f"{line}; gating {gated}; {_verifies(settings)}", flush=True)
@@ -314,7 +347,7 @@ def _default_confdir() -> Path:
     return default_home()
 
 
-def _env_command(proxy: str, confdir: Path) -> str:
+def _env_command(proxy: str, confdir: Path, transparent: bool = False) -> str:
     """The `modgate env` command for the proxy at `proxy`, whole: this Python's absolute
     path (`modgate` may not be on the PATH of the shell that runs it; `python -m
     modgate` works wherever this one runs), and every option that differs from env's
@@ -327,6 +360,8 @@ def _env_command(proxy: str, confdir: Path) -> str:
         words += ["--listen-port", port]
     if confdir != _default_confdir():
         words += ["--confdir", str(confdir)]
+    if transparent:
+        words.append("--transparent")
     return shlex.join(words)
 
 
@@ -341,13 +376,12 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 0
     bundle = write_bundle(args.confdir.expanduser())
     proxy = f"http://{args.listen_host}:{args.listen_port}"
-    lines = {
+    lines = {} if args.transparent else {
         "HTTPS_PROXY": proxy,
         "https_proxy": proxy,  # git and curl read the lowercase one
-        # Go replaces its whole root store with this file: it holds the system's CAs too.
-        "SSL_CERT_FILE": str(bundle),
-        "GIT_SSL_CAINFO": str(bundle),
-    }
+    }  # fmt: skip
+    # Go reads this file instead of the system's bundle: it holds the system's CAs too.
+    lines |= {"SSL_CERT_FILE": str(bundle), "GIT_SSL_CAINFO": str(bundle)}
     for name, value in lines.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0

@@ -193,6 +193,11 @@ class Tracer:
         self._show(record)
         writer.submit(record)
 
+    def record_connection(self, record: Record) -> None:
+        """A connection decided before any request in it (transparent.py)."""
+        if self.writer is not None:
+            self._record_tunnel(self.writer, record)
+
     # --- the live view ---------------------------------------------------------------------
 
     def _show(self, record: Record) -> None:

@@ -91,6 +91,7 @@ class Gate:
     proxy: str
     endpoint: str = ""
     gated: tuple[str, ...] = ()
+    transparent: bool = False  # the network redirects clients' ports 80/443 to it
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def goproxy_entries(goproxy: str) -> tuple[Entry, ...]:
 
 # --- which way a request goes ---------------------------------------------------------
 
-Way = Literal["endpoint", "proxy", "tunnel", "around", "direct", "off"]
+Way = Literal["endpoint", "proxy", "transparent", "tunnel", "around", "direct", "off"]
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,13 @@ def _path(entry: str, client: Client, gate: Gate) -> Path:
         if parts.scheme == "https"
         else ("HTTP_PROXY", client.http_proxy)
     )
+    gated = any(_same_server(entry.rstrip("/"), g.rstrip("/")) for g in gate.gated)
+    if gate.transparent and not proxy:
+        if is_loopback(host):
+            return Path(entry, "around", f"{host} is on this machine: never redirected")
+        if gated:
+            return Path(entry, "transparent", "redirected to modgate by the network")
+        return Path(entry, "tunnel", "modgate does not gate it: passed through or refused")
     if not proxy:
         return Path(entry, "around", f"{proxy_var} is not set")
     if not _same_server(_proxy_url(proxy), gate.proxy):
@@ -246,7 +254,7 @@ def _path(entry: str, client: Client, gate: Gate) -> Path:
         return Path(entry, "around", "not a URL go can use")
     if no_proxy_excludes(client.no_proxy, host, port):
         return Path(entry, "around", f"NO_PROXY={client.no_proxy} excludes {host}")
-    if not any(_same_server(entry.rstrip("/"), g.rstrip("/")) for g in gate.gated):
+    if not gated:
         return Path(entry, "tunnel", "modgate does not gate it: passed through untouched")
     return Path(entry, "proxy", f"through modgate's HTTPS proxy {gate.proxy}")
 
@@ -277,7 +285,7 @@ def client_findings(
     first = ways[0].way if ways else "none"
     found = Findings(route="none" if first in ("around", "tunnel") else first)
     _route(found, ways, client, gate, env_fix, goproxy_fix)
-    if first == "proxy" or any(p.way == "proxy" for p in ways):
+    if any(p.way in ("proxy", "transparent") for p in ways):
         _ca(found, bundle, env_fix)
     _proxy_settings(found, client, gate, ways)
     _go_settings(found, client, first)
@@ -327,10 +335,10 @@ def _route(
             return
         case "endpoint":
             found.add("route", "ok", f"go asks modgate's GOPROXY endpoint {first.entry}")
-        case "proxy":
+        case "proxy" | "transparent":
             found.add("route", "ok", f"go asks {first.entry} {first.why}")
     for p in rest:
-        if p.way in ("endpoint", "proxy"):
+        if p.way in ("endpoint", "proxy", "transparent"):
             continue
         what = {
             "direct": "fetched direct from version control, around modgate",

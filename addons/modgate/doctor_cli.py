@@ -80,6 +80,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="module whose version list the live probe asks for (default: %(default)s)",
     )
     p.add_argument("--timeout", type=float, default=5.0, help="per network check, seconds")
+    p.add_argument(
+        "--transparent",
+        action="store_true",
+        help="modgate runs in transparent mode: the network redirects go to it",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=cmd_doctor)
 
@@ -95,7 +100,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     goenv = read_goenv(items)
     client = Client.from_env(os.environ, goenv)
     config = _rules(items, rules, explicit=args.rules is not None)
-    gate = Gate(proxy, endpoint, gated=_gated(config, client, endpoint))
+    gate = Gate(proxy, endpoint, _gated(config, client, endpoint), args.transparent)
     env_fix = _env_command(args, here)
     goproxy_fix = f"export GOPROXY={endpoint}" if endpoint else ""
     found = client_findings(client, gate, read_bundle(client, confdir), env_fix, goproxy_fix)
@@ -316,10 +321,14 @@ def _live_probe(
     from modgate.doctor import goproxy_entries
 
     entries = [e.value for e in goproxy_entries(client.goproxy)]
-    if found.route not in ("proxy", "endpoint") or not entries:
+    if found.route not in ("proxy", "endpoint", "transparent") or not entries:
         return
     url = f"{entries[0].rstrip('/')}/{module}/@v/list"
-    how = "through the HTTPS proxy" if found.route == "proxy" else "at the GOPROXY endpoint"
+    how = {
+        "proxy": "through the HTTPS proxy",
+        "endpoint": "at the GOPROXY endpoint",
+        "transparent": "redirected by the network",
+    }[found.route]
     opener = _client_opener(client, url)
     try:
         status, cache, head = _get(opener, url, timeout)
@@ -363,7 +372,10 @@ def _client_sumdb(items: list[Finding], found: Findings, client: Client, timeout
     from modgate.config import Hop, parse_gosumdb
     from modgate.doctor import goproxy_entries
 
-    if found.route not in ("proxy", "endpoint") or client.gosumdb.strip() in ("", "off"):
+    if found.route not in ("proxy", "endpoint", "transparent") or client.gosumdb.strip() in (
+        "",
+        "off",
+    ):
         return
     try:
         db = parse_gosumdb(client.gosumdb)
@@ -612,6 +624,7 @@ def _ask(name: str, timeout: float, hop: Hop) -> dbroute.Probe:
 
 _WAYS = {
     "proxy": "go reaches modgate as an HTTPS proxy",
+    "transparent": "go reaches modgate through the network's redirect (transparent mode)",
     "endpoint": "go reaches modgate at its GOPROXY endpoint",
     "none": "go does not reach modgate",
     "direct": "go does not reach modgate",

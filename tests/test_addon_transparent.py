@@ -18,6 +18,7 @@ from mitmproxy.test import taddons, tflow
 
 from modgate.addons.settings import Settings
 from modgate.addons.transparent import TransparentGate
+from modgate.addons.vcs import VcsGate
 from modgate.trace.record import Record
 
 RULES = """
@@ -28,6 +29,7 @@ checksum:
   databases: []
 hosts:
   allow: [git.modgate.test]
+  vcs: ["*.vcs.modgate.test"]
   default: deny
   reason: only the module proxy
 """
@@ -113,6 +115,19 @@ def test_any_other_connection_is_closed_and_traced(tmp_path: Path, data: bytes, 
         assert not isinstance(nl.layer, layers.TCPLayer)
         assert [(r.host, r.status, r.rule_verdict) for r in records] == [(name, 403, "deny")]
         assert "only the module proxy" in records[0].rule_reason
+
+    run(tmp_path, test)
+
+
+def test_a_vcs_host_that_was_not_intercepted_is_closed_not_passed(tmp_path: Path) -> None:
+    def test(gate: TransparentGate, records: list[Record]) -> None:
+        vcs = VcsGate(gate.settings)
+        for mode in ("regular", "transparent"):
+            nl = redirected(client_hello("git.vcs.modgate.test"), mode=mode)
+            nl.context.server.address = ("git.vcs.modgate.test", 443)
+            gate.next_layer(nl)
+            vcs.next_layer(nl)
+            assert not isinstance(nl.layer, layers.TCPLayer), mode
 
     run(tmp_path, test)
 

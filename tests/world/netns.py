@@ -25,23 +25,7 @@ from typing import Any
 from cryptography import x509
 
 from world.certs import self_signed
-
-SITECUSTOMIZE = """
-import socket
-
-_getaddrinfo = socket.getaddrinfo
-_NAMES = {names!r}
-
-
-def _resolve(host, *args, **kwargs):
-    name = host.decode() if isinstance(host, bytes) else host
-    if isinstance(name, str):
-        host = _NAMES.get(name.lower().rstrip("."), host)
-    return _getaddrinfo(host, *args, **kwargs)
-
-
-socket.getaddrinfo = _resolve
-"""
+from world.resolve import resolving
 
 
 def missing() -> str:
@@ -109,9 +93,7 @@ class ClientNamespace:
     def sitecustomize(self, directory: Path) -> Path:
         """A sitecustomize.py for a process on the gateway that resolves this namespace's
         names as its clients do (PYTHONPATH=directory)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "sitecustomize.py").write_text(SITECUSTOMIZE.format(names=self.hosts))
-        return directory
+        return resolving(directory, {name: (ip, None) for name, ip in self.hosts.items()})
 
     def close(self) -> None:
         if "nft" in self._made:

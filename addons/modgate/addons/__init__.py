@@ -4,6 +4,7 @@
     TransparentGate  redirected connections: passed through or refused by name; each
                request routed by its Host (transparent mode, local capture)
     Router     is this a module-proxy request? parse it, or answer 400/404/405
+    VcsGate    go's direct fetches from hosts.vcs hosts: which module they are for
     RulesGate  may this host, module or version pass? 403 with the reason; filter lists
     ReadAheadGate  on a client's first .info, fetch the others it will ask for next
     CacheGate  answer it from the store or the upstream chain
@@ -30,13 +31,14 @@ def all_addons() -> list[object]:
     from modgate.addons.settings import Settings
     from modgate.addons.trace import Tracer
     from modgate.addons.transparent import TransparentGate
+    from modgate.addons.vcs import VcsGate
 
     settings = Settings()
     router = Router(settings)
     tracer = Tracer()
     transparent = TransparentGate(settings, tracer.record_connection)
-    stages = [settings, transparent, router, RulesGate(settings), ReadAheadGate(settings),
-              CacheGate(settings), tracer]  # fmt: skip
+    stages = [settings, transparent, router, VcsGate(settings), RulesGate(settings),
+              ReadAheadGate(settings), CacheGate(settings), tracer]  # fmt: skip
     # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
     return [Pipeline(stages, gated=router.gated)]
 

@@ -223,7 +223,11 @@ class Settings:
             if isinstance(mode, mode_specs.ReverseMode):
                 hosts.append((mode.address[0], mode.address[1]))
         # `host.` is the same host (matched case-insensitively by mitmproxy).
-        allow = sorted({f"^{re.escape(h)}\\.?:{port}$" for h, port in hosts})
+        patterns = {f"^{re.escape(h)}\\.?:{port}$" for h, port in hosts}
+        # Version-control hosts too: go's direct fetches there are traced and ruled (vcs.py).
+        if (hostrules := self.runtime.config.rules.hosts) is not None:
+            patterns |= {glob_regex(rule.host, rule.port) for rule in hostrules.vcs}
+        allow = sorted(patterns)
         if ctx.options.allow_hosts != allow:
             ctx.options.update(allow_hosts=allow)
 
@@ -329,6 +333,29 @@ def loopback_tls() -> ssl.SSLContext | None:
         pem.flush()
         context.load_cert_chain(pem.name)
     return context
+
+
+def glob_regex(glob: str, port: int | None) -> str:
+    """A `hosts` glob (`*` any run of characters but `/`, `?` one, `[...]` a class, as
+    path.Match) as a regex over mitmproxy's "host:port"."""
+    out = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "*":
+            out.append("[^/:]*")
+        elif c == "?":
+            out.append("[^/:]")
+        elif c == "[" and (end := glob.find("]", i + 2)) != -1:
+            body = glob[i + 1 : end]
+            negate = body.startswith("^")
+            body = re.sub(r"([\\\]\[])", r"\\\1", body.removeprefix("^"))
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return f"^{''.join(out)}\\.?:{port if port is not None else '[0-9]+'}$"
 
 
 def _default_port(scheme: str) -> int:

@@ -113,7 +113,7 @@ class TransparentGate:
         client = nextlayer.context.client
         log.info("%s (redirected connection from %s, closed)", why,
                  human.format_address(client.peername))  # fmt: skip
-        nextlayer.layer = _Closed(nextlayer.context)
+        close_connection(nextlayer)
         now = time.time()
         self.record(_record(client, now, now, name, port, method, 403, ruled, why))
 
@@ -188,6 +188,11 @@ def _record(
         rule_reason=ruled.get("reason", ""),
         error="" if ruled.get("verdict") == "deny" else " ".join(error.split()),
     )  # fmt: skip
+
+
+def close_connection(nextlayer: layer.NextLayer) -> None:
+    """Instead of what mitmproxy chose: close the client's connection at once."""
+    nextlayer.layer = _Closed(nextlayer.context)
 
 
 class _Closed(layer.Layer):

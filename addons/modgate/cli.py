@@ -17,7 +17,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modgate import __version__, cache_cli, doctor_cli, rules_cli, trace_cli, transparent_rules
+from modgate import (
+    __version__,
+    cache_cli,
+    doctor_cli,
+    localcapture,
+    rules_cli,
+    trace_cli,
+    transparent_rules,
+)
 from modgate.errors import ModgateError
 
 if TYPE_CHECKING:
@@ -83,10 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     where(run, None)
     run.add_argument(
         "--mode",
-        choices=("regular", "transparent"),
+        choices=("regular", "transparent", "local"),
         default="regular",
         help="regular: an HTTPS proxy clients name in HTTPS_PROXY; transparent: the network "
-        "redirects clients' TCP ports 80 and 443 to modgate (see `modgate transparent-rules`) "
+        "redirects clients' TCP ports 80 and 443 to modgate (see `modgate transparent-rules`); "
+        "local: capture the traffic of programs on this machine by name (--capture; Linux, "
+        "root) (default: %(default)s)",
+    )
+    run.add_argument(
+        "--capture",
+        default=",".join(localcapture.DEFAULT_PROGRAMS),
+        metavar="NAMES",
+        help="with --mode local: the programs whose traffic is captured, machine-wide "
         "(default: %(default)s)",
     )
     run.add_argument(
@@ -198,13 +214,25 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     # modgate's own INFO lines (what it gates, reloads, each request) through to it.
     logging.getLogger("modgate").setLevel(logging.INFO)
     modes = [f"{args.mode}@{args.listen_port}"]
+    probe: _LocalProbe | None = None
+    if args.mode == "local":
+        programs = tuple(p.strip() for p in args.capture.split(",") if p.strip())
+        modes = [localcapture.spec(programs)]
+        localcapture.prepare(confdir)
+        if running := localcapture.others():
+            print(
+                f"modgate: warning: another capturing mitmproxy runs here (pid "
+                f"{', '.join(map(str, running))}): of two, the last started takes the traffic",
+                file=sys.stderr,
+            )
+        probe = _LocalProbe(confdir)
     if args.goproxy_port >= 0:
         modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
     listen_host = args.listen_host or ("0.0.0.0" if args.mode == "transparent" else "127.0.0.1")
     opts = options.Options(listen_host=listen_host, confdir=str(confdir), mode=modes)
     master = lean_master(opts)
     with _home(confdir):
-        master.addons.add(*all_addons(), _Banner(confdir))
+        master.addons.add(*all_addons(), _Banner(confdir, probe))
     # The first error of an update is the one to show: the rollback that follows applies
     # the defaults again, and may fail for reasons of its own.
     failures: list[Exception] = []
@@ -226,7 +254,30 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     write_bundle(confdir)
     _stop_on_signals(master)
     await master.run()
+    if probe is not None and probe.failed:
+        print(f"modgate: --mode local: capture does not work here: {probe.failed}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return 0
+
+
+class _LocalProbe:
+    """Checks that capture captures (localcapture.probe), before the banner says modgate
+    is ready; else stops modgate, which exits 2: a gate that captures nothing fails open."""
+
+    def __init__(self, confdir: Path) -> None:
+        self.confdir = confdir
+        self.failed = ""
+
+    async def check(self) -> bool:
+        import asyncio
+
+        from mitmproxy import ctx
+
+        self.failed = await asyncio.to_thread(localcapture.probe, self.confdir)
+        if self.failed:
+            ctx.master.shutdown()
+        return not self.failed
 
 
 @contextlib.contextmanager
@@ -294,21 +345,30 @@ def lean_master(opts: Options) -> Master:
 
 
 class _Banner:
-    """Says, once everything listens, where and how to point go at it."""
+    """Says, once everything listens (and local capture captures), where and how to
+    point go at it."""
 
-    def __init__(self, confdir: Path) -> None:
+    def __init__(self, confdir: Path, probe: _LocalProbe | None = None) -> None:
         self.confdir = confdir
+        self.probe = probe
 
-    def running(self) -> None:
+    async def running(self) -> None:
         from mitmproxy import ctx
         from mitmproxy.proxy import mode_specs
 
         from modgate.addons.settings import Settings
 
+        if self.probe is not None and not await self.probe.check():
+            return
+
         settings = ctx.master.addons.get("modgate").stage(Settings)
         proxy = goproxy = ""
         transparent = False
+        captured = ""
         for server in ctx.master.addons.get("proxyserver").servers:
+            if isinstance(server.mode, mode_specs.LocalMode):
+                captured = server.mode.data.removesuffix(f",{localcapture.PROBE}")
+                transparent = True
             for host, port, *_ in server.listen_addrs:
                 url = f"http://{host}:{port}"
                 if isinstance(server.mode, mode_specs.ReverseMode):
@@ -319,7 +379,12 @@ class _Banner:
         gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
         env = _env_command(proxy, self.confdir, transparent)
         line = f'modgate: proxy on {proxy}, for go: eval "$({env})"'
-        if transparent:
+        if captured:
+            line = (
+                f"modgate: capturing {captured.replace(',', ', ')} (local mode), for go: "
+                f'eval "$({_env_command("", self.confdir, transparent)})"'
+            )
+        elif transparent:
             line = (
                 f"modgate: proxy on {proxy}, transparent: redirect TCP ports 80 and 443 to it "
                 f'(modgate transparent-rules); for go: eval "$({env})"'
@@ -354,9 +419,9 @@ def _env_command(proxy: str, confdir: Path, transparent: bool = False) -> str:
     defaults, so go is pointed at this port and this CA."""
     host, _, port = proxy.removeprefix("http://").rpartition(":")
     words = [sys.executable, "-m", "modgate", "env"]
-    if host.strip("[]") not in ("127.0.0.1", "0.0.0.0", "::", ""):  # wildcards: loopback works
-        words += ["--listen-host", host.strip("[]")]
-    if port != str(DEFAULT_PORT):
+    if host.strip("[]") not in ("127.0.0.1", "0.0.0.0", "::", "") and not transparent:
+        words += ["--listen-host", host.strip("[]")]  # wildcards: loopback works
+    if port != str(DEFAULT_PORT) and not transparent:
         words += ["--listen-port", port]
     if confdir != _default_confdir():
         words += ["--confdir", str(confdir)]

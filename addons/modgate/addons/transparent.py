@@ -7,6 +7,7 @@ A redirected connection says where it goes only by its TLS server name (SNI) or 
   - a connection to a host modgate gates is intercepted (mitmproxy's `allow_hosts`, by
     SNI), and each request in it is routed by its `Host`, which must be the name the
     TLS handshake was for (else 421), exactly as in proxy mode;
+  - a name lookup (UDP to port 53, from programs local capture takes) passes;
   - any other connection is judged by the host rules under its name (SNI, else `Host`,
     else the destination address): allowed, it is passed through untouched, certificate
     and all, to that NAME as modgate resolves it, not to the address the client chose
@@ -40,6 +41,7 @@ from modgate.trace.record import TUNNEL, Record
 
 log = logging.getLogger("modgate")
 REDIRECTED = (mode_specs.TransparentMode, mode_specs.LocalMode)
+DNS_PORT = 53
 
 
 def redirected(client: connection.Client) -> bool:
@@ -82,6 +84,8 @@ class TransparentGate:
         context = nextlayer.context
         runtime = self.settings.runtime
         address = context.server.address
+        if context.client.transport_protocol == "udp" and address and address[1] == DNS_PORT:
+            return  # name lookups of captured programs (local mode): they need them
         if runtime is None or address is None or context.client.transport_protocol != "tcp":
             why = "not configured yet" if runtime is None else "not a TCP connection to a host"
             self._refuse(nextlayer, "?", 0, "", why, {})

@@ -53,7 +53,7 @@ class ClientNamespace:
         self.hosts = hosts
         self._made: list[str] = []
 
-    def start(self, port: int) -> ClientNamespace:
+    def start(self, port: int, ports: tuple[int, ...] = (80, 443)) -> ClientNamespace:
         try:
             _run("ip", "netns", "add", self.name)
             self._made.append("netns")
@@ -77,7 +77,8 @@ class ClientNamespace:
             rules = (
                 f"table inet {self.table} {{\n chain prerouting {{\n"
                 "  type nat hook prerouting priority dstnat; policy accept;\n"
-                f'  iifname "{self.gw_if}" tcp dport {{ 80, 443 }} redirect to :{port}\n'
+                f'  iifname "{self.gw_if}" tcp dport {{ {", ".join(map(str, ports))} }} '
+                f"redirect to :{port}\n"
                 " }\n}\n"
             )
             _run("nft", "-f", "-", input=rules)

@@ -27,7 +27,9 @@ from world.upstream import Upstream
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(missing()), reason=missing() or "-")]
 
 WORLD_MODULES = 6
-PROXY, ORIGIN, EVIL, DENIED = (f"{n}.modgate.test" for n in ("proxy", "origin", "evil", "denied"))
+PROXY, ORIGIN, EVIL, DENIED, PLAIN = (
+    f"{n}.modgate.test" for n in ("proxy", "origin", "evil", "denied", "plain")
+)
 
 
 class Setup:
@@ -36,8 +38,10 @@ class Setup:
         self.gate, self.ns, self.upstream, self.db = gate, ns, upstream, db
         self.origin, self.evil, self.workdir = origin, evil, workdir
 
-    def go(self, home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = go_env(home, f"https://{PROXY}", GOSUMDB=self.db.verifier_key,
+    def go(
+        self, home: Path, *args: str, check: bool = True, goproxy: str = f"https://{PROXY}"
+    ) -> subprocess.CompletedProcess[str]:
+        env = go_env(home, goproxy, GOSUMDB=self.db.verifier_key,
                      SSL_CERT_FILE=str(self.gate.bundle))  # fmt: skip
         assert not any(k.lower().endswith("_proxy") for k in env)
         home.mkdir(parents=True, exist_ok=True)
@@ -78,10 +82,11 @@ def setup(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
             db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
         ns = ClientNamespace({}, extra=1)
         names = {PROXY: ns.gateway, ORIGIN: ns.gateway, DENIED: ns.gateway, EVIL: ns.extra[0],
-                 db.name: ns.gateway}  # fmt: skip
+                 PLAIN: ns.gateway, db.name: ns.gateway}  # fmt: skip
         ns.hosts = names
         rules = (
             f"proxies:\n  - url: https://{PROXY}\n    upstream: {upstream.url}\n"
+            f"  - url: http://{PLAIN}\n    upstream: {upstream.url}\n"
             f"checksum:\n  databases:\n    - key: {db.verifier_key}\n      upstream: {db.url}\n"
             f"hosts:\n  allow: [{ORIGIN}]\n  default: deny\n  reason: only the module proxy\n"
         )
@@ -192,3 +197,14 @@ def test_doctor_in_the_client_sees_the_redirect_and_modgate_answering(
         and "redirected by the network" in found["probe"]["message"]
     )
     assert found["client-sumdb"]["status"] == "ok"
+
+
+def test_a_plain_http_module_proxy_on_port_80_is_gated_too(
+    setup: Setup, world: World, tmp_path: Path
+) -> None:
+    target = f"{graph_roots(world)[0]}@latest"
+    done = setup.go(tmp_path, "mod", "download", "-json", target, goproxy=f"http://{PLAIN}")
+    assert "Error" not in json.loads(done.stdout)
+    rows = setup.traced(PLAIN, lambda rows: {r["kind"] for r in rows} >= {"info", "mod", "zip"})
+    assert {r["kind"] for r in rows} >= {"info", "mod", "zip"}
+    assert all(r["scheme"] == "http" and r["port"] == 80 for r in rows)

@@ -3,6 +3,7 @@
     modgate run    start the gate: an HTTPS proxy for `go`, and a GOPROXY= endpoint
     modgate env    print the shell lines that point `go` at a running modgate
     modgate doctor find what keeps `go` from using modgate, and the fix
+    modgate prefetch  fill the cache with what some builds need
 
 Exit status: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -22,6 +23,7 @@ from modgate import (
     cache_cli,
     doctor_cli,
     localcapture,
+    prefetch_cli,
     rules_cli,
     trace_cli,
     transparent_rules,
@@ -165,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     rules_cli.add_parser(sub)
     cache_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
+    prefetch_cli.add_parser(sub)
     return parser
 
 

@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         default=False,
         help="offer HTTP/2 to clients (default: off, HTTP/1.1 is faster here)",
     )
+    run.add_argument(
+        "--upstream-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM CAs to trust upstream besides the system's: a TLS-inspecting firewall's, "
+        "an internal mirror's",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.add_argument(
         "--set",
@@ -249,6 +256,9 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
             termlog_verbosity="warn" if args.quiet else "info",
             modgate_rules=str(rules or ""),
             modgate_cache_dir=str(cache_dir),
+            modgate_upstream_ca=str(args.upstream_ca.expanduser().absolute())
+            if args.upstream_ca
+            else "",
         )
         opts.set(*args.set)
     except exceptions.OptionsError as e:

@@ -6,6 +6,7 @@ Other addons read `Settings.runtime`; nothing else opens files or sockets at sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import ipaddress
@@ -30,6 +31,7 @@ from yarl import URL
 
 from modgate import dbroute, leftovers
 from modgate.blobs import BlobServer
+from modgate.cabundle import system_bundle
 from modgate.config import (
     Config,
     Hop,
@@ -46,7 +48,7 @@ from modgate.home import default_home
 from modgate.rules import Deny
 from modgate.rulesfile import check
 from modgate.store import DiskStore
-from modgate.upstream import HttpFetcher, is_this_machine
+from modgate.upstream import HttpFetcher, is_this_machine, upstream_context
 from modgate.verify import Checker, Pins
 
 log = logging.getLogger("modgate")
@@ -97,11 +99,18 @@ class Settings:
             "The checksum database when the rules file names none; default: `go env GOSUMDB`.",
         )  # fmt: skip
         loader.add_option(
+            "modgate_upstream_ca", str, "",
+            "A PEM bundle of CAs to trust upstream besides the system's (and SSL_CERT_FILE's): "
+            "a TLS-inspecting firewall's, an internal mirror's.",
+        )  # fmt: skip
+        loader.add_option(
             "modgate_intercept_all", bool, False,
             "Intercept TLS to every host, not only module proxies (to watch all traffic).",
         )  # fmt: skip
 
     def configure(self, updated: set[str]) -> None:
+        if "modgate_upstream_ca" in updated:
+            self._upstream_ca(ctx.options.modgate_upstream_ca)
         if updated & set(OPTIONS):
             try:
                 self.reload()
@@ -210,6 +219,29 @@ class Settings:
         if removed.files:
             log.warning("modgate: removed %s left in %s by an interrupted run", removed, cache_dir)
         return lock
+
+    def _upstream_ca(self, text: str) -> None:
+        """Trust `text`'s CAs upstream: in modgate's own fetches, and in the connections
+        mitmproxy makes for what it forwards (version-control hosts), unless told
+        otherwise there (ssl_verify_upstream_trusted_ca)."""
+        path = Path(text).expanduser() if text else None
+        try:
+            upstream_context(path)
+        except ModgateError as e:
+            raise exceptions.OptionsError(f"modgate_upstream_ca: {e}") from e
+        self.fetcher.upstream_ca = path
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing opened yet
+            asyncio.get_running_loop().create_task(self.fetcher.close())
+        if path is not None and not ctx.options.ssl_verify_upstream_trusted_ca:
+            # mitmproxy trusts that file alone: the system's CAs go in with the extra ones.
+            confdir = Path(ctx.options.confdir).expanduser()
+            both = confdir / "upstream-ca.pem"
+            try:
+                system = system_bundle(confdir).read_bytes().rstrip(b"\n") + b"\n"
+                both.write_bytes(system + path.read_bytes())
+            except OSError as e:
+                raise exceptions.OptionsError(f"modgate_upstream_ca: {e}") from e
+            ctx.options.update(ssl_verify_upstream_trusted_ca=str(both))
 
     def _limit_interception(self) -> None:
         """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):

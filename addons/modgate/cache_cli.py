@@ -7,6 +7,8 @@ dropped within a second: store.STAMP).
     modgate cache evict MODULE[@VERSION]      remove a module's (or one version's) answers
     modgate cache prune --max-size/--older-than/--unused-since   least recently used first
     modgate cache verify [--remove]           re-hash everything stored
+    modgate cache export FILE [--modules P] [--since DATE] [--session ID] [--against OLD]
+    modgate cache import FILE --trust KEY.pub re-verified whole, or refused whole (bundle.py)
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from modgate import bundle, prefetch
+    from modgate.config import SumdbConfig
     from modgate.store import DiskStore
 
 
@@ -70,6 +74,55 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     pr.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     where(pr)
     pr.set_defaults(func=cmd_prune)
+
+    ex = actions.add_parser(
+        "export", help="write an air-gap bundle, signed with this modgate's key"
+    )
+    ex.add_argument("file", type=Path, metavar="FILE")
+    ex.add_argument("--modules", default="", metavar="PATTERN", help="module glob[@version glob]")
+    ex.add_argument(
+        "--since", type=_date_arg, metavar="DATE", help="stored on or after (YYYY-MM-DD)"
+    )
+    ex.add_argument(
+        "--session",
+        type=int,
+        metavar="TRACE_ID",
+        help="the module versions a traced session downloaded (modgate trace ls)",
+    )
+    ex.add_argument(
+        "--against", type=Path, metavar="OLD", help="an earlier bundle: carry only what it did not"
+    )
+    ex.add_argument(
+        "--database",
+        default="",
+        help="the checksum database to carry (default: the one the cache holds)",
+    )
+    ex.add_argument(
+        "--confdir",
+        type=Path,
+        default=default_home(),
+        help="where the signing key is (default: %(default)s)",
+    )
+    where(ex)
+    ex.set_defaults(func=cmd_export)
+    im = actions.add_parser("import", help="check a bundle whole, then add it to the cache")
+    im.add_argument("file", type=Path, metavar="FILE")
+    im.add_argument(
+        "--trust",
+        type=Path,
+        required=True,
+        metavar="KEY.pub",
+        help="the exporting modgate's bundle-signing.pub",
+    )
+    im.add_argument(
+        "--rules",
+        type=Path,
+        help="the rules file of the modgate that will serve it "
+        "(its checksum database and private modules); default: go env GOSUMDB",
+    )
+    im.add_argument("--jobs", type=int, default=8)
+    where(im)
+    im.set_defaults(func=cmd_import)
 
 
 def _size(text: str) -> int:
@@ -285,3 +338,217 @@ def _recheck(args: argparse.Namespace, store: DiskStore) -> list[str]:
         summary += f", removed {len(bad)} (fetched again on next request)"
     print(summary)
     return bad
+
+
+def _date_arg(text: str) -> float:
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a date such as 2026-12-01") from e
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from modgate import bundle, cacheadmin
+    from modgate.errors import ModgateError
+
+    store = _open(args)
+    try:
+        found = list(cacheadmin.items(store))
+        databases = Counter(bundle._database_of(i) for i in found if i.sumdb)  # noqa: SLF001
+        database = args.database or (databases.most_common(1)[0][0] if databases else "")
+        if not args.database and len(databases) > 1:
+            raise ModgateError(
+                f"the cache holds several checksum databases ({', '.join(databases)}): "
+                "name one with --database"
+            )
+        wanted = {i.key for i in cacheadmin.matching(found, args.modules)}
+        versions = _session_versions(args) if args.session is not None else None
+
+        def chosen(i: cacheadmin.Item) -> bool:
+            if i.key not in wanted or (args.since and i.stored_at < args.since):
+                return False
+            return (
+                versions is None
+                or (i.module, i.version) in versions
+                or (i.kind == "list" and any(m == i.module for m, _ in versions))
+            )
+
+        previous = _previous(args.against) if args.against else None
+        picked = bundle.select(found, chosen, previous, database)
+        key = bundle.signing_key(args.confdir.expanduser())
+        total = sum(i.size for i in picked)
+        with tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, disable=None) as bar:
+            manifest = bundle.export(store, picked, args.file, key, database, bar.update)
+    finally:
+        store.close()
+    print(
+        f"wrote {args.file}: {len(manifest.versions)} module versions, {len(manifest.files)} "
+        f"files, {_mib(total)}; signed with {args.confdir / bundle.PUBLIC}"
+    )
+    return 0
+
+
+def _session_versions(args: argparse.Namespace) -> set[tuple[str, str]]:
+    import sqlite3
+
+    from modgate.errors import ModgateError
+    from modgate.trace.store import default_db
+
+    db = default_db(args.cache_dir)
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT module, version FROM requests WHERE session = ? "
+                "AND module != '' AND version != ''",
+                (args.session,),
+            ).fetchall()
+    except sqlite3.Error as e:
+        raise ModgateError(f"{db}: cannot read the trace: {e}") from e
+    if not rows:
+        raise ModgateError(f"session {args.session}: no module versions in {db} (modgate trace ls)")
+    return {(m, v) for m, v in rows}
+
+
+def _previous(path: Path) -> bundle.Manifest:
+    import tarfile
+
+    from modgate import bundle
+    from modgate.errors import ModgateError
+
+    try:
+        with tarfile.open(path) as tar:
+            member = tar.extractfile(bundle.MANIFEST)
+            if member is None:
+                raise KeyError(bundle.MANIFEST)
+            return bundle.Manifest.loads(member.read())
+    except (OSError, KeyError, tarfile.TarError) as e:
+        raise ModgateError(f"--against {path}: no bundle manifest there: {e}") from e
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from modgate import bundle
+    from modgate.store import DiskStore
+
+    trusted = bundle.load_public(args.trust)
+    db, private = _importer_checks(args.rules)
+    with tempfile.TemporaryDirectory(prefix="modgate-import-") as scratch:
+        work = Path(scratch)
+        print(f"import: checking {args.file}", file=sys.stderr)
+        manifest = bundle.unpack(args.file, trusted, work / "tree")
+        if manifest.database and db is not None and manifest.database != db.name:
+            raise bundle.BundleError(
+                f"{args.file}: carries checksum database {manifest.database}, "
+                f"this modgate checks against {db.name}"
+            )
+        outcome = _replay(args, manifest, work, db, private)
+        if outcome.failed or outcome.refused:
+            reasons = list(outcome.failed.items()) + list(outcome.refused.items())
+            listed = "; ".join(f"{name}: {why}" for name, why in sorted(reasons)[:5])
+            raise bundle.BundleError(f"{args.file}: refused whole, nothing imported: {listed}")
+        target = DiskStore(args.cache_dir.expanduser() / "artifacts", size_limit=None)
+        staging = DiskStore(work / "staging" / "cache" / "artifacts", size_limit=None)
+        try:
+            copied = bundle.copy_entries(staging, target)
+        finally:
+            staging.close()
+            target.close()
+    print(
+        f"imported {copied} entries ({len(manifest.versions)} module versions) from {args.file}, "
+        "every one checked"
+    )
+    return 0
+
+
+def _importer_checks(rules: Path | None) -> tuple[SumdbConfig | None, str]:
+    """The checksum database and private patterns of the modgate that will serve."""
+    from modgate.config import parse_gosumdb
+    from modgate.prefetch import go_env_values
+    from modgate.rulesfile import load_checked
+
+    private = ""
+    if rules is not None:
+        config = load_checked(rules)
+        private = config.checksum.private
+        if config.checksum.databases is not None:
+            return (config.checksum.databases[0] if config.checksum.databases else None), private
+    values = go_env_values(["GOSUMDB", "GONOSUMDB", "GOPRIVATE"])
+    private = private or values.get("GONOSUMDB") or values.get("GOPRIVATE", "")
+    return parse_gosumdb(values.get("GOSUMDB", "off") or "off"), private
+
+
+def _replay(
+    args: argparse.Namespace,
+    manifest: bundle.Manifest,
+    work: Path,
+    db: SumdbConfig | None,
+    private: str,
+) -> prefetch.Outcome:
+    """Ask a modgate of its own, whose upstream is the bundle's tree and whose checksum
+    database is the importer's, for every version the bundle carries."""
+    import asyncio
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from tqdm import tqdm
+
+    from modgate import bundle, prefetch
+    from modgate.patterns import match_prefix_patterns
+    from modgate.prefetch_cli import standalone
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *a: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(work / "tree"))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/proxy"
+    lines = [
+        "proxies:",
+        "  - url: https://bundle.modgate.invalid",
+        f"    upstream: {base}",
+        "checksum:",
+    ]
+    if db is not None:
+        lines += ["  databases:", f"    - key: {db.key}", f"      upstream: {base}/sumdb/{db.name}"]
+    else:
+        lines += ["  databases: []"]
+    if private:
+        lines.append(f"  private: {private!r}")
+    if pinned := bundle.pins(manifest):
+        lines += ["  pins:", *(f"    - {p!r}" for p in pinned)]
+    rules = work / "rules.yaml"
+    rules.write_text("\n".join(lines) + "\n")
+    wants = set()
+    for full, hashes in manifest.versions.items():
+        module, _, version = full.partition("@")
+        wants.add(prefetch.Want(module, version, gomod_only="zip" not in hashes))
+    try:
+        with (
+            standalone(work / "staging" / "cache", rules, work / "staging") as endpoint,
+            tqdm(total=len(wants), unit=" versions", file=sys.stderr, disable=None) as bar,
+        ):
+            name = db.name if db is not None else ""
+            return asyncio.run(
+                prefetch.fetch_all(
+                    endpoint,
+                    wants,
+                    name,
+                    lambda m: match_prefix_patterns(private, m),
+                    max(1, args.jobs),
+                    lambda n, size: bar.update(n),
+                )
+            )
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -166,26 +166,20 @@ def _endpoint(args: argparse.Namespace) -> Iterator[str]:
         yield args.goproxy.rstrip("/")
         return
     cache_dir = args.cache_dir.expanduser().absolute()
+    with standalone(cache_dir, args.rules, cache_dir.parent) as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def standalone(cache_dir: Path, rules: Path | None, confdir: Path) -> Iterator[str]:
+    """A modgate of its own on `cache_dir` for as long as the block runs: its GOPROXY
+    endpoint."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "modgate",
-        "run",
-        "--listen-port",
-        "0",
-        "--goproxy-port",
-        str(port),
-        "--cache-dir",
-        str(cache_dir),
-        "--confdir",
-        str(cache_dir.parent),
-        "--rules",
-        str(args.rules or ""),
-        "--quiet",
-    ]
+    command = [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
+               "--goproxy-port", str(port), "--cache-dir", str(cache_dir),
+               "--confdir", str(confdir), "--rules", str(rules or ""), "--quiet"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True

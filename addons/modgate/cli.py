@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv is None and args.func is cmd_run:
         _optimised()
+    args.argv = sys.argv[1:] if argv is None else argv
     try:
         return int(args.func(args))
     except ModgateError as e:
@@ -54,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 def _rules_path(text: str) -> Path | str:
     """A rules file, or "" for none (the defaults of `go env`, as with no file at all)."""
     return Path(text) if text else ""
+
+
+def _workers(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         # HTTP/1.1 keep-alive connections (scripts/bench, issue 6).
         default=False,
         help="offer HTTP/2 to clients (default: off, HTTP/1.1 is faster here)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="worker processes sharing the ports, cache and trace (default: one per usable "
+        "core, on Linux; 1: a single process, no supervisor)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.add_argument(
@@ -154,11 +169,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
+    from modgate import workers
+
+    worker = workers.this_worker()
+    count = args.workers or workers.default_workers()
+    if count > 1 and worker is None:
+        ports = [args.listen_port, *([args.goproxy_port] if args.goproxy_port >= 0 else [])]
+        return workers.supervise(args.argv, count, args.listen_host, ports)
     confdir: Path = args.confdir.expanduser()
     cache_dir: Path = (args.cache_dir or confdir / "cache").expanduser()
     # What modgate writes (CA key, cache, trace of who fetched what) is its user's alone.
     os.umask(0o077)
-    return asyncio.run(_run(args, confdir, cache_dir, rules))
+    loop = workers.ReusePortLoop if worker is not None else None
+    return asyncio.run(_run(args, confdir, cache_dir, rules), loop_factory=loop)
 
 
 async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: Path | None) -> int:
@@ -228,9 +251,13 @@ def _stop_on_signals(master: Master) -> None:
     import asyncio
     import signal
 
+    from modgate.workers import this_worker
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
+    if (worker := this_worker()) is not None:
+        worker.watch(master.shutdown)  # the supervisor is gone: stop too
 
 
 def lean_master(opts: Options) -> Master:
@@ -277,6 +304,7 @@ class _Banner:
         from mitmproxy.proxy import mode_specs
 
         from modgate.addons.settings import Settings
+        from modgate.workers import this_worker
 
         settings = ctx.master.addons.get("modgate").stage(Settings)
         proxy = goproxy = ""
@@ -291,7 +319,11 @@ class _Banner:
         line = f'modgate: proxy on {proxy}, for go: eval "$({_env_command(proxy, self.confdir)})"'
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
-        print(f"{line}; gating {gated}; {_verifies(settings)}", flush=True)
+        line = f"{line}; gating {gated}; {_verifies(settings)}"
+        if (worker := this_worker()) is not None:
+            worker.ready(line)  # the supervisor prints it, once for all workers
+        else:
+            print(line, flush=True)
         # Its work is done: mitmproxy would otherwise offer it every event of every request.
         ctx.master.addons.remove(self)
 

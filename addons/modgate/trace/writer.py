@@ -43,6 +43,9 @@ PRUNE_EVERY = 600.0
 PRUNE_CHUNK = 5_000
 # Labels stopped longer ago than this no longer take requests (which start after them).
 LABELS_SINCE = 86400.0
+# Sessions whose last request ended longer ago than this are not looked up again when
+# another writer has written: a request joins a session only `gap` seconds after it.
+SESSIONS_SINCE = 900.0
 # A batch that fails is tried again after this long, with what has arrived since; at most
 # this many records wait (in memory; they are in the journal too), the oldest go first.
 RETRY_WAIT = 1.0
@@ -99,14 +102,16 @@ class TraceWriter:
         self._pruned = 0
         self._cached_labels: list[Label] | None = None
         self._retry: list[_Item] = []
-        self.journal_path = path.with_name(path.name + ".pending")
+        self.journal_path = path.with_name(path.name + ".pending")  # slot 0's: see start
+        self._slot = 0
         self._journal: journal.Journal | None = None
 
     def start(self) -> None:
         """Open the database (a TraceError is raised here, not later), queue what the
         journal holds that the database lacks, and start the thread."""
         self._db = TraceDB(self.path, threaded=True)
-        committed = self._db.journal_seq()
+        self._slot, self.journal_path, fd = journal.claim(self.journal_path)
+        committed = self._db.journal_seq(self._slot)
         pending = [(s, r) for s, r in journal.read(self.journal_path) if s > committed]
         # Requests replayed, or arriving soon, carry on with the sessions they were part of.
         since = min([self.clock(), *(r.start for _, r in pending)]) - self.sessionizer.gap
@@ -121,7 +126,7 @@ class TraceWriter:
                 "without writing them (%s)", len(pending), self.journal_path,
             )  # fmt: skip
         last = max([committed, *(s for s, _ in pending)])
-        self._journal = journal.Journal(self.journal_path, last)
+        self._journal = journal.Journal(self.journal_path, last, fd)
         self._thread = threading.Thread(target=self._run, name="modgate-trace", daemon=True)
         self._thread.start()
 
@@ -220,7 +225,7 @@ class TraceWriter:
                 self._db.insert(records, [self._place(r, labels) for r in records])
                 seq = max(item.seq for item in batch)
                 if seq:
-                    self._db.set_journal_seq(seq)
+                    self._db.set_journal_seq(seq, self._slot)
             self._committed = time.monotonic()
             self.stats.written += len(records)
             self._failing = False
@@ -250,10 +255,20 @@ class TraceWriter:
                     log.exception("modgate: trace callback failed")
 
     def _labels(self) -> list[Label]:
-        """The labelled sessions, read again only when another process wrote."""
+        """The labelled sessions, read again only when another process wrote; and then
+        each client's latest session too: another writer on this database (a worker of
+        the same modgate) may have begun or continued it, and a client's requests are
+        spread across workers. Called under the write lock, so two writers never both
+        begin a session for one client."""
         assert self._db is not None
         if self._db.changed_elsewhere() or self._cached_labels is None:
-            self._cached_labels = self._db.labels(since=self.clock() - LABELS_SINCE)
+            now = self.clock()
+            self._cached_labels = self._db.labels(since=now - LABELS_SINCE)
+            for client, session, end in self._db.latest_sessions(now - SESSIONS_SINCE):
+                if session is None:
+                    self.sessionizer.labelled(client)
+                else:
+                    self.sessionizer.resume(client, session, end)
         return self._cached_labels
 
     def _place(self, record: Record, labels: list[Label]) -> int:

@@ -119,7 +119,7 @@ def this_worker() -> Worker | None:
 
 
 def worker_name() -> str:
-    """"" in a single modgate, "1" in worker 1: for files each process keeps its own of."""
+    """ "" in a single modgate, "1" in worker 1: for files each process keeps its own of."""
     worker = this_worker()
     return "" if worker is None else str(worker.index)
 
@@ -127,7 +127,7 @@ def worker_name() -> str:
 class ReusePortLoop(asyncio.SelectorEventLoop):
     """An event loop whose servers share their port with the other workers' (see above)."""
 
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:  # type: ignore[override]
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
         if kwargs.get("reuse_port") is None:
             kwargs["reuse_port"] = True
         return await super().create_server(*args, **kwargs)
@@ -180,9 +180,7 @@ class PortClaim:
 
 
 def _bind_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
-    infos = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, address = infos[0]
     return family, address
 
@@ -208,7 +206,7 @@ class Supervisor:
 
     command: list[str]
     workers: int
-    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+    log: Callable[[str], None] = field(default=lambda line: _say(line))
     _slots: list[_Slot] = field(default_factory=list)
     _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     _stopping: int = 0  # signals received
@@ -358,6 +356,10 @@ class Supervisor:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _how(code: int) -> str:

@@ -176,7 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if count > 1 and worker is None:
         ports = [args.listen_port, *([args.goproxy_port] if args.goproxy_port >= 0 else [])]
         return workers.supervise(args.argv, count, args.listen_host, ports)
-    memory.fewer_arenas()  # before any thread starts
+    memory.lean_malloc()  # before any thread starts
+    memory.without_mitmproxy_addon_index()
     confdir: Path = args.confdir.expanduser()
     cache_dir: Path = (args.cache_dir or confdir / "cache").expanduser()
     # What modgate writes (CA key, cache, trace of who fetched what) is its user's alone.

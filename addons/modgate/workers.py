@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import selectors
 import signal
@@ -372,15 +373,38 @@ def _how(code: int) -> str:
 
 def supervise(argv: list[str], workers: int, listen_host: str, ports: list[int]) -> int:
     """Run `modgate ARGV` (a `run` command line) as `workers` workers on `ports` (the
-    proxy's, then the endpoint's if any; 0 for any free one)."""
+    proxy's, then the endpoint's if any; 0 for any free one). This process becomes the
+    supervisor: a fresh interpreter that loads this module alone (`main`), about 10 MiB
+    where `modgate run`'s imports take 50, for a process that only waits."""
     if sys.platform != "linux":
         raise ModgateError("--workers above 1 needs Linux (SO_REUSEPORT spreading connections)")
-    claim = PortClaim(listen_host, ports)
+    plan = {"argv": argv, "workers": workers, "host": listen_host, "ports": ports}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [*_python(), "-m", "modgate.workers", json.dumps(plan)])
+
+
+def _python() -> list[str]:
+    return [sys.executable, *(["-O"] if sys.flags.optimize else [])]
+
+
+def main(args: list[str] | None = None) -> int:
+    """`python -m modgate.workers PLAN`: the supervisor `supervise` starts."""
+    plan = json.loads((sys.argv[1:] if args is None else args)[0])
+    try:
+        claim = PortClaim(plan["host"], plan["ports"])
+    except ModgateError as e:
+        print(f"modgate: {e}", file=sys.stderr)
+        return 2
     try:
         fixed = ["--listen-port", str(claim.ports[0]), "--workers", "1"]
         if len(claim.ports) > 1:
             fixed += ["--goproxy-port", str(claim.ports[1])]
-        python = [sys.executable, *(["-O"] if sys.flags.optimize else [])]
-        return Supervisor([*python, "-m", "modgate", *argv, *fixed], workers).run()
+        command = [*_python(), "-m", "modgate", *plan["argv"], *fixed]
+        return Supervisor(command, int(plan["workers"])).run()
     finally:
         claim.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -119,12 +119,6 @@ def this_worker() -> Worker | None:
     return Worker(int(index), int(fd))
 
 
-def worker_name() -> str:
-    """ "" in a single modgate, "1" in worker 1: for files each process keeps its own of."""
-    worker = this_worker()
-    return "" if worker is None else str(worker.index)
-
-
 class ReusePortLoop(asyncio.SelectorEventLoop):
     """An event loop whose servers share their port with the other workers' (see above)."""
 

@@ -235,3 +235,24 @@ def test_a_rules_reload_under_load_is_applied_by_every_worker(world: World, tmp_
     # Stopped by SIGINT: the supervisor told its workers, waited for them, exited 0.
     assert supervisor is not None and supervisor.returncode == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(world: World, tmp_path: Path) -> None:
+    """Orphans would keep serving the port with nobody to restart or stop them."""
+    with Upstream(world) as upstream, Gate(tmp_path / "g", rules(upstream.url), workers=2) as gate:
+        pids = gate.worker_pids()
+        assert gate.proc is not None
+        gate.proc.kill()
+        gate.proc.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -188,7 +188,7 @@ def test_a_port_in_use_is_refused_once_and_a_second_modgate_cannot_join(
             capture_output=True, text=True, timeout=60, env={**os.environ, "GOSUMDB": "off"},
         )  # fmt: skip
     assert started.returncode == 2
-    error = f"modgate: cannot listen on 127.0.0.1:{port}: Address already in use"
+    error = f"modgate: cannot listen on 127.0.0.1:{port}: address already in use"
     assert (started.stdout + started.stderr).count(error) == 1, started.stderr
     assert not (tmp_path / "c1").exists()  # refused before any worker started
 

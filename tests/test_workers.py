@@ -31,7 +31,7 @@ def test_a_port_another_program_listens_on_is_refused() -> None:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        with pytest.raises(ModgateError, match=f"127.0.0.1:{port}: Address already in use"):
+        with pytest.raises(ModgateError, match=f"127.0.0.1:{port}: address already in use"):
             PortClaim("127.0.0.1", [port])
 
 

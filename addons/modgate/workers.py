@@ -154,7 +154,8 @@ class PortClaim:
         try:
             sock.bind(address)
         except OSError as e:
-            raise ModgateError(f"cannot listen on {where}: {e.strerror or e}") from e
+            reason = e.strerror or str(e)
+            raise ModgateError(f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}") from e
         port = int(sock.getsockname()[1])
         lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._held.append(lock)

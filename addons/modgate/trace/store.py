@@ -214,15 +214,19 @@ class TraceDB:
         `since`, so a restarted writer carries on with them."""
         return [(c, s, e) for c, s, e in self.latest_sessions(since) if s is not None]
 
-    def latest_sessions(self, since: float) -> list[tuple[str, int | None, float]]:
-        """(client, session, end) of each client's latest request that ended after
-        `since`; session None when that request was in a labelled session (the client's
-        next request begins a new one, once the label has stopped)."""
+    def latest_sessions(
+        self, since: float, clients: Sequence[str] | None = None, window: int = 10_000
+    ) -> list[tuple[str, int | None, float]]:
+        """(client, session, end) of each client's latest request among the last `window`
+        recorded that ended after `since` (of `clients` only, if given); session None
+        when that request was in a labelled session (the client's next request begins a
+        new one, once the label has stopped)."""
+        among = f"AND r.client IN ({', '.join('?' * len(clients))})" if clients else ""
         rows = self.conn.execute(
             'SELECT r.client, r.session, max(r."end"), s.label IS NOT NULL FROM requests r '
             "JOIN sessions s ON s.id = r.session WHERE r.id > (SELECT coalesce(max(id), 0) "
-            '- 10000 FROM requests) AND r."end" > ? GROUP BY r.client',
-            (since,),
+            f'- ? FROM requests) AND r."end" > ? {among} GROUP BY r.client',
+            (window, since, *(clients or ())),
         ).fetchall()
         return [(str(c), None if labelled else int(s), float(e)) for c, s, e, labelled in rows]
 

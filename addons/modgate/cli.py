@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv is None and args.func is cmd_run:
         _optimised()
+    args.argv = sys.argv[1:] if argv is None else argv
     try:
         return int(args.func(args))
     except ModgateError as e:
@@ -65,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
 def _rules_path(text: str) -> Path | str:
     """A rules file, or "" for none (the defaults of `go env`, as with no file at all)."""
     return Path(text) if text else ""
+
+
+def _workers(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         help="PEM CAs to trust upstream besides the system's: a TLS-inspecting firewall's, "
         "an internal mirror's",
     )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="worker processes sharing the ports, cache and trace (default: one per usable "
+        "core, on Linux; 1: a single process, no supervisor; local mode: always 1)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.add_argument(
         "--set",
@@ -206,11 +221,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
+    from modgate import memory, workers
+
+    worker = workers.this_worker()
+    # Local capture has one redirector per machine: one process takes it.
+    count = 1 if args.mode == "local" else args.workers or workers.default_workers()
+    if count > 1 and worker is None:
+        ports = [args.listen_port, *([args.goproxy_port] if args.goproxy_port >= 0 else [])]
+        return workers.supervise(args.argv, count, args.listen_host, ports)
+    memory.lean_malloc()  # before any thread starts
+    memory.without_mitmproxy_addon_index()
     confdir: Path = args.confdir.expanduser()
     cache_dir: Path = (args.cache_dir or confdir / "cache").expanduser()
     # What modgate writes (CA key, cache, trace of who fetched what) is its user's alone.
     os.umask(0o077)
-    return asyncio.run(_run(args, confdir, cache_dir, rules))
+    loop = workers.ReusePortLoop if worker is not None else None
+    return asyncio.run(_run(args, confdir, cache_dir, rules), loop_factory=loop)
 
 
 async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: Path | None) -> int:
@@ -319,9 +345,13 @@ def _stop_on_signals(master: Master) -> None:
     import asyncio
     import signal
 
+    from modgate.workers import this_worker
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
+    if (worker := this_worker()) is not None:
+        worker.watch(master.shutdown)  # the supervisor is gone: stop too
 
 
 def lean_master(opts: Options) -> Master:
@@ -370,6 +400,7 @@ class _Banner:
         from mitmproxy.proxy import mode_specs
 
         from modgate.addons.settings import Settings
+        from modgate.workers import this_worker
 
         if self.probe is not None and not await self.probe.check():
             return
@@ -404,7 +435,11 @@ class _Banner:
             )
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
-        print(f"{line}; gating {gated}; {_verifies(settings)}", flush=True)
+        line = f"{line}; gating {gated}; {_verifies(settings)}"
+        if (worker := this_worker()) is not None:
+            worker.ready(line)  # the supervisor prints it, once for all workers
+        else:
+            print(line, flush=True)
         # Its work is done: mitmproxy would otherwise offer it every event of every request.
         ctx.master.addons.remove(self)
 

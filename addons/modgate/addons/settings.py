@@ -45,6 +45,7 @@ from modgate.config import (
 from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Gateway
 from modgate.home import default_home
+from modgate.keylock import KeyLocks
 from modgate.rules import Deny
 from modgate.rulesfile import check
 from modgate.store import DiskStore
@@ -158,7 +159,10 @@ class Settings:
             else:
                 store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
                 undo.callback(store.close)
-                gateway = Gateway(store, self.fetcher, cache_dir / "spool", config.cache)
+                gateway = Gateway(
+                    store, self.fetcher, cache_dir / "spool", config.cache,
+                    locks=KeyLocks(cache_dir / "locks"),
+                )  # fmt: skip
                 checker = _open_checker(config, pins, databases, cache_dir, gateway)
                 undo.callback(checker.close)
                 lock = self._claim(cache_dir, store)

@@ -223,6 +223,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from modgate import memory, workers
 
+    if args.listen_host is None:  # transparent mode listens where REDIRECT sends
+        args.listen_host = "0.0.0.0" if args.mode == "transparent" else "127.0.0.1"
     worker = workers.this_worker()
     # Local capture has one redirector per machine: one process takes it.
     count = 1 if args.mode == "local" else args.workers or workers.default_workers()
@@ -264,8 +266,7 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
         probe = _LocalProbe(confdir)
     if args.goproxy_port >= 0:
         modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
-    listen_host = args.listen_host or ("0.0.0.0" if args.mode == "transparent" else "127.0.0.1")
-    opts = options.Options(listen_host=listen_host, confdir=str(confdir), mode=modes)
+    opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
     master = lean_master(opts)
     with _home(confdir):
         master.addons.add(*all_addons(), _Banner(confdir, probe))

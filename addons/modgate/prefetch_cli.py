@@ -179,7 +179,8 @@ def standalone(cache_dir: Path, rules: Path | None, confdir: Path) -> Iterator[s
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
                "--goproxy-port", str(port), "--cache-dir", str(cache_dir),
-               "--confdir", str(confdir), "--rules", str(rules or ""), "--quiet", "--workers", "1"]  # fmt: skip
+               "--confdir", str(confdir), "--rules", str(rules or ""), "--quiet",
+               "--workers", "1"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -143,3 +144,28 @@ def test_a_new_trace_database_is_private_whatever_the_umask(tmp_path: Path) -> N
     assert modes["trace.db"] == 0o600
     assert all(mode == 0o600 for name, mode in modes.items() if name.startswith("trace.db")), modes
     assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700
+
+
+def test_a_version_1_database_gains_the_origin_column_and_keeps_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "trace.db"
+    db = TraceDB(path)
+    db.insert([rec(0.0, origin="go[12]")], [db.new_session("127.0.0.1", T0)])
+    db.conn.execute("ALTER TABLE requests DROP COLUMN origin")  # as version 1 made it
+    db.conn.execute("PRAGMA user_version = 1")
+    db.close()
+    again = TraceDB(path)
+    assert again.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    [old] = again.records(1)
+    assert old.origin == ""
+    again.insert([rec(1.0, origin="go[13]")], [1])
+    assert [r.origin for r in again.records(1)] == ["", "go[13]"]
+    again.close()
+
+
+def test_a_journal_line_written_before_the_origin_field_still_reads() -> None:
+    from modgate.trace import journal
+
+    line = journal.encode(rec(0.0, origin="tag ci"))
+    values = json.loads(line)[:-1]  # the field it had no room for
+    assert journal.decode(json.dumps(values).encode()).origin == ""
+    assert journal.decode(line).origin == "tag ci"

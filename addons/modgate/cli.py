@@ -165,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print shell lines that send go through modgate")
     where(env)
     env.add_argument(
+        "--session",
+        metavar="NAME",
+        help="trace this shell's go commands as one session named NAME (sent as the proxy "
+        "URL's user; not with --set proxyauth)",
+    )
+    env.add_argument(
         "--transparent",
         action="store_true",
         help="modgate runs in transparent mode: print only the CA settings, no proxy",
@@ -489,7 +495,10 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"export GOPROXY={shlex.quote(args.goproxy)}")
         return 0
     bundle = write_bundle(args.confdir.expanduser())
-    proxy = f"http://{args.listen_host}:{args.listen_port}"
+    from urllib.parse import quote
+
+    user = f"{quote(args.session, safe='')}@" if args.session else ""
+    proxy = f"http://{user}{args.listen_host}:{args.listen_port}"
     lines = {} if args.transparent else {
         "HTTPS_PROXY": proxy,
         "https_proxy": proxy,  # git and curl read the lowercase one

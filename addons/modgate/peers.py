@@ -33,7 +33,9 @@ class Process:
 
 def owner(client: tuple[str, int], server: tuple[str, int], proc: Path = PROC) -> Process | None:
     """The process on this machine whose socket is `client`, connected to `server`
-    (modgate's end), or None (not on this machine, gone, or not ours to see)."""
+    (modgate's end; a redirected connection's socket names the address it was sent to,
+    so the client's own address decides when that does not match), or None (not on this
+    machine, gone, or not ours to see)."""
     inode = _inode(client, server, proc)
     if inode is None:
         return None
@@ -73,13 +75,15 @@ def _inode(client: tuple[str, int], server: tuple[str, int], proc: Path) -> int 
         remote_ip = ipaddress.ip_address(server[0])
     except ValueError:
         return None
-    if local_ip.version == 4 and not local_ip.is_loopback and not _is_local(local_ip):
+    if local_ip.version == 4 and not local_ip.is_loopback and not is_local(local_ip):
         return None
     want = {(_hex(local_ip), client[1], _hex(remote_ip), server[1])}
     # A v4 client of a dual-stack listener shows as ::ffff:a.b.c.d on one side or both.
     for a in _forms(local_ip):
         for b in _forms(remote_ip):
             want.add((a, client[1], b, server[1]))
+    local = {(a, p) for a, p, _, _ in want}
+    fallback = None
     for table in ("tcp", "tcp6"):
         try:
             lines = (proc / "net" / table).read_text().splitlines()[1:]
@@ -92,7 +96,9 @@ def _inode(client: tuple[str, int], server: tuple[str, int], proc: Path) -> int 
             (lip, lport), (rip, rport) = fields[1].split(":"), fields[2].split(":")
             if (lip, int(lport, 16), rip, int(rport, 16)) in want:
                 return int(fields[9]) or None
-    return None
+            if (lip, int(lport, 16)) in local and fields[3] == "01":  # ESTABLISHED
+                fallback = fallback or int(fields[9]) or None
+    return fallback
 
 
 def _forms(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> set[str]:
@@ -110,7 +116,7 @@ def _hex(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return "".join((w[::-1] if little else w).hex().upper() for w in words)
 
 
-def _is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether `ip` is one of this machine's addresses (a client on it may use any)."""
     try:
         with socket.socket(socket.AF_INET if ip.version == 4 else socket.AF_INET6) as s:
@@ -118,3 +124,21 @@ def _is_local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return True
     except OSError:
         return False
+
+
+def invocation(process: Process, proc: Path = PROC, programs: tuple[str, ...] = ("go",)) -> Process:
+    """The go command `process` belongs to: itself, or the nearest `go` among its
+    ancestors (the git a `go get` starts for a direct fetch), else `process`."""
+    current, hops = process, 0
+    while hops < 8:
+        if current.name in programs:
+            return current
+        try:
+            stat = (proc / str(current.pid) / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if parent <= 1:
+            break
+        current, hops = Process(parent, _comm(proc, parent)), hops + 1
+    return process

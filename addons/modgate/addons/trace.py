@@ -18,7 +18,9 @@ cached hit about a twentieth of its CPU (scripts/bench, issue 6).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -68,6 +70,7 @@ class Tracer:
         self._config: tuple[Path, float, float | None] | None = None
         self._tunnels: dict[str, _Tunnel] = {}
         self._live: list[str] = []  # lines waiting to be logged together
+        self._origins: dict[str, str] = {}  # client connection id: Record.origin
 
     def load(self, loader: Loader) -> None:
         if live.level == logging.NOTSET and live.getEffectiveLevel() > logging.INFO:
@@ -161,9 +164,31 @@ class Tracer:
             handoff.then(lambda: self._finish(flow))  # the body is still on its way
             return
         flow.metadata["modgate.traced"] = True
-        record, body = record_of(flow)
+        record, body = record_of(flow, self._origins.get(flow.client_conn.id, ""))
         self._show(record)
         writer.submit(record, body)
+
+    # --- who asked: the origin of a connection's records (trace/sessions.py) ---------------
+
+    async def client_connected(self, client: connection.Client) -> None:
+        """A client on this machine: the go command at the other end (peers.py), looked
+        up once per connection, off the event loop, before its first request."""
+        if self.writer is None or not client.peername or not client.sockname:
+            return
+        try:
+            found = await asyncio.wait_for(
+                asyncio.to_thread(_go_command, client.peername, client.sockname), ORIGIN_WAIT
+            )
+        except TimeoutError:
+            return
+        if found and client.id not in self._origins:
+            self._origins[client.id] = found
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """`modgate env --session NAME`: go sends NAME as the proxy URL's user."""
+        name = _session_tag(flow.request.headers.get("Proxy-Authorization", ""))
+        if name and self.writer is not None:
+            self._origins[flow.client_conn.id] = f"tag {name}"
 
     # --- tunnels modgate passes through ----------------------------------------------------
 
@@ -182,14 +207,16 @@ class Tracer:
 
     def client_disconnected(self, client: connection.Client) -> None:
         tunnel = self._tunnels.pop(client.id, None)
+        origin = self._origins.pop(client.id, "")
         if tunnel is None or not tunnel.passthrough or self.writer is None:
             return
-        self._record_tunnel(self.writer, tunnel_record(tunnel.connect, client))
+        self._record_tunnel(self.writer, tunnel_record(tunnel.connect, client, origin))
 
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         """A CONNECT answered with an error: refused by a rule, or the host unreachable."""
         if self.writer is not None:
-            self._record_tunnel(self.writer, tunnel_record(flow, flow.client_conn))
+            origin = self._origins.get(flow.client_conn.id, "")
+            self._record_tunnel(self.writer, tunnel_record(flow, flow.client_conn, origin))
 
     def _record_tunnel(self, writer: TraceWriter, record: Record) -> None:
         self._show(record)
@@ -263,7 +290,7 @@ def _live_shown() -> bool:
 # --- flows to records ------------------------------------------------------------------
 
 
-def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
+def record_of(flow: http.HTTPFlow, origin: str = "") -> tuple[Record, bytes | None]:
     """The trace record of a finished flow, and the body to hash when it is a .mod or .zip
     that no verifier hashed (the writer hashes it, off the event loop)."""
     meta = flow.metadata
@@ -308,6 +335,7 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
         rule=str(ruled.get("rule", "")),
         rule_reason=str(ruled.get("reason", "")),
         error=" ".join(str(error).split()),
+        origin=origin,
     )
     body = None
     if mod and status == 200 and not record.h1 and record.kind in ("mod", "zip") and resp:
@@ -316,7 +344,7 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
     return record, body
 
 
-def tunnel_record(connect: http.HTTPFlow, client: connection.Client) -> Record:
+def tunnel_record(connect: http.HTTPFlow, client: connection.Client, origin: str = "") -> Record:
     """A CONNECT tunnel: passed through untouched until `client` closed, or refused."""
     server = connect.server_conn
     start = connect.request.timestamp_start
@@ -346,6 +374,7 @@ def tunnel_record(connect: http.HTTPFlow, client: connection.Client) -> Record:
         rule=str(ruled.get("rule", "")),
         rule_reason=str(ruled.get("reason", "")),
         error=" ".join(error.split()),
+        origin=origin,
     )
 
 
@@ -372,6 +401,36 @@ def _split(url: str) -> tuple[str, str, int, str]:
     default = 443 if parts.scheme == "https" else 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return parts.scheme, parts.hostname or "", parts.port or default, path
+
+
+ORIGIN_WAIT = 2.0  # seconds a new connection waits at most to learn its go command
+
+
+def _go_command(peer: tuple[str, int], sock: tuple[str, int]) -> str:
+    """ "go[PID]": the go command on this machine at the other end, or "" (peers.py)."""
+    from modgate import peers
+
+    ip = _ip(peer)
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    if not address.is_loopback and not peers.is_local(address):
+        return ""
+    found = peers.owner((ip, int(peer[1])), (_ip(sock), int(sock[1])))
+    return str(peers.invocation(found)) if found is not None else ""
+
+
+def _session_tag(authorization: str) -> str:
+    """The user of a Basic Proxy-Authorization (`modgate env --session NAME`), or ""."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        user = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[0]
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return terminal(" ".join(user.split()))[:80]
 
 
 def _ip(peername: tuple[str, int] | None) -> str:

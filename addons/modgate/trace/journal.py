@@ -44,7 +44,10 @@ def encode(record: Record) -> bytes:
 
 
 def decode(data: bytes) -> Record:
-    values = dict(zip(COLUMNS, json.loads(data), strict=True))
+    fields = json.loads(data)
+    if not isinstance(fields, list) or not len(COLUMNS) - 1 <= len(fields) <= len(COLUMNS):
+        raise ValueError("not a journal line of this modgate")
+    values = dict(zip(COLUMNS, fields, strict=False))  # a line without `origin`: before it
     values["attempts"] = tuple(values["attempts"])
     return Record(**values)
 

@@ -57,6 +57,11 @@ class Record:
     error: str = ""
     session: int = 0  # set by the writer
     id: int = 0  # set by the database
+    # Who asked, where the client's address does not say: "go[1234]" (the process on this
+    # machine at the other end of the connection: peers.py) or "tag NAME" (`modgate env
+    # --session NAME`). Sessions are one per origin (trace/sessions.py). Last, so journal
+    # lines written before it still read.
+    origin: str = ""
 
     @property
     def refused(self) -> bool:

@@ -5,14 +5,20 @@ The rule, in order:
 
 1. A labelled session (`modgate trace start NAME` ... `modgate trace stop`) takes every
    request, from any client, that starts while it is open.
-2. Otherwise a request joins the latest session of its client's IP address when it
-   starts at most `gap` seconds (default 10 s) after that session's last request ended,
-   or while one of its requests is still running: `go` keeps asking while it works.
+2. Otherwise a request joins the latest session of its client and origin (`key`): the
+   client's IP address, and who asked there when modgate can tell (Record.origin):
+     - "go[1234]": a go command on modgate's machine, known by its process id (peers.py;
+       a git it starts counts as the go command's). Its requests are its session,
+       however long it pauses: one go invocation, one session; the next go command,
+       started a millisecond later, is another; two at once from two shells are two.
+     - "tag NAME" (`modgate env --session NAME`): a shell's requests, every command in
+       it, for up to TAG_GAP between them.
+   With no origin (a client on another machine), the request joins when it starts at
+   most `gap` seconds (default 10 s) after that session's last request ended, or while
+   one is still running: `go` keeps asking while it works.
 3. Otherwise it begins a new session.
 
-So a `go mod download` is one session, and a second `go` command started more than
-`gap` seconds after the first has finished is another. Two `go` commands that run at
-once on one machine share a session; label them to tell them apart.
+Label or tag commands from other machines to tell apart two that run at once there.
 """
 
 from __future__ import annotations
@@ -21,6 +27,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_GAP = 10.0
+PROCESS_GAP = 3600.0  # a process id is one go command; reused by another much later
+TAG_GAP = 12 * 3600.0
+
+
+def session_key(client: str, origin: str) -> str:
+    """What sessions are kept apart by: the client's address and, when known, its origin."""
+    return f"{client} {origin}" if origin else client
+
+
+def _gap(key: str, default: float) -> float:
+    origin = key.partition(" ")[2]
+    if origin.startswith("tag "):
+        return TAG_GAP
+    return PROCESS_GAP if origin.endswith("]") else default
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,7 @@ class Sessionizer:
             if label.covers(start):
                 return Join(label.session, labelled=True)
         current = self._open.get(client)
-        if current is not None and start <= current.last_end + self.gap:
+        if current is not None and start <= current.last_end + _gap(client, self.gap):
             return Join(current.session)
         return Begin(client)
 

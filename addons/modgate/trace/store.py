@@ -28,7 +28,7 @@ from modgate.errors import ModgateError
 from modgate.trace.record import COLUMNS, Record, from_row, to_row
 from modgate.trace.sessions import Label
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: requests.origin
 LABELLED = "*"  # the client of a labelled session: it takes every client's requests
 
 
@@ -42,6 +42,7 @@ _TYPES = {
     "start": "REAL NOT NULL", "end": "REAL NOT NULL", "ttfb": "REAL", "client": "TEXT NOT NULL",
     "client_port": "INTEGER", "port": "INTEGER", "status": "INTEGER", "bytes_in": "INTEGER",
     "bytes_out": "INTEGER", "session": "INTEGER NOT NULL REFERENCES sessions(id)",
+    "origin": "TEXT NOT NULL DEFAULT ''",
     "id": "INTEGER PRIMARY KEY",
 }  # fmt: skip
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
@@ -147,6 +148,13 @@ class TraceDB:
                     if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                         for statement in SCHEMA.split(";"):
                             self.conn.execute(statement)
+            elif version == 1:
+                with self.transaction():  # one process migrates; the others see 2
+                    if self.conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+                        self.conn.execute(
+                            "ALTER TABLE requests ADD COLUMN origin TEXT NOT NULL DEFAULT ''"
+                        )
+                        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise TraceError(
                     f"{path}: trace database version {version} is newer than this modgate "
@@ -221,11 +229,12 @@ class TraceDB:
         recorded that ended after `since` (of `clients` only, if given); session None
         when that request was in a labelled session (the client's next request begins a
         new one, once the label has stopped)."""
-        among = f"AND r.client IN ({', '.join('?' * len(clients))})" if clients else ""
+        key = "(r.client || CASE WHEN r.origin = '' THEN '' ELSE ' ' || r.origin END)"
+        among = f"AND {key} IN ({', '.join('?' * len(clients))})" if clients else ""
         rows = self.conn.execute(
-            'SELECT r.client, r.session, max(r."end"), s.label IS NOT NULL FROM requests r '
+            f'SELECT {key}, r.session, max(r."end"), s.label IS NOT NULL FROM requests r '
             "JOIN sessions s ON s.id = r.session WHERE r.id > (SELECT coalesce(max(id), 0) "
-            f'- ? FROM requests) AND r."end" > ? {among} GROUP BY r.client',
+            f'- ? FROM requests) AND r."end" > ? {among} GROUP BY {key}',
             (window, since, *(clients or ())),
         ).fetchall()
         return [(str(c), None if labelled else int(s), float(e)) for c, s, e, labelled in rows]

@@ -31,7 +31,7 @@ from pathlib import Path
 from modgate import dirhash
 from modgate.trace import journal
 from modgate.trace.record import Record
-from modgate.trace.sessions import DEFAULT_GAP, Begin, Label, Sessionizer
+from modgate.trace.sessions import DEFAULT_GAP, Begin, Label, Sessionizer, session_key
 from modgate.trace.store import TraceDB
 
 log = logging.getLogger("modgate")
@@ -268,7 +268,7 @@ class TraceWriter:
         if self._db.changed_elsewhere() or self._cached_labels is None:
             now = self.clock()
             self._cached_labels = self._db.labels(since=now - LABELS_SINCE)
-            clients = sorted({r.client for r in records})
+            clients = sorted({session_key(r.client, r.origin) for r in records})
             for client, session, end in self._db.latest_sessions(
                 now - SESSIONS_SINCE, clients, SESSIONS_WINDOW
             ):
@@ -281,12 +281,13 @@ class TraceWriter:
     def _place(self, record: Record, labels: list[Label]) -> int:
         """The session `record` goes into, begun now if it is a new one."""
         assert self._db is not None
-        decision = self.sessionizer.place(record.client, record.start, labels)
+        key = session_key(record.client, record.origin)
+        decision = self.sessionizer.place(key, record.start, labels)
         if isinstance(decision, Begin):
-            session = self._db.new_session(record.client, record.start)
+            session = self._db.new_session(key, record.start)
         else:
             session = decision.session
-        self.sessionizer.joined(record.client, decision, session, record.end)
+        self.sessionizer.joined(key, decision, session, record.end)
         return session
 
     def _prune(self) -> None:

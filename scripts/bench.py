@@ -119,7 +119,10 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.only and (unknown := set(args.only.split(",")) - {*PARTS.split(","), "live"}):
+        parser.error(f"--only: no part named {', '.join(sorted(unknown))}")
     spec = workload.QUICK if args.quick else workload.Spec()
     if args.modules:
         spec = replace(spec, modules=args.modules)
@@ -218,51 +221,9 @@ def bench(
     sumdb = SlowSumdb(cfg["latency_ms"] / 1000)
     for module, version, zip_h1, mod_h1 in wl.sums:
         sumdb.add(module, version, zip_h1, mod_h1)
-    with upstream, sumdb:
-
-        def new_gate(name: str) -> Modgate:
-            return Modgate(here / name, upstream.url, sumdb.gosumdb, margs, args.source).start()
-
-        def new_peer(kind: str, name: str) -> Peer:
-            return PEERS[kind](peers[kind], here / name, upstream.url, sumdb.gosumdb).start()
-
-        run.extra["upstream_raw_mb_s"] = upstream_speed(upstream, wl, binary, here)
-        if cfg["throttle_mib"]:
-            upstream.fault("*", throttle=int(cfg["throttle_mib"] * (1 << 20)))
-        with new_gate("warm") as warm, contextlib.ExitStack() as stack:
-            say("priming the warm cache")
-            run.record("prime", *download(warm, "proxy", wl, here / "prime"))
-            warm_peers: dict[str, Peer] = {}
-            if parts & {"downloads", "hits"}:
-                for kind in peers:
-                    if peer := start_peer(new_peer, kind, f"warm-{kind}", run):
-                        stack.enter_context(peer)
-                        run.record(f"prime-{kind}", *download(peer, "goproxy", wl, here / "prime"))
-                        warm_peers[kind] = peer
-            workdir = args.workdir.expanduser()
-            with Bare(here / "bare", wl.tree, warm, http2).start() as bare, \
-                    FileServer(here / "fileserver", wl.tree, workdir).start() as files:  # fmt: skip
-                run.record("prime-bare", *download(bare, "proxy", wl, here / "prime"))
-                if "downloads" in parts:
-                    servers: dict[str, Server] = {"warm": warm, "bare": bare, "gohttp": files}
-                    servers.update({f"peer-{k}": p for k, p in warm_peers.items()})
-                    cold = Cold(new_gate, new_peer, list(peers))
-                    downloads(cfg, wl, upstream, sumdb, servers, cold, here, run)
-                if "hits" in parts:
-                    upstream.stop()
-                    with Bare(here / "mitmdump", wl.tree, warm, http2, mitmdump=True).start() as md:
-                        download(md, "proxy", wl, here / "prime")  # reads the files once
-                        targets: list[tuple[str, Server, tuple[str, ...]]] = [
-                            ("modgate", warm, MODES), ("bare", bare, MODES),
-                            ("mitmdump", md, MODES), ("gohttp", files, ("goproxy",)),
-                        ]  # fmt: skip
-                        targets += [(f"peer-{k}", p, ("goproxy",)) for k, p in warm_peers.items()]
-                        hits(cfg, wl, targets, binary, http2, here, run)
-                    upstream.start()
-        if "memory" in parts:
-            memory(wl, new_gate, here, run)
-        if "concurrent" in parts:
-            concurrent(cfg, wl, upstream, new_gate, here, run)
+    if parts & {"downloads", "hits", "memory", "concurrent"}:
+        w = Synthetic(cfg, args, wl, binary, upstream, sumdb, peers, margs, http2, here, run)
+        synthetic(w, parts)
     if "live" in parts:
         data, errors, why = live.bench(cfg, args, peers, margs, here, say)
         run.errors += errors
@@ -270,6 +231,82 @@ def bench(
             run.skip("live", why)
         else:
             run.extra["live"] = data
+
+
+@dataclass
+class Synthetic:
+    """The generated workload's world for one run: its upstream and checksum database,
+    and what starts modgate and the peers over them."""
+
+    cfg: dict[str, Any]
+    args: argparse.Namespace
+    wl: workload.Workload
+    binary: Path  # the load client
+    upstream: Upstream
+    sumdb: SlowSumdb
+    peers: dict[str, Path]
+    margs: tuple[str, ...]
+    http2: bool
+    here: Path
+    run: Run
+
+    def gate(self, name: str) -> Modgate:
+        return Modgate(self.here / name, self.upstream.url, self.sumdb.gosumdb, self.margs,
+                       self.args.source).start()  # fmt: skip
+
+    def peer(self, kind: str, name: str) -> Peer:
+        return PEERS[kind](self.peers[kind], self.here / name, self.upstream.url,
+                           self.sumdb.gosumdb).start()  # fmt: skip
+
+
+def synthetic(w: Synthetic, parts: set[str]) -> None:
+    """The parts on the generated workload."""
+    with w.upstream, w.sumdb:
+        w.run.extra["upstream_raw_mb_s"] = upstream_speed(w.upstream, w.wl, w.binary, w.here)
+        if w.cfg["throttle_mib"]:
+            w.upstream.fault("*", throttle=int(w.cfg["throttle_mib"] * (1 << 20)))
+        if parts & {"downloads", "hits"}:
+            against_warm(w, parts)
+        if "memory" in parts:
+            memory(w.wl, w.gate, w.here, w.run)
+        if "concurrent" in parts:
+            concurrent(w.cfg, w.wl, w.upstream, w.gate, w.here, w.run)
+
+
+def against_warm(w: Synthetic, parts: set[str]) -> None:
+    """The parts that need a warm modgate (and warm peers), bare mitmproxy and Go's
+    file server: downloads and hits."""
+    wl, here, run = w.wl, w.here, w.run
+    with w.gate("warm") as warm, contextlib.ExitStack() as stack:
+        say("priming the warm cache")
+        run.record("prime", *download(warm, "proxy", wl, here / "prime"))
+        warm_peers: dict[str, Peer] = {}
+        for kind in w.peers:
+            if peer := start_peer(w.peer, kind, f"warm-{kind}", run):
+                stack.enter_context(peer)
+                run.record(f"prime-{kind}", *download(peer, "goproxy", wl, here / "prime"))
+                warm_peers[kind] = peer
+        bare = stack.enter_context(Bare(here / "bare", wl.tree, warm, w.http2).start())
+        files = stack.enter_context(
+            FileServer(here / "fileserver", wl.tree, w.args.workdir.expanduser()).start()
+        )
+        run.record("prime-bare", *download(bare, "proxy", wl, here / "prime"))
+        if "downloads" in parts:
+            servers: dict[str, Server] = {"warm": warm, "bare": bare, "gohttp": files}
+            servers.update({f"peer-{k}": p for k, p in warm_peers.items()})
+            cold = Cold(w.gate, w.peer, list(w.peers), w.sumdb)
+            downloads(w.cfg, wl, w.upstream, w.sumdb, servers, cold, here, run)
+        if "hits" in parts:
+            w.upstream.stop()
+            with Bare(here / "mitmdump", wl.tree, warm, w.http2, mitmdump=True).start() as md:
+                download(md, "proxy", wl, here / "prime")  # reads the files once
+                targets: list[tuple[str, Server, tuple[str, ...]]] = [
+                    ("modgate", warm, MODES), ("bare", bare, MODES), ("mitmdump", md, MODES),
+                    ("gohttp", files, ("goproxy",)),
+                ]  # fmt: skip
+                targets += [(f"peer-{k}", p, ("goproxy",)) for k, p in warm_peers.items()]
+                hits(w.cfg, wl, targets, w.binary, w.http2, here, run)
+            w.upstream.start()
 
 
 def usable_peers(args: argparse.Namespace, run: Run) -> dict[str, Path]:
@@ -302,6 +339,7 @@ class Cold:
     gate: Callable[[str], Modgate]
     peer: Callable[[str, str], Peer]
     peers: list[str]
+    sumdb: SlowSumdb  # its requests are counted: each server must verify
 
 
 def latency_suffix(cfg: dict[str, Any], latency: float) -> str:
@@ -385,9 +423,12 @@ def cold_download(
         server, mode = started, "goproxy"
     else:
         server, mode = cold.gate("cold"), variant.removeprefix("cold-")
+    before = cold.sumdb.counts.total()
     with server, PeakRss(server.pid, interval=0.05) as peak:
         run.record(name, *download(server, mode, wl, here / "go"))
     run.peak(name, peak.peak)
+    asked = run.extra.setdefault("cold_sumdb_requests", {})
+    asked[name] = max(asked.get(name, 0), cold.sumdb.counts.total() - before)
     remove(here / "cold")
 
 
@@ -582,7 +623,7 @@ def summary(
                     statistics.median(mg) / statistics.median(md), 3
                 )
     result["ratios"] = ratios
-    for key in ("cold_duplicate_fetches", "concurrent", "huge_mib", "rss_mib", "huge_seconds"):
+    for key in ("cold_duplicate_fetches", "cold_sumdb_requests", "concurrent", "huge_mib", "rss_mib", "huge_seconds"):
         if key in run.extra:
             result[key] = run.extra[key]
     rss = run.extra.get("rss_mib", {})
@@ -620,6 +661,17 @@ def targets(result: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str, Any]) -> str:
+    lines = [] if "upstream_raw_mb_s" not in run.extra else synthetic_table(cfg, wl, run, result)
+    if "live" in result:
+        lines += [*live.table(result["live"]), ""]
+    lines += [f"{what}: skipped: {why}" for what, why in result["skipped"].items()]
+    lines.append(f"errors: {result['errors']}" + "".join(f"\n  {e}" for e in run.errors[:10]))
+    return "\n".join(lines)
+
+
+def synthetic_table(
+    cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str, Any]
+) -> list[str]:
     lines = [
         f"modgate bench: {len(wl.modules)} modules, {wl.zip_bytes / 1e6:.0f} MB of zips per "
         f"download; upstream {cfg['latency_ms']:g} ms/request, "
@@ -665,10 +717,8 @@ def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str
     marks = {True: "met", False: "NOT MET", None: "not measured"}
     for key, text in TARGETS.items():
         lines.append(f"target {text:45} {marks[result['targets'][key]]}")
-    if "live" in result:
-        lines += [*live.table(result["live"]), ""]
-    lines.append(f"errors: {result['errors']}" + "".join(f"\n  {e}" for e in run.errors[:10]))
-    return "\n".join(lines)
+    lines.append("")
+    return lines
 
 
 def _variant_order(cfg: dict[str, Any]) -> list[str]:
@@ -751,8 +801,6 @@ def side_by_side(cfg: dict[str, Any], result: dict[str, Any]) -> list[str]:
                     default=None) for m, _ in columns}  # fmt: skip
     lines.append(row("peak RSS, cold run, MiB", [cell(peaks[m], ".0f") for m, _ in columns],
                      "(server and its children)"))  # fmt: skip
-    for what, why in result.get("skipped", {}).items():
-        lines.append(f"{what}: skipped: {why}")
     return lines
 
 

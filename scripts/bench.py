@@ -164,13 +164,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path,
                    help="run modgate from this copy of addons/, to compare versions")  # fmt: skip
     p.add_argument("--goproxy", type=Path, metavar="PATH",
-                   help="goproxy's binary (./cmd/goproxy, scripts/build-peers builds it)")  # fmt: skip
+                   help="goproxy's binary (./cmd/goproxy; scripts/build-peers)")  # fmt: skip
     p.add_argument("--athens", type=Path, metavar="PATH",
-                   help="Athens' binary (./cmd/proxy, scripts/build-peers builds it)")  # fmt: skip
+                   help="Athens' binary (./cmd/proxy; scripts/build-peers)")  # fmt: skip
     p.add_argument(
         "--only",
-        help=f"comma-separated parts to run, of {PARTS},live (default: all; "
-        f"quick: {PARTS})",
+        help=f"comma-separated parts to run, of {PARTS},live (default: all; quick: {PARTS})",
     )
     p.add_argument("--live-projects", type=int,
                    help=f"how many of the real projects to download (default all "
@@ -343,7 +342,7 @@ class Cold:
 
 
 def latency_suffix(cfg: dict[str, Any], latency: float) -> str:
-    """"" for the run's own latency, "@2ms" for another: variant names carry it."""
+    """The suffix of variant names at `latency`: "" for the run's own, "@2ms" for 2 ms."""
     return "" if latency == cfg["latency_ms"] else f"@{latency:g}ms"
 
 
@@ -376,7 +375,8 @@ def downloads(
     each latency), then (upstream stopped) the ones that must not, each list rotated by
     one per rep. `servers`: the warm modgate, bare mitmproxy, the Go file server and
     the warm peers, by variant."""
-    with_upstream = ["direct", *(f"cold-{m}" for m in MODES), *(f"cold-peer-{k}" for k in cold.peers)]
+    with_upstream = ["direct", *(f"cold-{m}" for m in MODES)]
+    with_upstream += [f"cold-peer-{k}" for k in cold.peers]
     without = ["file", "gohttp", *(f"warm-{m}" for m in MODES), *(f"bare-{m}" for m in MODES)]
     without += [f"warm-{name}" for name in servers if name.startswith("peer-")]
     duplicates = 0
@@ -623,7 +623,9 @@ def summary(
                     statistics.median(mg) / statistics.median(md), 3
                 )
     result["ratios"] = ratios
-    for key in ("cold_duplicate_fetches", "cold_sumdb_requests", "concurrent", "huge_mib", "rss_mib", "huge_seconds"):
+    kept = ("cold_duplicate_fetches", "cold_sumdb_requests", "concurrent", "huge_mib", "rss_mib",
+            "huge_seconds")  # fmt: skip
+    for key in kept:
         if key in run.extra:
             result[key] = run.extra[key]
     rss = run.extra.get("rss_mib", {})

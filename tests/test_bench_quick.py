@@ -35,7 +35,9 @@ RATIOS.add("gohttp_over_file")
 
 # Where scripts/build-peers puts the peers by default (its PEERS_DIR).
 PEERS_DIR = Path(
-    os.environ.get("PEERS_DIR", Path(tempfile.gettempdir()) / f"modgate-bench-{os.getuid()}" / "peers")
+    os.environ.get(
+        "PEERS_DIR", Path(tempfile.gettempdir()) / f"modgate-bench-{os.getuid()}" / "peers"
+    )
 )
 
 

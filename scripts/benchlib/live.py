@@ -65,36 +65,42 @@ def projects(workdir: Path, goproxy: str, gosumdb: str, count: int) -> tuple[dic
     """The first `count` projects' directories (go.mod, go.sum) under `workdir`, fetched
     once; and "" or why the registry could not give them (then the part is skipped)."""
     found: dict[str, Path] = {}
-    home = workdir / "live-fetch"
     for module, version in PROJECTS[:count]:
         dest = workdir / "live" / f"{module.replace('/', '_')}@{version}"
         if not (dest / "go.sum").is_file():
-            env = go_env(home, goproxy, GOSUMDB=gosumdb)
-            home.mkdir(parents=True, exist_ok=True)
+            home = workdir / "live-fetch"
             try:
-                done = subprocess.run(
-                    [find_go(), "mod", "download", "-json", f"{module}@{version}"], env=env,
-                    cwd=home, capture_output=True, text=True, timeout=120,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
+                why = _fetch(module, version, dest, go_env(home, goproxy, GOSUMDB=gosumdb), home)
+            finally:
                 remove(home)
-                return found, f"the registry (go env GOPROXY) did not answer within 120s for {module}"
-            info = json.loads(done.stdout or "{}")
-            if done.returncode != 0 or "Error" in info:
-                remove(home)
-                why = info.get("Error") or (done.stderr.strip().splitlines() or ["?"])[-1]
-                return found, f"the registry (go env GOPROXY) did not serve {module}@{version}: {why[:200]}"
-            partial = dest.with_name(dest.name + ".partial")
-            remove(partial)
-            partial.mkdir(parents=True)
-            (partial / "go.mod").write_bytes(Path(info["GoMod"]).read_bytes())
-            with zipfile.ZipFile(info["Zip"]) as z:
-                (partial / "go.sum").write_bytes(z.read(f"{module}@{version}/go.sum"))
-            remove(dest)
-            partial.rename(dest)
+            if why:
+                return found, f"the registry (go env GOPROXY): {module}@{version}: {why}"
         found[f"{module}@{version}"] = dest
-    remove(home)
     return found, ""
+
+
+def _fetch(module: str, version: str, dest: Path, env: dict[str, str], home: Path) -> str:
+    """The module's go.mod and go.sum, from its zip, into `dest`; "" or what failed."""
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            [find_go(), "mod", "download", "-json", f"{module}@{version}"], env=env, cwd=home,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return "no answer in 120s"
+    info = json.loads(done.stdout or "{}")
+    if done.returncode != 0 or "Error" in info:
+        return str(info.get("Error") or (done.stderr.strip().splitlines() or ["?"])[-1])[:200]
+    partial = dest.with_name(dest.name + ".partial")
+    remove(partial)
+    partial.mkdir(parents=True)
+    (partial / "go.mod").write_bytes(Path(info["GoMod"]).read_bytes())
+    with zipfile.ZipFile(info["Zip"]) as z:
+        (partial / "go.sum").write_bytes(z.read(f"{module}@{version}/go.sum"))
+    remove(dest)
+    partial.rename(dest)
+    return ""
 
 
 def modgate_env(gate: Modgate) -> dict[str, str]:
@@ -206,8 +212,8 @@ def table(result: dict[str, Any]) -> list[str]:
     """Lines for the report: one per project, seconds direct and ratios."""
     variants = [v for v in ("direct-nosum", "modgate-goproxy", "modgate-proxy", "peer-goproxy",
                             "peer-athens") if v in result["median_over_direct"]]  # fmt: skip
-    head = {"direct-nosum": "no go.sum", "modgate-goproxy": "mg endpoint",
-            "modgate-proxy": "mg proxy", "peer-goproxy": "goproxy", "peer-athens": "Athens"}  # fmt: skip
+    head = {"direct-nosum": "no go.sum", "modgate-goproxy": "mg endpoint", "modgate-proxy":
+            "mg proxy", "peer-goproxy": "goproxy", "peer-athens": "Athens"}  # fmt: skip
     lines = [f"{'real projects, cold, vs direct (go.sum present)':52} {'direct s':>9}"
              + "".join(f"{head[v]:>13}" for v in variants)]  # fmt: skip
     for name, p in result["projects"].items():

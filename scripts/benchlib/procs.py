@@ -178,7 +178,7 @@ class Peer(Server):
                     ) from None
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.output()[-3000:]}")
+        raise RuntimeError(f"{self.name} did not answer in {timeout}s:\n{self.output()[-3000:]}")
 
     def start(self) -> Self:
         raise NotImplementedError
@@ -250,7 +250,7 @@ PEERS: dict[str, type[Peer]] = {"goproxy": Goproxyd, "athens": Athens}
 
 
 def peer_works(kind: str, binary: Path | None) -> str:
-    """"" if `binary` looks like the peer and runs here, else why it does not."""
+    """Why `binary` cannot serve as the peer `kind` here, or "" when it can."""
     if binary is None:
         return f"no --{kind} given (scripts/build-peers builds it)"
     if not os.access(binary, os.X_OK):

@@ -216,11 +216,11 @@ def bench(
     http2 = args.http2 if args.http2 is not None else _modgate_default_http2()
     run.extra["http2"] = http2
     peers = usable_peers(args, run)
-    upstream = Upstream(wl.tree, delay=cfg["latency_ms"] / 1000)
-    sumdb = SlowSumdb(cfg["latency_ms"] / 1000)
-    for module, version, zip_h1, mod_h1 in wl.sums:
-        sumdb.add(module, version, zip_h1, mod_h1)
     if parts & {"downloads", "hits", "memory", "concurrent"}:
+        upstream = Upstream(wl.tree, delay=cfg["latency_ms"] / 1000)
+        sumdb = SlowSumdb(cfg["latency_ms"] / 1000)
+        for module, version, zip_h1, mod_h1 in wl.sums:
+            sumdb.add(module, version, zip_h1, mod_h1)
         w = Synthetic(cfg, args, wl, binary, upstream, sumdb, peers, margs, http2, here, run)
         synthetic(w, parts)
     if "live" in parts:
@@ -293,8 +293,7 @@ def against_warm(w: Synthetic, parts: set[str]) -> None:
         if "downloads" in parts:
             servers: dict[str, Server] = {"warm": warm, "bare": bare, "gohttp": files}
             servers.update({f"peer-{k}": p for k, p in warm_peers.items()})
-            cold = Cold(w.gate, w.peer, list(w.peers), w.sumdb)
-            downloads(w.cfg, wl, w.upstream, w.sumdb, servers, cold, here, run)
+            downloads(w, servers)
         if "hits" in parts:
             w.upstream.stop()
             with Bare(here / "mitmdump", wl.tree, warm, w.http2, mitmdump=True).start() as md:
@@ -331,16 +330,6 @@ def start_peer(new_peer: Callable[[str, str], Peer], kind: str, name: str, run: 
         return None
 
 
-@dataclass
-class Cold:
-    """How to start servers with empty storage: modgate and the peers given."""
-
-    gate: Callable[[str], Modgate]
-    peer: Callable[[str, str], Peer]
-    peers: list[str]
-    sumdb: SlowSumdb  # its requests are counted: each server must verify
-
-
 def latency_suffix(cfg: dict[str, Any], latency: float) -> str:
     """The suffix of variant names at `latency`: "" for the run's own, "@2ms" for 2 ms."""
     return "" if latency == cfg["latency_ms"] else f"@{latency:g}ms"
@@ -367,23 +356,21 @@ def download(
         remove(home)
 
 
-def downloads(
-    cfg: dict[str, Any], wl: workload.Workload, upstream: Upstream, sumdb: SlowSumdb,
-    servers: dict[str, Server], cold: Cold, here: Path, run: Run,
-) -> None:  # fmt: skip
+def downloads(w: Synthetic, servers: dict[str, Server]) -> None:
     """The variants, interleaved: per repetition, the ones that need the upstream (at
     each latency), then (upstream stopped) the ones that must not, each list rotated by
     one per rep. `servers`: the warm modgate, bare mitmproxy, the Go file server and
     the warm peers, by variant."""
+    cfg, wl, upstream, here, run = w.cfg, w.wl, w.upstream, w.here, w.run
     with_upstream = ["direct", *(f"cold-{m}" for m in MODES)]
-    with_upstream += [f"cold-peer-{k}" for k in cold.peers]
+    with_upstream += [f"cold-peer-{k}" for k in w.peers]
     without = ["file", "gohttp", *(f"warm-{m}" for m in MODES), *(f"bare-{m}" for m in MODES)]
     without += [f"warm-{name}" for name in servers if name.startswith("peer-")]
     duplicates = 0
     for rep in range(cfg["reps"]):
         say(f"downloads, repetition {rep + 1} of {cfg['reps']}")
         for latency in cfg["latencies_ms"]:
-            upstream.delay = sumdb.delay = latency / 1000
+            upstream.delay = w.sumdb.delay = latency / 1000
             suffix = latency_suffix(cfg, latency)
             for variant in _rotate(with_upstream, rep):
                 name = variant + suffix
@@ -391,10 +378,10 @@ def downloads(
                     run.record(name, *download(None, "", wl, here / "go", goproxy=upstream.url))
                     continue
                 upstream.reset_counts()
-                cold_download(variant, name, wl, cold, here, run)
+                cold_download(w, variant, name)
                 if not variant.startswith("cold-peer-"):
                     duplicates += sum(n - 1 for n in upstream.counts().values())
-        upstream.delay = sumdb.delay = cfg["latency_ms"] / 1000
+        upstream.delay = w.sumdb.delay = cfg["latency_ms"] / 1000
         upstream.stop()
         for variant in _rotate(without, rep):
             kind, _, mode = variant.partition("-")
@@ -409,27 +396,25 @@ def downloads(
     run.extra["cold_duplicate_fetches"] = duplicates
 
 
-def cold_download(
-    variant: str, name: str, wl: workload.Workload, cold: Cold, here: Path, run: Run
-) -> None:
+def cold_download(w: Synthetic, variant: str, name: str) -> None:
     """One cold variant: a server with empty storage, its peak RSS (go children
-    included) sampled while the client downloads the graph through it."""
+    included) sampled while the client downloads the graph through it, and the
+    requests it sent the checksum database."""
     server: Server
     if variant.startswith("cold-peer-"):
-        kind = variant.removeprefix("cold-peer-")
-        started = start_peer(cold.peer, kind, "cold", run)
+        started = start_peer(w.peer, variant.removeprefix("cold-peer-"), "cold", w.run)
         if started is None:
             return
         server, mode = started, "goproxy"
     else:
-        server, mode = cold.gate("cold"), variant.removeprefix("cold-")
-    before = cold.sumdb.counts.total()
+        server, mode = w.gate("cold"), variant.removeprefix("cold-")
+    before = w.sumdb.counts.total()
     with server, PeakRss(server.pid, interval=0.05) as peak:
-        run.record(name, *download(server, mode, wl, here / "go"))
-    run.peak(name, peak.peak)
-    asked = run.extra.setdefault("cold_sumdb_requests", {})
-    asked[name] = max(asked.get(name, 0), cold.sumdb.counts.total() - before)
-    remove(here / "cold")
+        w.run.record(name, *download(server, mode, w.wl, w.here / "go"))
+    w.run.peak(name, peak.peak)
+    asked = w.run.extra.setdefault("cold_sumdb_requests", {})
+    asked[name] = max(asked.get(name, 0), w.sumdb.counts.total() - before)
+    remove(w.here / "cold")
 
 
 def _rotate(items: list[str], by: int) -> list[str]:

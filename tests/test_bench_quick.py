@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from world.gate import free_port
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,11 +43,13 @@ PEERS_DIR = Path(
 )
 
 
-def bench(*args: str, timeout: float) -> tuple[dict[str, Any], str]:
+def bench(
+    *args: str, timeout: float, env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], str]:
     """Run scripts/bench; its JSON line, parsed, and its table."""
     done = subprocess.run(
         [str(REPO / "scripts" / "bench"), *args], capture_output=True, text=True,
-        timeout=timeout, check=False,
+        timeout=timeout, check=False, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -114,6 +118,21 @@ def test_quick_bench_with_the_peers_reports_their_rows(tmp_path: Path) -> None:
     assert side[1].startswith("cold vs direct, 5 ms upstream")
     assert side[2].startswith("cold vs direct, 1 ms upstream")
     assert all(cell.endswith("x") for cell in side[1].split()[6:10]), side[1]  # all measured
+
+
+@pytest.mark.timeout(240)
+def test_live_part_is_skipped_with_its_reason_when_the_registry_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "GOPROXY": closed, "GOFLAGS": "", "GOENV": "off"}
+    result, stdout = bench(
+        "--quick", "--only", "live", "--workdir", str(tmp_path), timeout=230, env=env
+    )  # fmt: skip
+    why = result["skipped"]["live"]
+    assert why.startswith("the registry (go env GOPROXY): github.com/spf13/viper@"), why
+    assert f"live: skipped: {why}" in stdout
+    assert "live" not in result and "side by side" not in stdout
 
 
 def test_latency_list_is_parsed_and_checked() -> None:

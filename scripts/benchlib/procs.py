@@ -187,8 +187,9 @@ class Peer(Server):
 class Athens(Peer):
     """Athens (./cmd/proxy), configured by its environment variables only: disk storage,
     its go children (`go mod download` per module) fetching from the upstream and
-    verifying against the database (ATHENS_GO_BINARY_ENV_VARS, `;`-separated), and
-    the same database offered to clients at /sumdb/ (ATHENS_SUM_DBS)."""
+    verifying against the database (ATHENS_GO_BINARY_ENV_VARS, `;`-separated, which
+    replaces its default list whole). Clients here need no /sumdb/ from it: the
+    synthetic ones run with GOSUMDB=off, the live ones with a full go.sum."""
 
     kind = "athens"
 
@@ -210,8 +211,6 @@ class Athens(Peer):
             "HOME": str(self.home),
             "PATH": os.pathsep.join([str(Path(find_go()).parent), os.environ.get("PATH", "")]),
         }
-        if " " not in self.gosumdb:  # a database by name: offer it to clients too
-            env["ATHENS_SUM_DBS"] = f"https://{self.gosumdb.split('+')[0]}"
         self._spawn([str(self.binary)], extra=env)
         self.goproxy_url = f"http://127.0.0.1:{port}"
         self._ready("/healthz")

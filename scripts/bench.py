@@ -46,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -134,12 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     binary = loadgen(workdir)
     here = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     run = Run()
+    failed = False
     try:
         bench(args, wl, binary, here, run)
+    except Exception:  # report what was measured before it, and the failure
+        failed = True
+        run.errors.append("bench stopped: " + traceback.format_exc(limit=-3)[-600:])
+        print(traceback.format_exc(), file=sys.stderr)
     finally:
         remove(here)
     report(args, spec, wl, run)
-    return 0
+    return 1 if failed else 0
 
 
 def _parser() -> argparse.ArgumentParser:

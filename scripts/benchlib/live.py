@@ -51,14 +51,21 @@ PROJECTS = (
 VARIANTS = ("direct", "direct-nosum", "modgate-proxy", "modgate-goproxy")
 
 
-def registry() -> tuple[str, str]:
-    """(GOPROXY, GOSUMDB) as `go env` has them here, outside any test isolation."""
-    done = subprocess.run(
-        [find_go(), "env", "-json", "GOPROXY", "GOSUMDB"], capture_output=True, text=True,
-        check=True, timeout=60,
-    )  # fmt: skip
-    values = json.loads(done.stdout)
-    return values["GOPROXY"], values["GOSUMDB"]
+def registry() -> tuple[str, str, str]:
+    """(GOPROXY, GOSUMDB) as `go env` has them here, outside any test isolation, and
+    "" or why they could not be read."""
+    try:
+        done = subprocess.run(
+            [find_go(), "env", "GOPROXY", "GOSUMDB"], capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "", "", f"go env GOPROXY GOSUMDB: {e}"
+    values = done.stdout.splitlines()
+    if done.returncode != 0 or len(values) != 2 or not values[0]:
+        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return "", "", f"go env GOPROXY GOSUMDB exited {done.returncode}: {said[:200]}"
+    return values[0], values[1], ""
 
 
 def projects(workdir: Path, goproxy: str, gosumdb: str, count: int) -> tuple[dict[str, Path], str]:
@@ -125,7 +132,9 @@ def bench(
 ) -> tuple[dict[str, Any], list[str], str]:  # fmt: skip
     """Every variant of every project, interleaved: (the data for `summary`, the
     errors, "" or why the part was skipped)."""
-    goproxy, gosumdb = registry()
+    goproxy, gosumdb, why = registry()
+    if why:
+        return {}, [], why
     count = args.live_projects or len(PROJECTS)
     found, why = projects(args.workdir.expanduser(), goproxy, gosumdb, count)
     if why:

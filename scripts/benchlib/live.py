@@ -223,15 +223,15 @@ def table(result: dict[str, Any]) -> list[str]:
                             "peer-athens") if v in result["median_over_direct"]]  # fmt: skip
     head = {"direct-nosum": "no go.sum", "modgate-goproxy": "mg endpoint", "modgate-proxy":
             "mg proxy", "peer-goproxy": "goproxy", "peer-athens": "Athens"}  # fmt: skip
-    lines = [f"{'real projects, cold, vs direct (go.sum present)':52} {'direct s':>9}"
+    lines = [f"{'real projects, cold, vs direct (go.sum present)':58} {'direct s':>9}"
              + "".join(f"{head[v]:>13}" for v in variants)]  # fmt: skip
     for name, p in result["projects"].items():
         direct = p["median_s"].get("direct")
         cells = "".join(f"{_x(p['over_direct'].get(v)):>13}" for v in variants)
         label = f"{name} ({p['modules']} modules)"
-        lines.append(f"{label:52} {'-' if direct is None else f'{direct:.2f}':>9}{cells}")
+        lines.append(f"{label:58} {'-' if direct is None else f'{direct:.2f}':>9}{cells}")
     cells = "".join(f"{_x(result['median_over_direct'].get(v)):>13}" for v in variants)
-    lines.append(f"{'median over the projects':52} {'':>9}{cells}")
+    lines.append(f"{'median over the projects':58} {'':>9}{cells}")
     return lines
 
 

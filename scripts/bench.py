@@ -628,6 +628,11 @@ def summary(
     result["errors"] = len(run.errors)
     result["error_list"] = run.errors[:10]
     result["targets"] = targets(result)
+    if "upstream_raw_mb_s" not in run.extra:  # no part on the generated workload ran
+        synthetic_only = {"modules", "artifacts", "zip_mb", "upstream_raw_mb_s", "hits_rps",
+                          "ratios", "peak_rss_mib", "cold_rss_mib", "targets", "throttle_mib",
+                          "clients", "rps_seconds", "latency_ms", "latencies_ms"}  # fmt: skip
+        result = {k: v for k, v in result.items() if k not in synthetic_only}
     return result
 
 

@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="upstream MiB/s per connection, 0: no cap (default 50)")  # fmt: skip
     p.add_argument("--clients", type=int, help="concurrent go clients (default 32, quick 4)")
     p.add_argument("--rps-seconds", type=float, help="length of one requests/s sample (default 3)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="modgate's --workers (default 1: one process, as before; peak RSS "
+                        "sums the processes)")  # fmt: skip
     p.add_argument("--http2", action=argparse.BooleanOptionalAction, default=None,
                    help="pass --http2/--no-http2 to modgate (and the same to bare mitmproxy "
                         "and the load client); default: modgate's own default")  # fmt: skip
@@ -219,6 +222,8 @@ def bench(
     cfg = settings(args)
     parts = set(cfg["parts"].split(","))
     margs = () if args.http2 is None else ("--http2" if args.http2 else "--no-http2",)
+    margs += ("--workers", str(args.workers))
+    run.extra["workers"] = args.workers
     http2 = args.http2 if args.http2 is not None else _modgate_default_http2()
     run.extra["http2"] = http2
     peers = usable_peers(args, run)
@@ -814,6 +819,8 @@ def reproduce(args: argparse.Namespace, cfg: dict[str, Any]) -> str:
         parts += ["--modules", str(args.modules)]
     if args.http2 is not None:
         parts.append("--http2" if args.http2 else "--no-http2")
+    if args.workers != 1:
+        parts += ["--workers", str(args.workers)]
     if args.source:
         parts += ["--source", str(args.source)]
     for kind in PEERS:

@@ -216,3 +216,44 @@ def test_a_restarted_writer_carries_on_with_the_open_sessions(tmp_path: Path) ->
     assert [(s.client, s.requests) for s in db.sessions()] == [
         ("127.0.0.1", 2), ("10.0.0.2", 1), ("10.0.0.3", 1),
     ]  # fmt: skip
+
+
+def test_writers_sharing_a_database_each_journal_apart_and_share_sessions(
+    tmp_path: Path,
+) -> None:
+    """Workers of one modgate: two writers, one database. Each claims its own journal
+    (one truncating a shared journal would drop the other's lines), and a client's
+    requests, spread over both, go into one session."""
+    path = tmp_path / "t.db"
+    writers = [TraceWriter(path, clock=lambda: T0), TraceWriter(path, clock=lambda: T0)]
+    for w in writers:
+        w.start()
+    assert [w.journal_path.name for w in writers] == ["t.db.pending", "t.db.pending.1"]
+    wrote = threading.Semaphore(0)
+    for i in range(20):
+        writers[i % 2].submit(rec(i * 0.1, version=f"v1.0.{i}"), done=lambda _e: wrote.release())
+        assert wrote.acquire(timeout=10)
+    for w in writers:
+        w.stop()
+    db = TraceDB(path, create=False)
+    assert db.count() == 20
+    assert [(s.requests, s.client) for s in db.sessions()] == [(20, "127.0.0.1")]
+    assert db.journal_seq(0) == 10 and db.journal_seq(1) == 10
+
+
+def test_a_killed_writers_journal_is_replayed_by_the_writer_that_claims_it_next(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    first = TraceWriter(path)
+    first.start()  # holds slot 0 while the killed writer's slot 1 waits
+    line = b"1 %s\n" % journal.encode(rec(0.5, version="v9.0.0"))
+    path.with_name("t.db.pending.1").write_bytes(line)
+    second = TraceWriter(path)
+    second.start()
+    assert second.stats.recovered == 1 and first.stats.recovered == 0
+    second.stop()
+    first.stop()
+    db = TraceDB(path, create=False)
+    assert [r.version for r in db.records(1)] == ["v9.0.0"]
+    assert db.journal_seq(1) == 1 and db.journal_seq(0) == 0

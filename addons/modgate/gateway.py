@@ -35,6 +35,7 @@ from modgate.config import CacheSettings, Chain
 from modgate.errors import CacheError, ModgateError, UpstreamError
 from modgate.goproxy import Kind, ModRequest
 from modgate.growing import GrowingFile
+from modgate.keylock import KeyLocks
 from modgate.store import MEMORY_MAX, Body, Entry, Hit, Lookup, Miss, Stale, Store
 from modgate.upstream import Attempt, Fetched, Fetcher
 
@@ -134,8 +135,12 @@ class Gateway:
         spool: Path,
         settings: CacheSettings,
         clock: Callable[[], float] = time.time,
+        locks: KeyLocks | None = None,
     ) -> None:
+        """`locks`: where processes sharing `store` take turns fetching a key (keylock.py);
+        None when this is the store's only user."""
         self.store, self.fetcher, self.spool = store, fetcher, spool
+        self.locks = locks
         self.settings, self.clock = settings, clock
         self.validator: Validator | None = None
         self._flights: dict[str, _Flight] = {}
@@ -214,7 +219,7 @@ class Gateway:
         flight = self._flights.get(key)
         if flight is None:
             flight = self._flights[key] = _Flight()
-            flight.task = asyncio.ensure_future(self._fetch_and_store(key, chain, req, flight))
+            flight.task = asyncio.ensure_future(self._one_process(key, chain, req, flight))
             flight.task.add_done_callback(lambda f: self._landed(key, f))
         return flight
 
@@ -247,6 +252,18 @@ class Gateway:
             stored_at=self.clock(), expires_at=None, upstream=growing.source,
         )  # fmt: skip
         return Served(entry, Body(file=file), Outcome.MISS, growing=growing, landed=flight.task)
+
+    async def _one_process(
+        self, key: str, chain: Chain, req: ModRequest, flight: _Flight
+    ) -> tuple[Entry, tuple[Attempt, ...]]:
+        """Single-flight across the processes sharing the store: fetch once this key's
+        lock is ours, unless another process stored the answer meanwhile."""
+        if self.locks is None:
+            return await self._fetch_and_store(key, chain, req, flight)
+        async with self.locks.held(key):
+            if isinstance(looked := self._lookup(key, req), Hit):
+                return looked.entry, ()
+            return await self._fetch_and_store(key, chain, req, flight)
 
     async def _fetch_and_store(
         self, key: str, chain: Chain, req: ModRequest, flight: _Flight

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-BANNER = re.compile(r"modgate: proxy on (http://[^,\s]+),.*")
+BANNER = re.compile(r"modgate: (?:proxy on (http://[^,\s]+)|capturing [^(]+\(local mode\)),.*")
 GOPROXY_ENDPOINT = re.compile(r"GOPROXY endpoint (http://[^;\s]+);")
 
 
@@ -35,16 +35,20 @@ class Gate:
     The upstreams in `rules` are real servers on 127.0.0.1; clients reach them under
     made-up host names that only modgate knows, as Go never proxies loopback hosts.
     `rules=None` starts it with no rules file at all, as a new user would. `wrapper`
-    is a command line that runs modgate's (e.g. in a network namespace).
+    is a command line that runs modgate's (e.g. in a network namespace). `workers` > 1
+    starts a supervisor and that many workers (`worker_pids`).
     """
 
-    def __init__(self, home: Path, rules: str | None, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, home: Path, rules: str | None, *, cache_dir: Path | None = None, workers: int = 1
+    ) -> None:
         self.home = home
         self.confdir = home / "confdir"
         self.cache_dir = cache_dir or home / "cache"
         self.rules = home / "rules.yaml"
         self.log = home / "modgate.log"
         self.rules_text = rules
+        self.workers = workers  # --workers: 1, a single process, unless a test says more
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_args: list[str] = []
         self.wrapper: list[str] = []
@@ -61,7 +65,7 @@ class Gate:
         self.log.write_bytes(b"")
         args = ["run", "--listen-port", "0", "--goproxy-port", str(free_port()),
                 "--confdir", str(self.confdir), "--cache-dir", str(self.cache_dir),
-                *rules, *self.extra_args]  # fmt: skip
+                "--workers", str(self.workers), *rules, *self.extra_args]  # fmt: skip
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [*self.wrapper, *modgate_command(*args)], stdout=out, stderr=subprocess.STDOUT,
@@ -74,7 +78,7 @@ class Gate:
         while time.monotonic() < deadline:
             m = BANNER.search(self.log.read_text(errors="replace"))
             if m:
-                self.proxy_url = m.group(1)
+                self.proxy_url = m.group(1) or ""
                 endpoint = GOPROXY_ENDPOINT.search(m.group(0))
                 self.goproxy_url = endpoint.group(1) if endpoint else ""
                 return self
@@ -111,6 +115,12 @@ class Gate:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} not in modgate's log:\n{self.output()}")
             time.sleep(0.05)
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a `workers` > 1 modgate (the supervisor's children)."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
 
     @property
     def bundle(self) -> Path:

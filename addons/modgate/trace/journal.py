@@ -12,6 +12,13 @@ number the database has not seen (`TraceDB.journal_seq`).
 
 Appending a line and queueing the record happen under one lock, and so does the
 writer's check-and-truncate, so no line is truncated before its record is committed.
+
+Several writers on one database (the workers of `modgate run --workers N`, or two
+modgates sharing a cache directory) each need a journal of their own: one truncating a
+shared file would drop the other's uncommitted lines. Each claims a slot (`claim`): the
+first of `trace.db.pending`, `trace.db.pending.1`, ... that no running process holds an
+flock on, and keeps it locked while it runs. A slot found free was left by a writer that
+ended (or was killed): its new owner replays what it holds.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -57,10 +65,33 @@ def read(path: Path) -> list[tuple[int, Record]]:
     return entries
 
 
+def claim(base: Path) -> tuple[int, Path, int]:
+    """The first free journal slot for `base`: (slot, path, an open, locked descriptor
+    for the Journal)."""
+    if sys.platform == "win32":  # no flock: one writer per database
+        return 0, base, os.open(base, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    import fcntl
+
+    slot = 0
+    while True:
+        path = base if slot == 0 else base.with_name(f"{base.name}.{slot}")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            slot += 1
+            continue
+        return slot, path, fd
+
+
 class Journal:
-    def __init__(self, path: Path, last_seq: int) -> None:
+    def __init__(self, path: Path, last_seq: int, fd: int | None = None) -> None:
+        """Append to `path` (through `fd`, from `claim`, if given)."""
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fd = fd
         self._lock = threading.Lock()
         self._seq = last_seq
 

@@ -73,11 +73,15 @@ class Sessionizer:
         """Carry on from a session recorded before (modgate restarted within the gap)."""
         self._open[client] = _Open(session, last_end)
 
+    def labelled(self, client: str) -> None:
+        """Note that `client`'s latest request went into a labelled session: after the
+        label stops, its next request begins a fresh session."""
+        self._open.pop(client, None)
+
     def joined(self, client: str, decision: Join | Begin, session: int, end: float) -> None:
         """Note that a record of `client` ending at `end` went into `session`."""
         if isinstance(decision, Join) and decision.labelled:
-            # After the label stops, the client's next request begins a fresh session.
-            self._open.pop(client, None)
+            self.labelled(client)
             return
         current = self._open.get(client)
         if current is not None and current.session == session:

@@ -1,7 +1,8 @@
 """The trace database: SQLite in WAL mode, so `modgate trace` reads while the proxy writes.
 
     sessions  id, client (IP, or "*" for a labelled session), label, started, stopped
-    meta      journal_seq: the last journal entry committed (`journal`)
+    meta      journal_seq: the last journal entry committed (`journal`); journal_seq.N
+              for the journal of the Nth writer running at once (workers)
     requests  one row per Record (`record.COLUMNS`) plus `refused`, indexed by
               (session, start) for `trace show`; rows arrive in about the order they
               end, so retention deletes from the lowest id up and needs no index
@@ -68,6 +69,10 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta VALUES ('journal_seq', 0);
 PRAGMA user_version = {SCHEMA_VERSION}
 """
+
+
+def _seq_key(slot: int) -> str:
+    return "journal_seq" if slot == 0 else f"journal_seq.{slot}"
 
 
 class TraceError(ModgateError):
@@ -207,21 +212,36 @@ class TraceDB:
     def open_sessions(self, since: float) -> list[tuple[str, int, float]]:
         """(client, session, last end) of each client's unlabelled session active since
         `since`, so a restarted writer carries on with them."""
+        return [(c, s, e) for c, s, e in self.latest_sessions(since) if s is not None]
+
+    def latest_sessions(
+        self, since: float, clients: Sequence[str] | None = None, window: int = 10_000
+    ) -> list[tuple[str, int | None, float]]:
+        """(client, session, end) of each client's latest request among the last `window`
+        recorded that ended after `since` (of `clients` only, if given); session None
+        when that request was in a labelled session (the client's next request begins a
+        new one, once the label has stopped)."""
+        among = f"AND r.client IN ({', '.join('?' * len(clients))})" if clients else ""
         rows = self.conn.execute(
-            'SELECT r.client, r.session, max(r."end") FROM requests r JOIN sessions s ON '
-            "s.id = r.session WHERE s.label IS NULL AND r.id > (SELECT coalesce(max(id), 0) "
-            '- 10000 FROM requests) AND r."end" > ? GROUP BY r.client',
-            (since,),
+            'SELECT r.client, r.session, max(r."end"), s.label IS NOT NULL FROM requests r '
+            "JOIN sessions s ON s.id = r.session WHERE r.id > (SELECT coalesce(max(id), 0) "
+            f'- ? FROM requests) AND r."end" > ? {among} GROUP BY r.client',
+            (window, since, *(clients or ())),
         ).fetchall()
-        return [(str(c), int(s), float(e)) for c, s, e in rows]
+        return [(str(c), None if labelled else int(s), float(e)) for c, s, e, labelled in rows]
 
-    def journal_seq(self) -> int:
-        return int(
-            self.conn.execute("SELECT value FROM meta WHERE key = 'journal_seq'").fetchone()[0]
+    def journal_seq(self, slot: int = 0) -> int:
+        """The last entry of journal `slot` (journal.claim) committed."""
+        row = self.conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (_seq_key(slot),)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_journal_seq(self, seq: int, slot: int = 0) -> None:
+        self.conn.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_seq_key(slot), seq),
         )
-
-    def set_journal_seq(self, seq: int) -> None:
-        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'journal_seq'", (seq,))
 
     # --- labels (`modgate trace start` / `stop`) -----------------------------------------
 

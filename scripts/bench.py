@@ -1,4 +1,4 @@
-"""Benchmark modgate against the limits it should come close to (issue 6).
+"""Benchmark modgate against the limits it should come close to and its peers (issues 6, 13).
 
 Each variant is a whole `go mod download` of a generated module graph with a fresh
 GOMODCACHE, repeated, interleaved within one run (the machine is shared and noisy):
@@ -11,6 +11,13 @@ GOMODCACHE, repeated, interleaved within one run (the machine is shared and nois
                 server (plain HTTP, keep-alive, no proxy)
     bare        a trivial addon answering from memory, on the mitmproxy modgate runs
                 (the same addons): the floor of the stack
+    peer-*      the peers, with --goproxy and --athens (binaries built by
+                scripts/build-peers): each a GOPROXY server over the same upstream,
+                verifying against the same checksum database; cold (empty storage)
+                and warm (full storage, upstream stopped)
+
+With several --latency-ms values (e.g. 20,2) the variants that reach the upstream
+(direct, cold) run at each, in the same repetitions; the first is the run's own.
 
 plus 32 go clients at once on a cold cache, modgate's peak RSS while it moves a module
 of over 200 MiB, and requests/s for small cached hits against bare mitmproxy (and, for
@@ -21,11 +28,17 @@ Everything listens on 127.0.0.1. The upstream is the test world's (tests/world),
 by HTTPS-proxy clients under a made-up host that modgate maps. modgate verifies what it
 fetches against a local checksum database with the upstream's latency (its cost counts);
 the go clients run with GOSUMDB=off in every variant, so they do the same work in each.
+
+The live part (`--only live`, in the default run, skipped when the registry does not
+answer) downloads real projects from the registry `go env GOPROXY` names: direct,
+through modgate with no rules file (its defaults) and through the peers; see
+benchlib/live.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -33,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -42,16 +56,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts")]
 
-from benchlib import workload  # noqa: E402
+from benchlib import live, workload  # noqa: E402
 from benchlib.procs import (  # noqa: E402
     HOST,
+    PEERS,
     Bare,
     FileServer,
     Modgate,
     PeakRss,
+    Peer,
     Server,
     SlowSumdb,
     loadgen,
+    peer_works,
     remove,
     run_loadgen,
     timed_go,
@@ -61,6 +78,8 @@ from world import Upstream, go_env, proxy_path  # noqa: E402
 
 MODES = ("proxy", "goproxy")
 MODE_NAMES = {"proxy": "HTTPS proxy", "goproxy": "GOPROXY endpoint"}
+PEER_NAMES = {"goproxy": "goproxy", "athens": "Athens"}
+PARTS = "downloads,concurrent,memory,hits"
 TARGETS = {
     "warm_le_1.3x_file": "warm <= 1.3x file://",
     "cold_le_1.1x_direct": "cold <= 1.10x direct",
@@ -77,6 +96,8 @@ class Run:
     times: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    rss: dict[str, float] = field(default_factory=dict)  # variant: peak MiB of its server
+    skipped: dict[str, str] = field(default_factory=dict)  # part or peer: why
 
     def record(self, variant: str, seconds: float, error: str) -> None:
         if error:
@@ -86,13 +107,23 @@ class Run:
         self.times.setdefault(variant, []).append(seconds)
         print(f"  {variant}: {seconds:.2f}s", file=sys.stderr, flush=True)
 
+    def peak(self, variant: str, rss_bytes: int) -> None:
+        self.rss[variant] = max(self.rss.get(variant, 0.0), rss_bytes / (1 << 20))
+
+    def skip(self, what: str, why: str) -> None:
+        self.skipped[what] = why
+        say(f"{what}: skipped: {why}")
+
     def median(self, variant: str) -> float | None:
         values = self.times.get(variant)
         return statistics.median(values) if values else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.only and (unknown := set(args.only.split(",")) - {*PARTS.split(","), "live"}):
+        parser.error(f"--only: no part named {', '.join(sorted(unknown))}")
     spec = workload.QUICK if args.quick else workload.Spec()
     if args.modules:
         spec = replace(spec, modules=args.modules)
@@ -104,12 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     binary = loadgen(workdir)
     here = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     run = Run()
+    failed = False
     try:
         bench(args, wl, binary, here, run)
+    except Exception:  # report what was measured before it, and the failure
+        failed = True
+        run.errors.append("bench stopped: " + traceback.format_exc(limit=-3)[-600:])
+        print(traceback.format_exc(), file=sys.stderr)
     finally:
         remove(here)
     report(args, spec, wl, run)
-    return 0
+    return 1 if failed else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small run for the test suite")
     p.add_argument("--reps", type=int, help="repetitions of each variant (default 3, quick 1)")
     p.add_argument("--modules", type=int, help="modules in the graph (default 150, quick 16)")
-    p.add_argument("--latency-ms", type=float, help="upstream delay per request (default 20)")
+    p.add_argument("--latency-ms", type=_latencies,
+                   help="upstream delay per request, or a comma-separated list of them, "
+                        "the first the run's own (default 20, quick 5)")  # fmt: skip
     p.add_argument("--throttle-mib", type=float,
                    help="upstream MiB/s per connection, 0: no cap (default 50)")  # fmt: skip
     p.add_argument("--clients", type=int, help="concurrent go clients (default 32, quick 4)")
@@ -134,21 +172,40 @@ def _parser() -> argparse.ArgumentParser:
                    help="where the workload is generated and kept (%(default)s)")  # fmt: skip
     p.add_argument("--source", type=Path,
                    help="run modgate from this copy of addons/, to compare versions")  # fmt: skip
+    p.add_argument("--goproxy", type=Path, metavar="PATH",
+                   help="goproxy's binary (./cmd/goproxy; scripts/build-peers)")  # fmt: skip
+    p.add_argument("--athens", type=Path, metavar="PATH",
+                   help="Athens' binary (./cmd/proxy; scripts/build-peers)")  # fmt: skip
     p.add_argument(
         "--only",
-        default="downloads,concurrent,memory,hits",
-        help="comma-separated parts to run (default: %(default)s)",
+        help=f"comma-separated parts to run, of {PARTS},live (default: all; quick: {PARTS})",
     )
+    p.add_argument("--live-projects", type=int,
+                   help=f"how many of the real projects to download (default all "
+                        f"{len(live.PROJECTS)})")  # fmt: skip
     return p
+
+
+def _latencies(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a list of milliseconds") from e
+    if not values or any(v < 0 for v in values) or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct milliseconds >= 0")
+    return values
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The resolved settings of this run (defaults depend on --quick)."""
     q = args.quick
+    latencies = args.latency_ms or [5.0 if q else 20.0]
     return {
         "quick": bool(q),
         "reps": args.reps or (1 if q else 3),
-        "latency_ms": args.latency_ms if args.latency_ms is not None else (5.0 if q else 20.0),
+        "latency_ms": latencies[0],
+        "latencies_ms": latencies,
+        "parts": args.only or (PARTS if q else f"{PARTS},live"),
         "throttle_mib": args.throttle_mib if args.throttle_mib is not None else 50.0,
         "clients": args.clients or (4 if q else 32),
         "rps_seconds": args.rps_seconds or (0.5 if q else 3.0),
@@ -163,45 +220,130 @@ def bench(
     args: argparse.Namespace, wl: workload.Workload, binary: Path, here: Path, run: Run
 ) -> None:
     cfg = settings(args)
-    parts = set(args.only.split(","))
+    parts = set(cfg["parts"].split(","))
     margs = () if args.http2 is None else ("--http2" if args.http2 else "--no-http2",)
     margs += ("--workers", str(args.workers))
     run.extra["workers"] = args.workers
     http2 = args.http2 if args.http2 is not None else _modgate_default_http2()
     run.extra["http2"] = http2
-    upstream = Upstream(wl.tree, delay=cfg["latency_ms"] / 1000)
-    sumdb = SlowSumdb(cfg["latency_ms"] / 1000)
-    for module, version, zip_h1, mod_h1 in wl.sums:
-        sumdb.add(module, version, zip_h1, mod_h1)
-    with upstream, sumdb:
+    peers = usable_peers(args, run)
+    if parts & {"downloads", "hits", "memory", "concurrent"}:
+        upstream = Upstream(wl.tree, delay=cfg["latency_ms"] / 1000)
+        sumdb = SlowSumdb(cfg["latency_ms"] / 1000)
+        for module, version, zip_h1, mod_h1 in wl.sums:
+            sumdb.add(module, version, zip_h1, mod_h1)
+        w = Synthetic(cfg, args, wl, binary, upstream, sumdb, peers, margs, http2, here, run)
+        synthetic(w, parts)
+    if "live" in parts:
+        data, errors, why = live.bench(cfg, args, peers, margs, here, say)
+        run.errors += errors
+        if why:
+            run.skip("live", why)
+        else:
+            run.extra["live"] = data
 
-        def new_gate(name: str) -> Modgate:
-            return Modgate(here / name, upstream.url, sumdb.gosumdb, margs, args.source).start()
 
-        run.extra["upstream_raw_mb_s"] = upstream_speed(upstream, wl, binary, here)
-        if cfg["throttle_mib"]:
-            upstream.fault("*", throttle=int(cfg["throttle_mib"] * (1 << 20)))
-        with new_gate("warm") as warm:
-            say("priming the warm cache")
-            run.record("prime", *download(warm, "proxy", wl, here / "prime"))
-            with Bare(here / "bare", wl.tree, warm, http2).start() as bare:
-                run.record("prime-bare", *download(bare, "proxy", wl, here / "prime"))
-                if "downloads" in parts:
-                    workdir = args.workdir.expanduser()
-                    with FileServer(here / "fileserver", wl.tree, workdir).start() as files:
-                        servers = {"warm": warm, "bare": bare, "gohttp": files}
-                        downloads(cfg, wl, upstream, servers, new_gate, here, run)
-                if "hits" in parts:
-                    upstream.stop()
-                    with Bare(here / "mitmdump", wl.tree, warm, http2, mitmdump=True).start() as md:
-                        download(md, "proxy", wl, here / "prime")  # reads the files once
-                        servers = [("modgate", warm), ("bare", bare), ("mitmdump", md)]
-                        hits(cfg, wl, servers, binary, http2, here, run)
-                    upstream.start()
+@dataclass
+class Synthetic:
+    """The generated workload's world for one run: its upstream and checksum database,
+    and what starts modgate and the peers over them."""
+
+    cfg: dict[str, Any]
+    args: argparse.Namespace
+    wl: workload.Workload
+    binary: Path  # the load client
+    upstream: Upstream
+    sumdb: SlowSumdb
+    peers: dict[str, Path]
+    margs: tuple[str, ...]
+    http2: bool
+    here: Path
+    run: Run
+
+    def gate(self, name: str) -> Modgate:
+        return Modgate(self.here / name, self.upstream.url, self.sumdb.gosumdb, self.margs,
+                       self.args.source).start()  # fmt: skip
+
+    def peer(self, kind: str, name: str) -> Peer:
+        return PEERS[kind](self.peers[kind], self.here / name, self.upstream.url,
+                           self.sumdb.gosumdb).start()  # fmt: skip
+
+
+def synthetic(w: Synthetic, parts: set[str]) -> None:
+    """The parts on the generated workload."""
+    with w.upstream, w.sumdb:
+        w.run.extra["upstream_raw_mb_s"] = upstream_speed(w.upstream, w.wl, w.binary, w.here)
+        if w.cfg["throttle_mib"]:
+            w.upstream.fault("*", throttle=int(w.cfg["throttle_mib"] * (1 << 20)))
+        if parts & {"downloads", "hits"}:
+            against_warm(w, parts)
         if "memory" in parts:
-            memory(wl, new_gate, here, run)
+            memory(w.wl, w.gate, w.here, w.run)
         if "concurrent" in parts:
-            concurrent(cfg, wl, upstream, new_gate, here, run)
+            concurrent(w.cfg, w.wl, w.upstream, w.gate, w.here, w.run)
+
+
+def against_warm(w: Synthetic, parts: set[str]) -> None:
+    """The parts that need a warm modgate (and warm peers), bare mitmproxy and Go's
+    file server: downloads and hits."""
+    wl, here, run = w.wl, w.here, w.run
+    with w.gate("warm") as warm, contextlib.ExitStack() as stack:
+        say("priming the warm cache")
+        run.record("prime", *download(warm, "proxy", wl, here / "prime"))
+        warm_peers: dict[str, Peer] = {}
+        for kind in w.peers:
+            if peer := start_peer(w.peer, kind, f"warm-{kind}", run):
+                stack.enter_context(peer)
+                run.record(f"prime-{kind}", *download(peer, "goproxy", wl, here / "prime"))
+                warm_peers[kind] = peer
+        bare = stack.enter_context(Bare(here / "bare", wl.tree, warm, w.http2).start())
+        files = stack.enter_context(
+            FileServer(here / "fileserver", wl.tree, w.args.workdir.expanduser()).start()
+        )
+        run.record("prime-bare", *download(bare, "proxy", wl, here / "prime"))
+        if "downloads" in parts:
+            servers: dict[str, Server] = {"warm": warm, "bare": bare, "gohttp": files}
+            servers.update({f"peer-{k}": p for k, p in warm_peers.items()})
+            downloads(w, servers)
+        if "hits" in parts:
+            w.upstream.stop()
+            with Bare(here / "mitmdump", wl.tree, warm, w.http2, mitmdump=True).start() as md:
+                download(md, "proxy", wl, here / "prime")  # reads the files once
+                targets: list[tuple[str, Server, tuple[str, ...]]] = [
+                    ("modgate", warm, MODES), ("bare", bare, MODES), ("mitmdump", md, MODES),
+                    ("gohttp", files, ("goproxy",)),
+                ]  # fmt: skip
+                targets += [(f"peer-{k}", p, ("goproxy",)) for k, p in warm_peers.items()]
+                hits(w.cfg, wl, targets, w.binary, w.http2, here, run)
+            w.upstream.start()
+
+
+def usable_peers(args: argparse.Namespace, run: Run) -> dict[str, Path]:
+    """The peers given that run here, by kind; a line on stderr for each that is not."""
+    found = {}
+    for kind in PEERS:
+        binary: Path | None = getattr(args, kind)
+        why = peer_works(kind, binary)
+        if why:
+            run.skip(f"peer {kind}", why)
+        else:
+            assert binary is not None
+            found[kind] = binary.expanduser().resolve()
+    return found
+
+
+def start_peer(new_peer: Callable[[str, str], Peer], kind: str, name: str, run: Run) -> Peer | None:
+    try:
+        return new_peer(kind, name)
+    except RuntimeError as e:
+        run.errors.append(f"{kind} did not start: {str(e)[:300]}")
+        say(f"{kind} did not start: {e}")
+        return None
+
+
+def latency_suffix(cfg: dict[str, Any], latency: float) -> str:
+    """The suffix of variant names at `latency`: "" for the run's own, "@2ms" for 2 ms."""
+    return "" if latency == cfg["latency_ms"] else f"@{latency:g}ms"
 
 
 def _modgate_default_http2() -> bool:
@@ -225,37 +367,65 @@ def download(
         remove(home)
 
 
-def downloads(
-    cfg: dict[str, Any], wl: workload.Workload, upstream: Upstream, servers: dict[str, Server],
-    new_gate: Callable[[str], Modgate], here: Path, run: Run,
-) -> None:  # fmt: skip
-    """The six variants, interleaved: per repetition, the ones that need the upstream,
-    then (upstream stopped) the ones that must not, each list rotated by one per rep.
-    `servers`: the warm modgate, bare mitmproxy and the Go file server, by variant."""
+def downloads(w: Synthetic, servers: dict[str, Server]) -> None:
+    """The variants, interleaved: per repetition, the ones that need the upstream (at
+    each latency), then (upstream stopped) the ones that must not, each list rotated by
+    one per rep. `servers`: the warm modgate, bare mitmproxy, the Go file server and
+    the warm peers, by variant."""
+    cfg, wl, upstream, here, run = w.cfg, w.wl, w.upstream, w.here, w.run
     with_upstream = ["direct", *(f"cold-{m}" for m in MODES)]
+    with_upstream += [f"cold-peer-{k}" for k in w.peers]
     without = ["file", "gohttp", *(f"warm-{m}" for m in MODES), *(f"bare-{m}" for m in MODES)]
+    without += [f"warm-{name}" for name in servers if name.startswith("peer-")]
     duplicates = 0
     for rep in range(cfg["reps"]):
         say(f"downloads, repetition {rep + 1} of {cfg['reps']}")
-        for variant in _rotate(with_upstream, rep):
-            if variant == "direct":
-                run.record(variant, *download(None, "", wl, here / "go", goproxy=upstream.url))
-                continue
-            upstream.reset_counts()
-            with new_gate("cold") as cold:
-                run.record(variant, *download(cold, variant.split("-")[1], wl, here / "go"))
-            remove(here / "cold")
-            duplicates += sum(n - 1 for n in upstream.counts().values())
+        for latency in cfg["latencies_ms"]:
+            upstream.delay = w.sumdb.delay = latency / 1000
+            suffix = latency_suffix(cfg, latency)
+            for variant in _rotate(with_upstream, rep):
+                name = variant + suffix
+                if variant == "direct":
+                    run.record(name, *download(None, "", wl, here / "go", goproxy=upstream.url))
+                    continue
+                upstream.reset_counts()
+                cold_download(w, variant, name)
+                if not variant.startswith("cold-peer-"):
+                    duplicates += sum(n - 1 for n in upstream.counts().values())
+        upstream.delay = w.sumdb.delay = cfg["latency_ms"] / 1000
         upstream.stop()
         for variant in _rotate(without, rep):
             kind, _, mode = variant.partition("-")
             if kind == "file":
                 seconds_error = download(None, "", wl, here / "go", goproxy=f"file://{wl.tree}")
+            elif mode.startswith("peer-"):
+                seconds_error = download(servers[mode], "goproxy", wl, here / "go")
             else:
                 seconds_error = download(servers[kind], mode or "goproxy", wl, here / "go")
             run.record(variant, *seconds_error)
         upstream.start()
     run.extra["cold_duplicate_fetches"] = duplicates
+
+
+def cold_download(w: Synthetic, variant: str, name: str) -> None:
+    """One cold variant: a server with empty storage, its peak RSS (go children
+    included) sampled while the client downloads the graph through it, and the
+    requests it sent the checksum database."""
+    server: Server
+    if variant.startswith("cold-peer-"):
+        started = start_peer(w.peer, variant.removeprefix("cold-peer-"), "cold", w.run)
+        if started is None:
+            return
+        server, mode = started, "goproxy"
+    else:
+        server, mode = w.gate("cold"), variant.removeprefix("cold-")
+    before = w.sumdb.counts.total()
+    with server, PeakRss(server.pid, interval=0.05) as peak:
+        w.run.record(name, *download(server, mode, w.wl, w.here / "go"))
+    w.run.peak(name, peak.peak)
+    asked = w.run.extra.setdefault("cold_sumdb_requests", {})
+    asked[name] = max(asked.get(name, 0), w.sumdb.counts.total() - before)
+    remove(w.here / "cold")
 
 
 def _rotate(items: list[str], by: int) -> list[str]:
@@ -280,18 +450,19 @@ def upstream_speed(upstream: Upstream, wl: workload.Workload, binary: Path, here
 
 
 def hits(
-    cfg: dict[str, Any], wl: workload.Workload, servers: list[tuple[str, Server]],
+    cfg: dict[str, Any], wl: workload.Workload, servers: list[tuple[str, Server, tuple[str, ...]]],
     binary: Path, http2: bool, here: Path, run: Run,
 ) -> None:  # fmt: skip
     """Requests/s of small cached answers (.info, .mod) over 4 keep-alive connections,
-    modgate, bare mitmproxy and mitmdump taking turns."""
+    modgate, bare mitmproxy, mitmdump, Go's file server and the peers taking turns, each
+    in the client modes it has."""
     paths = here / "small.txt"
     paths.write_text("".join(f"/{proxy_path(m, v, ext)}\n" for m, v in wl.modules
                              for ext in (".info", ".mod")))  # fmt: skip
     samples: dict[str, list[float]] = {}
     for rep in range(-1, cfg["reps"]):  # -1: a warm-up round, not kept
-        for name, server in _rotate_pairs(servers, rep):
-            for mode in MODES:
+        for name, server, modes in _rotate_list(servers, rep):
+            for mode in modes:
                 duration = f"{cfg['rps_seconds'] if rep >= 0 else 0.3}s"
                 common = ["-paths", str(paths), "-conns", "4", "-duration", duration]
                 if http2:
@@ -310,7 +481,7 @@ def hits(
     run.extra["hits_rps"] = samples
 
 
-def _rotate_pairs(items: list[tuple[str, Server]], by: int) -> list[tuple[str, Server]]:
+def _rotate_list(items: list[Any], by: int) -> list[Any]:
     by %= len(items)
     return items[by:] + items[:by]
 
@@ -419,13 +590,18 @@ def summary(
             "n": len(values),
         }
     ratios = {"gohttp_over_file": ratio("gohttp", "file")}
-    for mode in MODES:
+    peers = [f"peer-{k}" for k in PEERS if f"peer {k}" not in run.skipped]
+    for mode in [*MODES, *peers]:
         ratios[f"warm_over_file_{mode}"] = ratio(f"warm-{mode}", "file")
-        ratios[f"cold_over_direct_{mode}"] = ratio(f"cold-{mode}", "direct")
+        for latency in cfg["latencies_ms"]:
+            sfx = latency_suffix(cfg, latency)
+            ratios[f"cold_over_direct_{mode}{sfx}"] = ratio(f"cold-{mode}{sfx}", f"direct{sfx}")
+    for mode in MODES:
         ratios[f"warm_over_bare_{mode}"] = ratio(f"warm-{mode}", f"bare-{mode}")
         ratios[f"bare_over_file_{mode}"] = ratio(f"bare-{mode}", "file")
         ratios[f"warm_over_gohttp_{mode}"] = ratio(f"warm-{mode}", "gohttp")
     rps = run.extra.get("hits_rps", {})
+    result["hits_rps"] = {name: round(statistics.median(v)) for name, v in sorted(rps.items())}
     for mode in MODES:
         mg, bare = rps.get(f"modgate-{mode}"), rps.get(f"bare-{mode}")
         if mg and bare:
@@ -443,14 +619,25 @@ def summary(
                     statistics.median(mg) / statistics.median(md), 3
                 )
     result["ratios"] = ratios
-    for key in ("cold_duplicate_fetches", "concurrent", "huge_mib", "rss_mib", "huge_seconds"):
+    kept = ("cold_duplicate_fetches", "cold_sumdb_requests", "concurrent", "huge_mib", "rss_mib",
+            "huge_seconds")  # fmt: skip
+    for key in kept:
         if key in run.extra:
             result[key] = run.extra[key]
     rss = run.extra.get("rss_mib", {})
     result["peak_rss_mib"] = max((v for k, v in rss.items() if k != "idle"), default=None)
+    result["cold_rss_mib"] = {k: round(v, 1) for k, v in sorted(run.rss.items())}
+    result["skipped"] = dict(run.skipped)
+    if "live" in run.extra:
+        result["live"] = live.summary(run.extra["live"])
     result["errors"] = len(run.errors)
     result["error_list"] = run.errors[:10]
     result["targets"] = targets(result)
+    if "upstream_raw_mb_s" not in run.extra:  # no part on the generated workload ran
+        synthetic_only = {"modules", "artifacts", "zip_mb", "upstream_raw_mb_s", "hits_rps",
+                          "ratios", "peak_rss_mib", "cold_rss_mib", "targets", "throttle_mib",
+                          "clients", "rps_seconds", "latency_ms", "latencies_ms"}  # fmt: skip
+        result = {k: v for k, v in result.items() if k not in synthetic_only}
     return result
 
 
@@ -477,6 +664,17 @@ def targets(result: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str, Any]) -> str:
+    lines = [] if "upstream_raw_mb_s" not in run.extra else synthetic_table(cfg, wl, run, result)
+    if "live" in result:
+        lines += [*live.table(result["live"]), ""]
+    lines += [f"{what}: skipped: {why}" for what, why in result["skipped"].items()]
+    lines.append(f"errors: {result['errors']}" + "".join(f"\n  {e}" for e in run.errors[:10]))
+    return "\n".join(lines)
+
+
+def synthetic_table(
+    cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str, Any]
+) -> list[str]:
     lines = [
         f"modgate bench: {len(wl.modules)} modules, {wl.zip_bytes / 1e6:.0f} MB of zips per "
         f"download; upstream {cfg['latency_ms']:g} ms/request, "
@@ -486,33 +684,14 @@ def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str
         "",
         f"{'go mod download':46} {'median s':>9} {'min':>7} {'max':>7}   compared",
     ]  # fmt: skip
-    names = {"direct": "direct from the upstream", "file": "GOPROXY=file:// (physical limit)",
-             "gohttp": "Go net/http file server (HTTP limit)"}  # fmt: skip
-    for kind, label in (("cold", "modgate cold"), ("warm", "modgate warm, upstream down"),
-                        ("bare", "bare mitmproxy")):  # fmt: skip
-        for mode in MODES:
-            names[f"{kind}-{mode}"] = f"{label}, {MODE_NAMES[mode]}"
-    order = ["direct", "cold-proxy", "cold-goproxy", "file", "gohttp", "warm-proxy",
-             "warm-goproxy", "bare-proxy", "bare-goproxy"]  # fmt: skip
     r = result["ratios"]
-    for variant in order:
+    for variant in _variant_order(cfg):
         values = run.times.get(variant)
         if not values:
             continue
-        mode = variant.partition("-")[2]
-        note = ""
-        if variant.startswith("cold"):
-            note = f"{r[f'cold_over_direct_{mode}']}x direct"
-        elif variant.startswith("warm"):
-            note = (f"{r[f'warm_over_file_{mode}']}x file, {r[f'warm_over_gohttp_{mode}']}x Go "
-                    f"http, {r[f'warm_over_bare_{mode}']}x bare")  # fmt: skip
-        elif variant.startswith("bare"):
-            note = f"{r[f'bare_over_file_{mode}']}x file"
-        elif variant == "gohttp":
-            note = f"{r['gohttp_over_file']}x file"
-        lines.append(f"{names[variant]:46} {statistics.median(values):9.2f} {min(values):7.2f} "
-                     f"{max(values):7.2f}   {note}")  # fmt: skip
-    lines.append("")
+        lines.append(f"{_variant_name(cfg, variant):46} {statistics.median(values):9.2f} "
+                     f"{min(values):7.2f} {max(values):7.2f}   {_note(r, variant)}")  # fmt: skip
+    lines += ["", *side_by_side(cfg, result), ""]
     if conc := result.get("concurrent"):
         lines.append(
             f"{conc['clients']} clients at once, cold ({conc['modules']} modules each): "
@@ -541,15 +720,99 @@ def table(cfg: dict[str, Any], wl: workload.Workload, run: Run, result: dict[str
     marks = {True: "met", False: "NOT MET", None: "not measured"}
     for key, text in TARGETS.items():
         lines.append(f"target {text:45} {marks[result['targets'][key]]}")
-    lines.append(f"errors: {result['errors']}" + "".join(f"\n  {e}" for e in run.errors[:10]))
-    return "\n".join(lines)
+    lines.append("")
+    return lines
+
+
+def _variant_order(cfg: dict[str, Any]) -> list[str]:
+    order = []
+    for latency in cfg["latencies_ms"]:
+        sfx = latency_suffix(cfg, latency)
+        order += [f"{v}{sfx}" for v in ("direct", "cold-proxy", "cold-goproxy")]
+        order += [f"cold-peer-{k}{sfx}" for k in PEERS]
+    order += ["file", "gohttp", "warm-proxy", "warm-goproxy", *(f"warm-peer-{k}" for k in PEERS),
+              "bare-proxy", "bare-goproxy"]  # fmt: skip
+    return order
+
+
+def _variant_name(cfg: dict[str, Any], variant: str) -> str:
+    base, _, at = variant.partition("@")
+    names = {"direct": "direct from the upstream", "file": "GOPROXY=file:// (physical limit)",
+             "gohttp": "Go net/http file server (HTTP limit)"}  # fmt: skip
+    for kind, label in (("cold", "modgate cold"), ("warm", "modgate warm, upstream down"),
+                        ("bare", "bare mitmproxy")):  # fmt: skip
+        for mode in MODES:
+            names[f"{kind}-{mode}"] = f"{label}, {MODE_NAMES[mode]}"
+    for k, label in PEER_NAMES.items():
+        names[f"cold-peer-{k}"] = f"{label} cold"
+        names[f"warm-peer-{k}"] = f"{label} warm, upstream down"
+    latency = f" ({at})" if at else (f" ({cfg['latency_ms']:g}ms)" if len(cfg["latencies_ms"]) > 1
+                                     and not base.startswith(("file", "gohttp", "warm", "bare"))
+                                     else "")  # fmt: skip
+    return names[base] + latency
+
+
+def _note(r: dict[str, Any], variant: str) -> str:
+    base, _, at = variant.partition("@")
+    sfx = f"@{at}" if at else ""
+    kind, _, mode = base.partition("-")
+    match kind:
+        case "cold":
+            return f"{r[f'cold_over_direct_{mode}{sfx}']}x direct"
+        case "warm" if mode.startswith("peer-"):
+            return f"{r[f'warm_over_file_{mode}']}x file"
+        case "warm":
+            return (f"{r[f'warm_over_file_{mode}']}x file, {r[f'warm_over_gohttp_{mode}']}x Go "
+                    f"http, {r[f'warm_over_bare_{mode}']}x bare")  # fmt: skip
+        case "bare":
+            return f"{r[f'bare_over_file_{mode}']}x file"
+        case "gohttp":
+            return f"{r['gohttp_over_file']}x file"
+    return ""
+
+
+def side_by_side(cfg: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The issue's table: modgate's two modes, the peers and the limit, one row per measure."""
+    r, rps, rss = result["ratios"], result.get("hits_rps", {}), result.get("cold_rss_mib", {})
+    columns = [("goproxy", "modgate endpoint"), ("proxy", "modgate proxy"),
+               *((f"peer-{k}", label) for k, label in PEER_NAMES.items())]  # fmt: skip
+
+    def cell(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    def times(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    def row(label: str, values: list[str], limit: str) -> str:
+        return f"{label:34}" + "".join(f"{v:>17}" for v in values) + f"   {limit}"
+
+    lines = [row("side by side", [name for _, name in columns], "limit")]
+    for latency in cfg["latencies_ms"]:
+        sfx = latency_suffix(cfg, latency)
+        lines.append(row(f"cold vs direct, {latency:g} ms upstream",
+                         [times(r.get(f"cold_over_direct_{m}{sfx}")) for m, _ in columns],
+                         "-"))  # fmt: skip
+    gohttp = r.get("gohttp_over_file")
+    lines.append(row("warm vs GOPROXY=file://",
+                     [times(r.get(f"warm_over_file_{m}")) for m, _ in columns],
+                     f"Go file server {times(gohttp)}"))  # fmt: skip
+    hits = {"goproxy": rps.get("modgate-goproxy"), "proxy": rps.get("modgate-proxy")}
+    hits.update({f"peer-{k}": rps.get(f"peer-{k}-goproxy") for k in PEER_NAMES})
+    lines.append(row("small cached hits, requests/s", [cell(hits[m], "d") for m, _ in columns],
+                     f"Go file server {cell(rps.get('gohttp-goproxy'), 'd')}"))  # fmt: skip
+    peaks = {m: max((v for k, v in rss.items() if k.partition("@")[0] == f"cold-{m}"),
+                    default=None) for m, _ in columns}  # fmt: skip
+    lines.append(row("peak RSS, cold run, MiB", [cell(peaks[m], ".0f") for m, _ in columns],
+                     "(server and its children)"))  # fmt: skip
+    return lines
 
 
 def reproduce(args: argparse.Namespace, cfg: dict[str, Any]) -> str:
     parts = ["scripts/bench"]
     if args.quick:
         parts.append("--quick")
-    parts += ["--reps", str(cfg["reps"]), "--latency-ms", f"{cfg['latency_ms']:g}",
+    latencies = ",".join(f"{v:g}" for v in cfg["latencies_ms"])
+    parts += ["--reps", str(cfg["reps"]), "--latency-ms", latencies,
               "--throttle-mib", f"{cfg['throttle_mib']:g}", "--clients", str(cfg["clients"]),
               "--rps-seconds", f"{cfg['rps_seconds']:g}"]  # fmt: skip
     if args.modules:
@@ -560,8 +823,13 @@ def reproduce(args: argparse.Namespace, cfg: dict[str, Any]) -> str:
         parts += ["--workers", str(args.workers)]
     if args.source:
         parts += ["--source", str(args.source)]
-    if args.only != _parser().get_default("only"):
+    for kind in PEERS:
+        if getattr(args, kind) is not None:
+            parts += [f"--{kind}", str(getattr(args, kind))]
+    if args.only:
         parts += ["--only", args.only]
+    if args.live_projects:
+        parts += ["--live-projects", str(args.live_projects)]
     return shlex.join(parts)
 
 

@@ -1,16 +1,24 @@
-"""scripts/bench --quick runs end to end, so the benchmark cannot rot (issue 6).
+"""scripts/bench --quick runs end to end, so the benchmark cannot rot (issues 6, 13).
 
 It checks that the run completes, that its one JSON line has every key a reader of
 the report relies on, and that nothing failed. Never timings: the machine is shared.
+With the peers' binaries where scripts/build-peers puts them, it also runs the quick
+bench with the peers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from world.gate import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -27,17 +35,43 @@ RATIOS = {f"{name}_{mode}" for name in PER_MODE for mode in ("proxy", "goproxy")
 RATIOS.add("gohttp_over_file")
 
 
-@pytest.mark.timeout(240)  # the first run on a machine also compiles the Go load client
-def test_quick_bench_reports_every_measure_and_no_error(tmp_path: Path) -> None:
+# Where scripts/build-peers puts the peers by default (its PEERS_DIR).
+PEERS_DIR = Path(
+    os.environ.get(
+        "PEERS_DIR", Path(tempfile.gettempdir()) / f"modgate-bench-{os.getuid()}" / "peers"
+    )
+)
+
+
+def bench(
+    *args: str, timeout: float, env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """Run scripts/bench; its JSON line, parsed, and its table."""
     done = subprocess.run(
-        [str(REPO / "scripts" / "bench"), "--quick", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=230, check=False,
+        [str(REPO / "scripts" / "bench"), *args], capture_output=True, text=True,
+        timeout=timeout, check=False, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, done.stdout
-    result = json.loads(lines[0])
+    result: dict[str, Any] = json.loads(lines[0])
     assert result["errors"] == 0, result["error_list"]
+    return result, done.stdout
+
+
+@pytest.mark.timeout(240)  # the first run on a machine also compiles the Go load client
+def test_quick_bench_reports_every_measure_and_no_error(tmp_path: Path) -> None:
+    # A peer that is not there is skipped with a line saying why, not an error.
+    result, stdout = bench(
+        "--quick", "--workdir", str(tmp_path), "--athens", str(tmp_path / "no-athens"),
+        timeout=230,
+    )  # fmt: skip
+    assert result["skipped"] == {
+        "peer goproxy": "no --goproxy given (scripts/build-peers builds it)",
+        "peer athens": f"--athens {tmp_path / 'no-athens'}: not an executable file",
+    }
+    assert "peer athens: skipped: --athens" in stdout
+    assert "live" not in result and "live" not in result["parts"]
     assert result.keys() >= KEYS, KEYS - result.keys()
     assert result["ratios"].keys() >= RATIOS
     assert all(isinstance(result["ratios"][k], float) for k in RATIOS), result["ratios"]
@@ -49,4 +83,65 @@ def test_quick_bench_reports_every_measure_and_no_error(tmp_path: Path) -> None:
         "warm_le_1.3x_file", "cold_le_1.1x_direct", "concurrent_clean", "huge_rss_le_150mib",
         "hits_ge_70pct_bare",
     }  # fmt: skip
-    assert "reproduce: scripts/bench --quick" in done.stdout
+    assert "reproduce: scripts/bench --quick" in stdout
+    assert result["cold_rss_mib"].keys() == {"cold-proxy", "cold-goproxy"}
+    # modgate verifies what it fetches: the checksum database is asked.
+    assert all(n > 0 for n in result["cold_sumdb_requests"].values()), result
+
+
+@pytest.mark.timeout(600)
+def test_quick_bench_with_the_peers_reports_their_rows(tmp_path: Path) -> None:
+    binaries = {kind: PEERS_DIR / kind for kind in ("goproxy", "athens")}
+    missing = [str(path) for path in binaries.values() if not os.access(path, os.X_OK)]
+    if missing:
+        pytest.skip(f"no peers at {', '.join(missing)}: build them with scripts/build-peers")
+    result, stdout = bench(
+        "--quick", "--workdir", str(tmp_path), "--only", "downloads,hits", "--latency-ms", "5,1",
+        *(f"--{kind}={path}" for kind, path in binaries.items()), timeout=580,
+    )  # fmt: skip
+    assert result["skipped"] == {}
+    assert result["latencies_ms"] == [5.0, 1.0]
+    for kind in binaries:
+        for variant in (f"cold-peer-{kind}", f"cold-peer-{kind}@1ms", f"warm-peer-{kind}"):
+            assert result[f"{variant}_s"]["median"] > 0, variant
+        for ratio in (f"cold_over_direct_peer-{kind}", f"cold_over_direct_peer-{kind}@1ms",
+                      f"warm_over_file_peer-{kind}"):  # fmt: skip
+            assert isinstance(result["ratios"][ratio], float), ratio
+        assert result["hits_rps"][f"peer-{kind}-goproxy"] > 0
+        assert result["cold_rss_mib"][f"cold-peer-{kind}"] > 0
+        # The peer verified against the same checksum database as modgate.
+        assert result["cold_sumdb_requests"][f"cold-peer-{kind}"] > 0
+    for mode in ("proxy", "goproxy"):
+        assert isinstance(result["ratios"][f"cold_over_direct_{mode}@1ms"], float)
+    side = stdout[stdout.index("side by side") :].splitlines()
+    assert side[0].split()[-3:] == ["goproxy", "Athens", "limit"], side[0]
+    assert side[1].startswith("cold vs direct, 5 ms upstream")
+    assert side[2].startswith("cold vs direct, 1 ms upstream")
+    assert all(cell.endswith("x") for cell in side[1].split()[6:10]), side[1]  # all measured
+
+
+@pytest.mark.timeout(240)
+def test_live_part_is_skipped_with_its_reason_when_the_registry_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "GOPROXY": closed, "GOFLAGS": "", "GOENV": "off"}
+    result, stdout = bench(
+        "--quick", "--only", "live", "--workdir", str(tmp_path), timeout=230, env=env
+    )  # fmt: skip
+    why = result["skipped"]["live"]
+    assert why.startswith("the registry (go env GOPROXY): github.com/spf13/viper@"), why
+    assert f"live: skipped: {why}" in stdout
+    assert "live" not in result and "side by side" not in stdout
+
+
+def test_latency_list_is_parsed_and_checked() -> None:
+    sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests")]
+    try:
+        import bench as bench_py
+    finally:
+        del sys.path[:2]
+    assert bench_py._parser().parse_args(["--latency-ms", "2,20"]).latency_ms == [2.0, 20.0]
+    for bad in ("2,2", "x", "-1", ""):
+        with pytest.raises(SystemExit):
+            bench_py._parser().parse_args(["--latency-ms", bad])

@@ -1,5 +1,5 @@
-"""The processes a benchmark run drives: modgate, bare mitmproxy, go, loadgen, a Go
-file server.
+"""The processes a benchmark run drives: modgate, bare mitmproxy, the peers (Athens and
+goproxy, built by scripts/build-peers), go, loadgen, a Go file server.
 
 Every server listens on 127.0.0.1 only and is stopped by the run that started it.
 """
@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
@@ -41,9 +43,12 @@ class Server:
         self.proxy_url = self.goproxy_url = ""
         self.bundle = Path()
 
-    def _spawn(self, command: list[str], source: Path | None = None) -> None:
+    def _spawn(
+        self, command: list[str], source: Path | None = None, extra: dict[str, str] | None = None
+    ) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env.update(extra or {})
         if source is not None:  # another copy of the package, to compare two versions
             env["PYTHONPATH"] = str(source)
         with self.log.open("wb") as out:
@@ -109,17 +114,21 @@ class Modgate(Server):
         self.cache_dir = home / "cache"
 
     def start(self) -> Modgate:
-        rules = self.home / "rules.yaml"
+        """Start; with no upstream, with no rules file (`--rules ''`): its defaults, which
+        route to `go env GOPROXY` and verify against `go env GOSUMDB`."""
         self.home.mkdir(parents=True, exist_ok=True)
-        rules.write_text(
-            f"proxies:\n  - url: https://{HOST}\n    upstream: {self.upstream!r}\n"
-            f"checksum:\n  databases: [{self.sumdb!r}]\n"
-        )
+        rules = ""
+        if self.upstream:
+            rules = str(self.home / "rules.yaml")
+            Path(rules).write_text(
+                f"proxies:\n  - url: https://{HOST}\n    upstream: {self.upstream!r}\n"
+                f"checksum:\n  databases: [{self.sumdb!r}]\n"
+            )
         confdir = self.home / "confdir"
         self._spawn(
             [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
              "--goproxy-port", str(free_port()), "--confdir", str(confdir),
-             "--cache-dir", str(self.cache_dir), "--rules", str(rules), *self.args],
+             "--cache-dir", str(self.cache_dir), "--rules", rules, *self.args],
             self.source,
         )  # fmt: skip
         match = self._wait_for(BANNER.search)
@@ -129,6 +138,133 @@ class Modgate(Server):
         self.goproxy_url = endpoint.group(1)
         self.bundle = confdir / "ca-bundle.pem"
         return self
+
+
+class Peer(Server):
+    """A peer GOPROXY server built from its source (scripts/build-peers), storing under
+    `home`/storage, fetching from `upstream` (a GOPROXY value) and verifying what it
+    fetches against `gosumdb` (a GOSUMDB value), each in its own documented way.
+    Only the GOPROXY mode: it is no HTTPS proxy."""
+
+    kind = ""
+
+    def __init__(self, binary: Path, home: Path, upstream: str, gosumdb: str) -> None:
+        super().__init__(self.kind, home)
+        self.binary, self.upstream, self.gosumdb = binary, upstream, gosumdb
+        self.storage = home / "storage"
+
+    def go_env(self) -> dict[str, str]:
+        """What the peer's own go commands and module fetches run with."""
+        return {
+            "GOPROXY": self.upstream, "GOSUMDB": self.gosumdb, "GONOSUMDB": "",
+            "GOPRIVATE": "", "GONOPROXY": "", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod",
+            "GOENV": "off", "GOTELEMETRY": "off", "GOINSECURE": "",
+        }  # fmt: skip
+
+    def _ready(self, path: str, timeout: float = 60) -> None:
+        """Wait until the peer answers HTTP at `path` (any status: it listens)."""
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.goproxy_url + path, timeout=2).close()
+                return
+            except urllib.error.HTTPError:
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited {self.proc.returncode}:\n{self.output()[-3000:]}"
+                    ) from None
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer in {timeout}s:\n{self.output()[-3000:]}")
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+
+class Athens(Peer):
+    """Athens (./cmd/proxy), configured by its environment variables only: disk storage,
+    its go children (`go mod download` per module) fetching from the upstream and
+    verifying against the database (ATHENS_GO_BINARY_ENV_VARS, `;`-separated, which
+    replaces its default list whole). Clients here need no /sumdb/ from it: the
+    synthetic ones run with GOSUMDB=off, the live ones with a full go.sum."""
+
+    kind = "athens"
+
+    def start(self) -> Athens:
+        port = free_port()
+        gopath = self.home / "goget"
+        gopath.mkdir(parents=True, exist_ok=True)
+        self.storage.mkdir(parents=True, exist_ok=True)
+        env = {
+            "ATHENS_PORT": f"127.0.0.1:{port}",
+            "ATHENS_STORAGE_TYPE": "disk",
+            "ATHENS_DISK_STORAGE_ROOT": str(self.storage),
+            "ATHENS_GOGET_DIR": str(gopath),
+            "ATHENS_GO_BINARY_ENV_VARS": ";".join(f"{k}={v}" for k, v in self.go_env().items()),
+            "ATHENS_NETWORK_MODE": "strict",
+            "ATHENS_LOG_LEVEL": "error",
+            "ATHENS_SHUTDOWN_TIMEOUT": "2",
+            "GO_BINARY_PATH": find_go(),
+            "HOME": str(self.home),
+            "PATH": os.pathsep.join([str(Path(find_go()).parent), os.environ.get("PATH", "")]),
+        }
+        self._spawn([str(self.binary)], extra=env)
+        self.goproxy_url = f"http://127.0.0.1:{port}"
+        self._ready("/healthz")
+        return self
+
+
+class Goproxyd(Peer):
+    """goproxy (./cmd/goproxy `server`): a directory cacher; its fetcher reads GOPROXY,
+    GOSUMDB and GONOSUMDB from its own environment, fetches from a proxy itself and
+    verifies with its own checksum-database client (a go child only for `direct`)."""
+
+    kind = "goproxy"
+
+    def start(self) -> Goproxyd:
+        port = free_port()
+        temp = self.home / "tmp"
+        temp.mkdir(parents=True, exist_ok=True)
+        gopath = self.home / "gopath"
+        env = {
+            **self.go_env(),
+            "GOPATH": str(gopath), "GOMODCACHE": str(gopath / "pkg" / "mod"),
+            "GOCACHE": str(self.home / "gocache"), "HOME": str(self.home),
+        }  # fmt: skip
+        self._spawn(
+            [str(self.binary), "server", "--address", f"127.0.0.1:{port}",
+             "--cacher-dir", str(self.storage), "--temp-dir", str(temp), "--go-bin", find_go(),
+             "--shutdown-timeout", "2s"],
+            extra=env,
+        )  # fmt: skip
+        self.goproxy_url = f"http://127.0.0.1:{port}"
+        self._ready("/")
+        return self
+
+
+PEERS: dict[str, type[Peer]] = {"goproxy": Goproxyd, "athens": Athens}
+
+
+def peer_works(kind: str, binary: Path | None) -> str:
+    """Why `binary` cannot serve as the peer `kind` here, or "" when it can."""
+    if binary is None:
+        return f"no --{kind} given (scripts/build-peers builds it)"
+    if not os.access(binary, os.X_OK):
+        return f"--{kind} {binary}: not an executable file"
+    probe = ["--help"] if kind == "goproxy" else ["-version"]
+    try:
+        done = subprocess.run([str(binary), *probe], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        return f"--{kind} {binary}: does not run: {e}"
+    except subprocess.TimeoutExpired:
+        return f"--{kind} {binary}: `{' '.join(probe)}` did not finish in 30s"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return f"--{kind} {binary}: `{' '.join(probe)}` exited {done.returncode}: {last[:200]}"
+    return ""
 
 
 class SlowSumdb(TestSumdb):

@@ -15,13 +15,14 @@ import pytest
 
 from world.gate import Gate, modgate_command
 from world.gocmd import go_env, run_go
-from world.modules import World, graph_roots
+from world.modules import BULK, World, escape, graph_roots
 from world.sumdb import TestSumdb
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
 
 WORLD_MODULES = 8
+WORLD_PAYLOAD = 8 << 20  # and BULK, a zip large enough to stream
 HOST = "proxy.modgate.test"
 
 
@@ -106,3 +107,40 @@ def test_prune_removes_module_answers_least_recently_used_first_and_keeps_proofs
     assert sum(n for n, _ in after["by_kind"].values()) == proofs
     nothing = cache(gate, "prune")
     assert nothing.returncode == 2 and "--max-size" in nothing.stderr
+
+
+def test_a_zip_being_served_is_served_whole_while_prune_removes_it(
+    running: tuple[Gate, Upstream, TestSumdb], world: World, tmp_path: Path
+) -> None:
+    """The open file outlives its name: a client reading a stored zip slowly gets every
+    byte of it, checked, though `prune` removed the entry meanwhile."""
+    import hashlib
+    import ssl
+    import urllib.request
+
+    gate, upstream, db = running
+    bulk = world.get(BULK, "v1.0.0")
+    download(gate, db, tmp_path / "prime", f"{BULK}@v1.0.0")
+    want = hashlib.sha256(world.zip_path(bulk).read_bytes()).hexdigest()
+    context = ssl.create_default_context(cafile=gate.bundle)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"https": gate.proxy_url}),
+                                         urllib.request.HTTPSHandler(context=context))  # fmt: skip
+    url = f"https://{HOST}/{escape(BULK)}/@v/v1.0.0.zip"
+    digest, got = hashlib.sha256(), 0
+    with opener.open(url, timeout=60) as answer:
+        assert answer.headers["X-Modgate-Cache"] == "hit"
+        chunk = answer.read(1 << 16)
+        digest.update(chunk)
+        got += len(chunk)
+        pruned = cache(gate, "prune", "--max-size", "0")
+        assert pruned.returncode == 0, pruned.stderr
+        left = [json.loads(line) for line in cache(gate, "ls", BULK, "--json").stdout.splitlines()]
+        assert {i["kind"] for i in left} == {"sumdb-lookup"}  # the zip is gone; its proof stays
+        while chunk := answer.read(1 << 16):
+            digest.update(chunk)
+            got += len(chunk)
+            time.sleep(0.001)
+    assert digest.hexdigest() == want and got == world.zip_path(bulk).stat().st_size
+    upstream.stop()  # and no orphan left: the next request is a miss, not a broken hit
+    verify = cache(gate, "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr

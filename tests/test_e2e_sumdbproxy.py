@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from world.gate import Gate
+from world.gate import Gate, modgate_command
 from world.gocmd import find_go, go_env, run_go
 from world.modules import UPPER, World, proxy_path
 from world.sumdb import TestSumdb
@@ -163,3 +163,43 @@ def test_no_rules_file_verifies_a_public_module_where_go_does_then_serves_it_off
             ["mod", "download", "-json", "golang.org/x/mod@v0.14.0"],
         )
         assert probe.returncode != 0
+
+
+@pytest.mark.live
+def test_prefetch_a_real_project_then_build_it_offline(tmp_path: Path) -> None:
+    """`modgate prefetch` of a real project's build list from the live registry, standalone
+    on a cache directory; then a modgate on that cache in a network namespace with no way
+    out, and a fresh client there downloads and verifies the whole build list."""
+    found = machine_go_env()
+    if found is None:
+        pytest.skip("the registry of `go env GOPROXY` is not reachable from here")
+    goproxy, _, gosumdb = found
+    wrapper = offline_wrapper()
+    # The project: golang.org/x/text's own go.mod and go.sum, from its module zip.
+    fetch_env = go_env(tmp_path / "fetch", goproxy, GOSUMDB=gosumdb)
+    done = run_go(
+        ["mod", "download", "-json", f"{LIVE_MODULE}@{LIVE_VERSION}"], fetch_env, tmp_path
+    )
+    source = Path(json.loads(done.stdout)["Dir"])
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("go.mod", "go.sum"):
+        (project / name).write_bytes((source / name).read_bytes())
+    cache = tmp_path / "gate" / "cache"
+    prefetched = subprocess.run(
+        modgate_command("prefetch", str(project), "--cache-dir", str(cache), "--rules", ""),
+        env={**go_env(tmp_path / "p", goproxy, GOSUMDB=gosumdb), "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert prefetched.returncode == 0, prefetched.stdout + prefetched.stderr
+    assert " 0 refused, 0 failed" in prefetched.stdout, prefetched.stdout
+    gate = Gate(tmp_path / "gate", None, cache_dir=cache)
+    gate.wrapper = wrapper
+    with gate:
+        assert gate.proc is not None
+        env = gate.client_env(go_env(tmp_path / "offline", goproxy, GOSUMDB=gosumdb))
+        offline = subprocess.run(
+            ["nsenter", "-t", str(gate.proc.pid), "-n", find_go(), "mod", "download", "all"],
+            env=env, cwd=project, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert offline.returncode == 0, offline.stdout + offline.stderr

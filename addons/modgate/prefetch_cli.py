@@ -48,7 +48,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         help="standalone: start a modgate of its own on this cache for the run",
     )
-    p.add_argument("--rules", type=Path, help="with --cache-dir: its rules file")
+    p.add_argument(
+        "--rules",
+        help="with --cache-dir: its rules file ('' for none; default: as "
+        "modgate run: ./rules.yaml if it exists)",
+    )
     p.add_argument("--jobs", type=int, default=8, help="versions at a time (default: %(default)s)")
     p.add_argument(
         "--toolchain",
@@ -171,7 +175,7 @@ def _endpoint(args: argparse.Namespace) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def standalone(cache_dir: Path, rules: Path | None, confdir: Path) -> Iterator[str]:
+def standalone(cache_dir: Path, rules: Path | str | None, confdir: Path) -> Iterator[str]:
     """A modgate of its own on `cache_dir` for as long as the block runs: its GOPROXY
     endpoint."""
     with socket.socket() as s:
@@ -179,8 +183,8 @@ def standalone(cache_dir: Path, rules: Path | None, confdir: Path) -> Iterator[s
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
                "--goproxy-port", str(port), "--cache-dir", str(cache_dir),
-               "--confdir", str(confdir), "--rules", str(rules or ""), "--quiet",
-               "--workers", "1"]  # fmt: skip
+               "--confdir", str(confdir), "--quiet", "--workers", "1",
+               *(["--rules", str(rules)] if rules is not None else [])]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True

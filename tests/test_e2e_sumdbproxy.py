@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -203,3 +204,38 @@ def test_prefetch_a_real_project_then_build_it_offline(tmp_path: Path) -> None:
             env=env, cwd=project, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert offline.returncode == 0, offline.stdout + offline.stderr
+
+
+LIVE_TOOLCHAIN = "go1.27.3"  # the newer Go this machine's registry serves (env/packages)
+
+
+@pytest.mark.live
+def test_a_real_toolchain_switch_through_modgate_then_offline(tmp_path: Path) -> None:
+    """GOTOOLCHAIN=go1.27.3 from the live registry (about 76 MB): through modgate with no
+    rules file, verified against the checksum database through the proxy, then served
+    to a fresh client in a network namespace with no way out."""
+    found = machine_go_env()
+    if found is None:
+        pytest.skip("the registry of `go env GOPROXY` is not reachable from here")
+    goproxy, _, gosumdb = found
+    wrapper = offline_wrapper()
+    with Gate(tmp_path / "gate", None) as gate:
+        env = gate.client_env(go_env(tmp_path / "online", goproxy, GOSUMDB=gosumdb,
+                                     GOTOOLCHAIN=LIVE_TOOLCHAIN))  # fmt: skip
+        done = run_go(["version"], env, tmp_path, timeout=600)
+        assert LIVE_TOOLCHAIN in done.stdout, done.stdout + done.stderr
+    gate = Gate(tmp_path / "gate", None)
+    gate.wrapper = wrapper
+    with gate:
+        assert gate.proc is not None
+        env = gate.client_env(go_env(tmp_path / "offline", goproxy, GOSUMDB=gosumdb,
+                                     GOTOOLCHAIN=LIVE_TOOLCHAIN))  # fmt: skip
+        offline = in_namespace_of(gate.proc.pid, env, ["version"])
+        assert offline.returncode == 0 and LIVE_TOOLCHAIN in offline.stdout, offline.stderr
+    db = sqlite3.connect(tmp_path / "gate" / "trace.db")
+    try:
+        verdicts = db.execute("SELECT hash_verdict FROM requests WHERE kind = 'zip' AND module = "
+                              "'golang.org/toolchain'").fetchall()  # fmt: skip
+    finally:
+        db.close()
+    assert verdicts and all(v == ("verified",) for v in verdicts), verdicts

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8080
 DEFAULT_GOPROXY_PORT = 8081
-# The reverse-mode target is never contacted: modgate answers every request on the
-# GOPROXY endpoint itself. The name only has to be one that cannot resolve.
-REVERSE_TARGET = "http://goproxy.modgate.invalid"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,13 +168,12 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     # mitmproxy's log handler sits on the root logger, which stays at WARNING: let
     # modgate's own INFO lines (what it gates, reloads, each request) through to it.
     logging.getLogger("modgate").setLevel(logging.INFO)
-    modes = [f"regular@{args.listen_port}"]
-    if args.goproxy_port >= 0:
-        modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
-    opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
+    opts = options.Options(
+        listen_host=args.listen_host, confdir=str(confdir), mode=[f"regular@{args.listen_port}"]
+    )
     master = lean_master(opts)
     with _home(confdir):
-        master.addons.add(*all_addons(), _Banner(confdir))
+        master.addons.add(*all_addons(), *_endpoint(args), _Banner(confdir))
     # The first error of an update is the one to show: the rollback that follows applies
     # the defaults again, and may fail for reasons of its own.
     failures: list[Exception] = []
@@ -200,6 +196,20 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     _stop_on_signals(master)
     await master.run()
     return 0
+
+
+def _endpoint(args: argparse.Namespace) -> list[object]:
+    """The GOPROXY endpoint's addon (modgate/endpoint.py, a lean server, not mitmproxy's
+    reverse mode), its port bound now: in use, modgate stops before anything listens."""
+    if args.goproxy_port < 0:
+        return []
+    from modgate.addons.endpoint import Endpoint
+    from modgate.endpoint import bind
+
+    try:
+        return [Endpoint(bind(args.listen_host, args.goproxy_port))]
+    except OSError as e:
+        raise ModgateError(str(e.strerror or e)) from e
 
 
 @contextlib.contextmanager
@@ -274,19 +284,16 @@ class _Banner:
 
     def running(self) -> None:
         from mitmproxy import ctx
-        from mitmproxy.proxy import mode_specs
 
         from modgate.addons.settings import Settings
 
         settings = ctx.master.addons.get("modgate").stage(Settings)
-        proxy = goproxy = ""
+        proxy = ""
         for server in ctx.master.addons.get("proxyserver").servers:
             for host, port, *_ in server.listen_addrs:
-                url = f"http://{host}:{port}"
-                if isinstance(server.mode, mode_specs.ReverseMode):
-                    goproxy = url
-                else:
-                    proxy = url
+                proxy = f"http://{host}:{port}"
+        endpoint = ctx.master.addons.get("modgate_endpoint")
+        goproxy = endpoint.url if endpoint is not None else ""
         gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
         line = f'modgate: proxy on {proxy}, for go: eval "$({_env_command(proxy, self.confdir)})"'
         if goproxy:

@@ -25,6 +25,7 @@ from modgate.addons import plain
 from modgate.addons.settings import Settings
 from modgate.blobs import Handoff, Transfer
 from modgate.config import Chain
+from modgate.endpoint import FRONT
 from modgate.errors import CacheError, UpstreamError
 from modgate.gateway import Outcome, Served
 from modgate.goproxy import ModRequest
@@ -178,6 +179,8 @@ def _redirect_port(flow: http.HTTPFlow, port: int, tls_port: int) -> int:
     mitmproxy: only clients on this machine can reach a loopback server, and a client
     that asked over TLS is sent to TLS (go refuses a redirect from https to http)."""
     if not ctx.options.modgate_redirect_local or not flow.client_conn.peername:
+        return 0
+    if flow.metadata.get(FRONT):  # the lean GOPROXY endpoint sends the body itself
         return 0
     try:
         ip = ipaddress.ip_address(flow.client_conn.peername[0])

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8080
 DEFAULT_GOPROXY_PORT = 8081
+# What mitmproxy's reverse mode would forward the GOPROXY endpoint to, for the bench's
+# bare mitmproxy (scripts/benchlib): never contacted, a name that cannot resolve. modgate
+# itself serves the endpoint with its own server (modgate/endpoint.py).
+REVERSE_TARGET = "http://goproxy.modgate.invalid"
 
 
 def main(argv: list[str] | None = None) -> int:

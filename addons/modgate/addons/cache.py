@@ -21,7 +21,7 @@ import logging
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from modgate.addons import plain
+from modgate.addons import answer, plain
 from modgate.addons.settings import Settings
 from modgate.blobs import Handoff, Transfer
 from modgate.config import Chain
@@ -102,7 +102,7 @@ class CacheGate:
             headers["Warning"] = '110 modgate "Response is Stale"'
             headers["X-Modgate-Stale-Reason"] = " ".join(served.stale_reason.split())[:300]
         if body.data is not None:
-            flow.response = http.Response.make(entry.status, body.data, headers)
+            flow.response = answer(entry.status, body.data, headers)
             return
         assert body.file is not None
         blobs, loop = self.settings.blobs, asyncio.get_running_loop()

@@ -6,8 +6,8 @@ request/answer value: no proxy machinery, no connection to anywhere) and goes th
 the very stages the HTTPS proxy's flows go through, the `Pipeline` (routing, rules,
 read-ahead, cache, trace), hook by hook in mitmproxy's order: `requestheaders`,
 `request`, `responseheaders`, `response` (or `error`). What the stages answer is written
-back. mitmproxy's reverse mode did the same through its proxy layers at about 40 times
-this server's cost per request (issue 13). Who may use it is mitmproxy's too: its
+back. mitmproxy's reverse mode did the same through its proxy layers, at several times
+the CPU per cached hit (issue 13; figures in the commit that brought this server). Who may use it is mitmproxy's too: its
 `block` addon sees every connection, its `proxyauth` addon every request.
 
 **Fail closed.** The pipeline answers a gated flow whose stage raised with modgate's 502
@@ -66,6 +66,7 @@ REQUEST_TIMEOUT = 10.0  # first byte to last of one request
 IDLE_TIMEOUT = 120.0  # between requests (go keeps idle connections 90 s)
 SEND_TIMEOUT = 120.0  # a client that takes no bytes for this long is dropped
 SWEEP_EVERY = 1.0
+LINGER = 2.0  # after refusing a request: its remaining bytes are read and dropped this long
 TRANSFERS = 16  # large bodies sent at once; more wait for a thread
 BLOB = "modgate.blob"  # CacheGate offered the body to the BlobServer (pipeline.BLOB)
 FRONT = "modgate.front"  # set on the endpoint's flows; CacheGate never redirects them
@@ -177,7 +178,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reading = True
         self.deadline = 0.0  # monotonic; 0: none (serving)
-        self.refusal: tuple[int, str] | None = None
+        self.refusal: tuple[int, str] | None = None  # the request cannot be taken: why
+        self.closing = False  # refused: lingering until the client is done sending
         self._writable: asyncio.Future[None] | None = None
         self._url: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
@@ -239,8 +241,9 @@ class _Connection(asyncio.Protocol):
 
     def expired(self) -> None:
         """The sweeper found this connection past its deadline."""
-        if self._in_request and not self.busy:
-            self._refuse(408, "modgate: bad request: not received whole in time; not served")
+        if self._in_request and not self.busy and not self.closing:
+            self.refusal = (408, "not received whole in time")
+            self._refuse_bad()
         else:
             if self.transport is not None:
                 self.transport.abort()
@@ -255,13 +258,15 @@ class _Connection(asyncio.Protocol):
             self.refusal = self.refusal or (400, "upgrade is not part of the module proxy protocol")
         except httptools.HttpParserError as e:
             self.refusal = self.refusal or (400, f"malformed HTTP request ({_why(e)})")
-        if self.refusal is not None:
-            status, why = self.refusal
-            self.queue.clear()  # what came after it cannot be trusted to be requests
-            self._refuse(status, f"modgate: bad request: {why}; not served")
-            return
         if self.queue and not self.busy:
-            self._serve_soon()
+            self._serve_soon()  # what arrived whole before a bad request is answered first
+        elif self.refusal is not None and not self.busy:
+            self._refuse_bad()
+
+    def _refuse_bad(self) -> None:
+        assert self.refusal is not None
+        status, why = self.refusal
+        self._refuse(status, f"modgate: bad request: {why}; not served")
 
     # --- httptools callbacks -----------------------------------------------------------
 
@@ -320,7 +325,7 @@ class _Connection(asyncio.Protocol):
 
     async def _serve(self) -> None:
         try:
-            while self.queue and not self.closed:
+            while self.queue and not self.closed and not self.closing:
                 req = self.queue.popleft()
                 if not self.reading and len(self.queue) < PIPELINE_MAX // 2:
                     self.reading = True
@@ -335,6 +340,8 @@ class _Connection(asyncio.Protocol):
             self.close()
         finally:
             self.busy = False
+            if self.refusal is not None and not self.closed:
+                self._refuse_bad()
             if not self.closed and self._writable is None:
                 timeout = REQUEST_TIMEOUT if self._in_request else IDLE_TIMEOUT
                 self.deadline = time.monotonic() + timeout
@@ -434,9 +441,19 @@ class _Connection(asyncio.Protocol):
         response = plain(status, message)
         head = self._head(status, "", response.headers.fields, len(response.raw_content or b""),
                           keep_alive=False)  # fmt: skip
-        if self.transport is not None and not self.closed:
-            self.transport.write(head + (response.raw_content or b""))
-        self.close()
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(head + (response.raw_content or b""))
+        # Closing now, with the rest of the request unread, would make the kernel reset
+        # the connection, and the client lose the answer: say we are done sending, drop
+        # what still arrives (data_received), and close at its end or after LINGER.
+        self.refusal, self.deadline, self.closing = self.refusal or (status, message), 0.0, True
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER, self.close)
+        else:
+            self.close()
 
     def _cut(self) -> None:
         """Stop an answer part way: the client sees a transfer shorter than announced."""

@@ -7,8 +7,8 @@ the very stages the HTTPS proxy's flows go through, the `Pipeline` (routing, rul
 read-ahead, cache, trace), hook by hook in mitmproxy's order: `requestheaders`,
 `request`, `responseheaders`, `response` (or `error`). What the stages answer is written
 back. mitmproxy's reverse mode did the same through its proxy layers, at several times
-the CPU per cached hit (issue 13; figures in the commit that brought this server). Who may use it is mitmproxy's too: its
-`block` addon sees every connection, its `proxyauth` addon every request.
+the CPU per cached hit (issue 13). Who may use it is mitmproxy's to say: its `block`
+addon sees every connection, its `proxyauth` addon every request.
 
 **Fail closed.** The pipeline answers a gated flow whose stage raised with modgate's 502
 (pipeline.py); this server adds its own rule around it: a request leaves with the

@@ -70,6 +70,7 @@ LINGER = 2.0  # after refusing a request: its remaining bytes are read and dropp
 TRANSFERS = 16  # large bodies sent at once; more wait for a thread
 BLOB = "modgate.blob"  # CacheGate offered the body to the BlobServer (pipeline.BLOB)
 FRONT = "modgate.front"  # set on the endpoint's flows; CacheGate never redirects them
+SENT = "modgate.sent"  # body bytes the endpoint sent itself (a large body's transfer)
 
 _REASONS = {s.value: s.phrase.encode() for s in stdhttp.HTTPStatus}
 _SKIPPED = frozenset({b"content-length", b"connection", b"transfer-encoding", b"keep-alive"})
@@ -497,6 +498,7 @@ class _Connection(asyncio.Protocol):
             offer.on_done(transfer)  # CacheGate: what was served goes into the flow
         await asyncio.sleep(0)  # let that callback (call_soon_threadsafe) run first
         f.response.timestamp_end = time.time()
+        f.metadata[SENT] = transfer.sent  # the trace's bytes out, whole or cut short
         if transfer.error:
             self._cut()
             f.error = flow.Error(transfer.error)

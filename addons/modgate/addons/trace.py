@@ -277,7 +277,8 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
     status = resp.status_code if resp is not None else 0
     error = meta.get("modgate.error") or (flow.error.msg if flow.error else "")
     end = (resp.timestamp_end if resp is not None else None) or time.time()
-    bytes_out = _body_size(flow)
+    sent: int | None = meta.get("modgate.sent")  # the GOPROXY endpoint sent it itself
+    bytes_out = _body_size(flow) if sent is None else sent
     handoff: Handoff | None = meta.get("modgate.handoff")
     if handoff is not None and handoff.transfer is not None:
         # Redirected to the BlobServer: the record is of the body the client got there.

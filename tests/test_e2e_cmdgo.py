@@ -11,7 +11,9 @@ downloads every version.
 
 from __future__ import annotations
 
+import platform
 import re
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +128,37 @@ def test_cmd_go_fixtures_through_modgate(
                 f"{target}: go refuses it: {want_error}\nthrough modgate: {got_error or 'served'}"
             )
     assert not differences, "\n".join(differences)
+
+
+@pytest.mark.parametrize("mode", ["proxy", "goproxy"])
+def test_a_toolchain_switch_goes_through_modgate_verified_then_works_offline(
+    fixtures: CmdGoFixtures, tmp_path: Path, mode: str
+) -> None:
+    """GOTOOLCHAIN=go1.999testmod: go downloads golang.org/toolchain@v0.0.1-go1.999testmod.
+    linux-amd64 (cmd/go's own fixture), checks it against the checksum database, and runs
+    its bin/go. Through modgate, verified; then again with the upstream gone."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("cmd/go's toolchain fixtures are for linux-amd64")
+    with Upstream(fixtures.tree, sumdb=fixtures.sumdb) as upstream:
+        gate = Gate(
+            tmp_path / "gate", f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
+        )
+        gate.extra_args = ["--quiet", "--set", f"modgate_gosumdb={fixtures.verifier_key}"]
+        with gate:
+            for run, home in enumerate((tmp_path / "online", tmp_path / "offline")):
+                if run:
+                    upstream.stop()
+                env = gate.client_env(go_env(home, f"https://{HOST}", GOSUMDB=fixtures.verifier_key,
+                                             GOTOOLCHAIN="go1.999testmod"), mode)  # fmt: skip
+                home.mkdir(parents=True, exist_ok=True)
+                done = run_go(["version"], env, home, check=False)
+                assert "go1.999testmod here!" in done.stdout, done.stdout + done.stderr
+        db = sqlite3.connect(gate.cache_dir.parent / "trace.db")  # committed at shutdown
+        try:
+            rows = db.execute(
+                "SELECT hash_verdict, cache FROM requests WHERE kind = 'zip' AND module = ?",
+                ("golang.org/toolchain",),
+            ).fetchall()
+        finally:
+            db.close()
+    assert ("verified", "miss") in rows and ("verified", "hit") in rows, rows

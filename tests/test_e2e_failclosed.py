@@ -13,16 +13,22 @@ artifact's own bytes, served by modgate, or an error modgate wrote; the origin c
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from world import netns
 from world.faults import ORIGIN_BYTES, Origin, Setup, gate_before_origin, injectable
 from world.gocmd import go_env, run_go
 from world.modules import BULK, UPPER, World, escape, proxy_path, write_main_module
@@ -105,12 +111,15 @@ def _ask(setup: Setup, transport: str, path: str) -> Answer:
 def test_an_exception_in_any_stage_never_lets_a_gated_request_reach_its_origin(
     setup: Setup, transport: str
 ) -> None:
+    _every_fault(setup, transport, lambda paths: [_ask(setup, transport, p) for p in paths])
+
+
+def _every_fault(setup: Setup, transport: str, ask: Callable[[list[str]], list[Answer]]) -> None:
     expected = _expected(setup.world)
     fired: dict[str, int] = {}
     for fault in ["", *FAULTS]:
         setup.faults.arm(fault)
-        for path, want in expected.items():
-            answer = _ask(setup, transport, path)
+        for (path, want), answer in zip(expected.items(), ask(list(expected)), strict=True):
             what = f"{fault or 'no fault'}, {transport}, /{path}"
             assert ORIGIN_BYTES not in answer.body, what
             if answer.status == 200:
@@ -135,6 +144,69 @@ def test_an_exception_in_any_stage_never_lets_a_gated_request_reach_its_origin(
     # Every fault that can meet this transport's requests met one, and failed closed.
     reachable = [f for f in FAULTS if transport == "https-proxy" or "http_connect" not in f]
     assert sorted(fired) == sorted(reachable)
+
+
+ASK_ALL = """
+import base64, json, ssl, sys, urllib.error, urllib.request
+base, cafile, paths = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+    urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+out = []
+for path in paths:
+    try:
+        with opener.open(f"{base}/{path}", timeout=30) as r:
+            out.append([r.status, base64.b64encode(r.read()).decode(), r.headers.get("X-Modgate-Cache", ""), ""])
+    except urllib.error.HTTPError as e:
+        out.append([e.code, base64.b64encode(e.read()).decode(), e.headers.get("X-Modgate-Cache", ""), ""])
+    except Exception as e:
+        out.append([0, "", "", str(e)])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(bool(netns.missing()), reason=netns.missing() or "-")
+def test_in_transparent_mode_too(world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same faults, with the client's connections redirected to `modgate run --mode
+    transparent` by the network (a namespace and an nftables REDIRECT): no proxy settings."""
+    home = tmp_path_factory.mktemp("failclosed-transparent")
+    ns = netns.ClientNamespace({TLS_HOST: "", PLAIN_HOST: ""})
+    ns.hosts = {TLS_HOST: ns.gateway, PLAIN_HOST: ns.gateway}
+
+    def rules(origin: Origin, upstream: Upstream) -> str:
+        return (
+            f"proxies:\n"
+            f"  - url: https://{TLS_HOST}:{origin.https_port}\n    upstream: {upstream.url}\n"
+            "checksum:\n  databases: []\n"
+        )
+
+    args = (
+        "--mode",
+        "transparent",
+        "--listen-host",
+        "0.0.0.0",
+        "--set",
+        "modgate_redirect_local=false",
+    )
+    with gate_before_origin(world, home, rules, *args) as setup:
+        port = int(urlsplit(setup.gate.proxy_url).port or 0)
+        try:
+            ns.start(port, (80, 443, setup.origin.https_port))
+            base = f"https://{TLS_HOST}:{setup.origin.https_port}"
+            cafile = str(setup.gate.confdir / "mitmproxy-ca-cert.pem")
+
+            def ask(paths: list[str]) -> list[Answer]:
+                done = subprocess.run(
+                    ns.command([sys.executable, "-c", ASK_ALL, base, cafile, json.dumps(paths)]),
+                    capture_output=True, text=True, timeout=300,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                return [
+                    Answer(s, base64.b64decode(b), c, e) for s, b, c, e in json.loads(done.stdout)
+                ]
+
+            _every_fault(setup, "transparent", ask)
+        finally:
+            ns.close()
 
 
 def test_go_itself_sees_modgate_s_error_not_the_origin(setup: Setup, tmp_path: Path) -> None:

@@ -4,6 +4,10 @@ drawing as SVG, PNG and HTML."""
 from __future__ import annotations
 
 import io
+import json
+import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -77,8 +81,8 @@ def test_the_svg_is_well_formed_and_names_every_module(tmp_path: Path) -> None:
 
 
 def test_the_png_shows_the_same_bars_in_their_colours(tmp_path: Path) -> None:
-    d = layout(summary(records()), records())
-    render(summary(records()), records(), tmp_path / "w.png")
+    d = layout(summary(records()), records(), grouped=False)
+    render(summary(records()), records(), tmp_path / "w.png", grouped=False)
     with Image.open(tmp_path / "w.png") as image:
         assert image.size == (d.width, d.height)
         rgb = image.convert("RGB")
@@ -92,6 +96,7 @@ def test_html_wraps_the_svg_and_other_formats_are_refused(tmp_path: Path) -> Non
     render(summary(records()), records(), tmp_path / "w.html")
     page = (tmp_path / "w.html").read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "<title>" in page
+    assert len(embedded(page)["records"]) == len(records())
     with pytest.raises(ValueError, match=r"w.jpg: write a .svg, .png or .html file"):
         render(summary(records()), records(), tmp_path / "w.jpg")
 
@@ -103,3 +108,79 @@ def test_a_huge_session_is_cut_short_and_says_so(monkeypatch: pytest.MonkeyPatch
     assert "showing the first 3 of 13 requests" in notes
     with Image.open(io.BytesIO(waterfall.png(d))) as image:
         assert image.size == (d.width, d.height)
+
+
+def many(modules: int = 150, per_module: int = 7) -> list:  # type: ignore[type-arg]
+    """A big session: `modules` modules, each asked for list, info, mod, zip, ..."""
+    kinds = ["list", "info", "mod", "zip", "sumdb-lookup", "mod", "info"]
+    return [
+        rec(m * 0.01 + k * 0.001, kind=kinds[k % len(kinds)], module=f"example.com/m{m}", id=m * 100 + k)
+        for m in range(modules) for k in range(per_module)
+    ]  # fmt: skip
+
+
+def test_by_default_a_module_is_one_row_so_a_big_session_stays_readable() -> None:
+    big = many()
+    grouped, full = layout(summary(big), big), layout(summary(big), big, grouped=False)
+    assert grouped.height < 3_200 < 18_000 < full.height
+    bars = [s for s in grouped.shapes if isinstance(s, Rect) and s.title and s.opacity == 1.0]
+    assert len(bars) == len(big)
+    first_row = {b.y for b in bars if b.title.startswith("example.com/m0@")}
+    assert len(first_row) == 1  # every request of a module on its row
+
+
+def embedded(page: str) -> dict:  # type: ignore[type-arg]
+    m = re.search(r'<script id="waterfall-data" type="application/json">(.*?)</script>', page, re.S)
+    assert m is not None
+    assert "<" not in m.group(1)
+    return json.loads(m.group(1))
+
+
+def test_the_page_cannot_be_ended_early_by_what_a_record_holds(tmp_path: Path) -> None:
+    odd = [rec(0, module="example.com/</script><script>alert(1)</script>")]
+    render(summary(odd), odd, tmp_path / "w.html")
+    page = (tmp_path / "w.html").read_text()
+    assert "<script>alert(1)" not in page
+    assert embedded(page)["records"][0]["g"] == "example.com/</script><script>alert(1)</script>"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_the_page_script_filters_zooms_and_switches_views(tmp_path: Path) -> None:
+    big = many(modules=40)
+    render(summary(big), big, tmp_path / "w.html")
+    data = embedded((tmp_path / "w.html").read_text())
+    script = Path(waterfall.__file__).with_name("waterfall.js")
+    probe = tmp_path / "probe.js"
+    probe.write_text(
+        f"const WF = require({str(script)!r});\n"
+        f"const data = {json.dumps(data)};\n"
+        "const base = {module: '', hiddenKinds: new Set(), hiddenOutcomes: new Set(), from: null, to: null};\n"
+        "const out = {};\n"
+        "out.grouped = WF.render(data, {...base, grouped: true});\n"
+        "out.full = WF.render(data, {...base, grouped: false});\n"
+        "out.zips = WF.render(data, {...base, grouped: false, hiddenKinds: new Set(['list','info','mod','sumdb-lookup'])});\n"
+        "out.one = WF.render(data, {...base, grouped: true, module: 'M7'});\n"
+        "const z = WF.zoom(out.grouped, out.grouped.x0 + 10, 0.1);\n"
+        "out.zoomed = WF.render(data, {...base, grouped: true, ...z});\n"
+        "for (const k in out) delete out[k].svg;\n"
+        "console.log(JSON.stringify(out));\n"
+    )
+    done = subprocess.run(["node", str(probe)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["grouped"]["rows"] == 40 and out["grouped"]["bars"] == len(big)
+    assert out["full"]["rows"] == 40 + len(big)
+    assert out["zips"]["shown"] == 40  # one zip per module
+    assert out["one"]["rows"] == 1  # example.com/m7, matched case-insensitively
+    assert out["zoomed"]["to"] - out["zoomed"]["from"] < out["grouped"]["span"] / 5
+    assert 0 < out["zoomed"]["bars"] < len(big)  # only what falls in the zoomed window
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_the_page_builds_its_controls_and_zooms_in_a_browser_like_setting(tmp_path: Path) -> None:
+    render(summary(records()), records(), tmp_path / "w.html")
+    dom = Path(__file__).with_name("waterfall_dom.js")
+    done = subprocess.run(["node", str(dom), str(tmp_path / "w.html")], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"drawn": True, "zoomed": True, "controls": 7}

@@ -2,6 +2,8 @@
 
     modgate run    start the gate: an HTTPS proxy for `go`, and a GOPROXY= endpoint
     modgate env    print the shell lines that point `go` at a running modgate
+    modgate doctor find what keeps `go` from using modgate, and the fix
+    modgate prefetch  fill the cache with what some builds need
 
 Exit status: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -16,7 +18,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modgate import __version__, cache_cli, rules_cli, trace_cli
+from modgate import (
+    __version__,
+    cache_cli,
+    doctor_cli,
+    localcapture,
+    prefetch_cli,
+    rules_cli,
+    trace_cli,
+    transparent_rules,
+)
 from modgate.errors import ModgateError
 
 if TYPE_CHECKING:
@@ -66,8 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modgate {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    def where(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--listen-host", default="127.0.0.1", help="default: %(default)s")
+    def where(p: argparse.ArgumentParser, host: str | None = "127.0.0.1") -> None:
+        p.add_argument(
+            "--listen-host", default=host,
+            help=f"default: {host}" if host else "default: 127.0.0.1, 0.0.0.0 in transparent mode",
+        )  # fmt: skip
         p.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
         p.add_argument(
             "--confdir",
@@ -77,7 +91,23 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     run = sub.add_parser("run", help="start modgate")
-    where(run)
+    where(run, None)
+    run.add_argument(
+        "--mode",
+        choices=("regular", "transparent", "local"),
+        default="regular",
+        help="regular: an HTTPS proxy clients name in HTTPS_PROXY; transparent: the network "
+        "redirects clients' TCP ports 80 and 443 to modgate (see `modgate transparent-rules`); "
+        "local: capture the traffic of programs on this machine by name (--capture; Linux, "
+        "root) (default: %(default)s)",
+    )
+    run.add_argument(
+        "--capture",
+        default=",".join(localcapture.DEFAULT_PROGRAMS),
+        metavar="NAMES",
+        help="with --mode local: the programs whose traffic is captured, machine-wide "
+        "(default: %(default)s)",
+    )
     run.add_argument(
         "--goproxy-port",
         type=int,
@@ -100,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         default=False,
         help="offer HTTP/2 to clients (default: off, HTTP/1.1 is faster here)",
     )
+    run.add_argument(
+        "--upstream-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM CAs to trust upstream besides the system's: a TLS-inspecting firewall's, "
+        "an internal mirror's",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.add_argument(
         "--set",
@@ -114,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print shell lines that send go through modgate")
     where(env)
     env.add_argument(
+        "--transparent",
+        action="store_true",
+        help="modgate runs in transparent mode: print only the CA settings, no proxy",
+    )
+    env.add_argument(
         "--goproxy",
         metavar="URL",
         nargs="?",
@@ -121,9 +163,19 @@ def _parser() -> argparse.ArgumentParser:
         help="print GOPROXY=URL for the GOPROXY endpoint instead of proxy settings",
     )
     env.set_defaults(func=cmd_env)
+    rules = sub.add_parser(
+        "transparent-rules",
+        help="print the nftables or iptables rules that redirect go's traffic to modgate",
+        description=transparent_rules.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    transparent_rules.add_arguments(rules)
+    rules.set_defaults(func=transparent_rules.cmd)
     trace_cli.add_parser(sub)
     rules_cli.add_parser(sub)
     cache_cli.add_parser(sub)
+    doctor_cli.add_parser(sub)
+    prefetch_cli.add_parser(sub)
     return parser
 
 
@@ -172,12 +224,26 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     # mitmproxy's log handler sits on the root logger, which stays at WARNING: let
     # modgate's own INFO lines (what it gates, reloads, each request) through to it.
     logging.getLogger("modgate").setLevel(logging.INFO)
-    opts = options.Options(
-        listen_host=args.listen_host, confdir=str(confdir), mode=[f"regular@{args.listen_port}"]
-    )
+    modes = [f"{args.mode}@{args.listen_port}"]
+    probe: _LocalProbe | None = None
+    if args.mode == "local":
+        programs = tuple(p.strip() for p in args.capture.split(",") if p.strip())
+        modes = [localcapture.spec(programs)]
+        localcapture.prepare(confdir)
+        if running := localcapture.others():
+            print(
+                f"modgate: warning: another capturing mitmproxy runs here (pid "
+                f"{', '.join(map(str, running))}): of two, the last started takes the traffic",
+                file=sys.stderr,
+            )
+        probe = _LocalProbe(confdir)
+    listen_host = args.listen_host or ("0.0.0.0" if args.mode == "transparent" else "127.0.0.1")
+    opts = options.Options(listen_host=listen_host, confdir=str(confdir), mode=modes)
     master = lean_master(opts)
     with _home(confdir):
-        master.addons.add(*all_addons(), *_endpoint(args), _Banner(confdir))
+        master.addons.add(
+            *all_addons(), *_endpoint(listen_host, args.goproxy_port), _Banner(confdir, probe)
+        )
     # The first error of an update is the one to show: the rollback that follows applies
     # the defaults again, and may fail for reasons of its own.
     failures: list[Exception] = []
@@ -191,6 +257,9 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
             termlog_verbosity="warn" if args.quiet else "info",
             modgate_rules=str(rules or ""),
             modgate_cache_dir=str(cache_dir),
+            modgate_upstream_ca=str(args.upstream_ca.expanduser().absolute())
+            if args.upstream_ca
+            else "",
         )
         opts.set(*args.set)
     except exceptions.OptionsError as e:
@@ -199,21 +268,44 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     write_bundle(confdir)
     _stop_on_signals(master)
     await master.run()
+    if probe is not None and probe.failed:
+        print(f"modgate: --mode local: capture does not work here: {probe.failed}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 
-def _endpoint(args: argparse.Namespace) -> list[object]:
+def _endpoint(host: str, port: int) -> list[object]:
     """The GOPROXY endpoint's addon (modgate/endpoint.py, a lean server, not mitmproxy's
     reverse mode), its port bound now: in use, modgate stops before anything listens."""
-    if args.goproxy_port < 0:
+    if port < 0:
         return []
     from modgate.addons.endpoint import Endpoint
     from modgate.endpoint import bind
 
     try:
-        return [Endpoint(bind(args.listen_host, args.goproxy_port))]
+        return [Endpoint(bind(host, port))]
     except OSError as e:
         raise ModgateError(str(e.strerror or e)) from e
+
+
+class _LocalProbe:
+    """Checks that capture captures (localcapture.probe), before the banner says modgate
+    is ready; else stops modgate, which exits 2: a gate that captures nothing fails open."""
+
+    def __init__(self, confdir: Path) -> None:
+        self.confdir = confdir
+        self.failed = ""
+
+    async def check(self) -> bool:
+        import asyncio
+
+        from mitmproxy import ctx
+
+        self.failed = await asyncio.to_thread(localcapture.probe, self.confdir)
+        if self.failed:
+            ctx.master.shutdown()
+        return not self.failed
 
 
 @contextlib.contextmanager
@@ -281,25 +373,48 @@ def lean_master(opts: Options) -> Master:
 
 
 class _Banner:
-    """Says, once everything listens, where and how to point go at it."""
+    """Says, once everything listens (and local capture captures), where and how to
+    point go at it."""
 
-    def __init__(self, confdir: Path) -> None:
+    def __init__(self, confdir: Path, probe: _LocalProbe | None = None) -> None:
         self.confdir = confdir
+        self.probe = probe
 
-    def running(self) -> None:
+    async def running(self) -> None:
         from mitmproxy import ctx
+        from mitmproxy.proxy import mode_specs
 
         from modgate.addons.settings import Settings
 
+        if self.probe is not None and not await self.probe.check():
+            return
+
         settings = ctx.master.addons.get("modgate").stage(Settings)
         proxy = ""
+        transparent = False
+        captured = ""
         for server in ctx.master.addons.get("proxyserver").servers:
+            if isinstance(server.mode, mode_specs.LocalMode):
+                captured = server.mode.data.removesuffix(f",{localcapture.PROBE}")
+                transparent = True
             for host, port, *_ in server.listen_addrs:
                 proxy = f"http://{host}:{port}"
+                transparent = transparent or isinstance(server.mode, mode_specs.TransparentMode)
         endpoint = ctx.master.addons.get("modgate_endpoint")
         goproxy = endpoint.url if endpoint is not None else ""
         gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
-        line = f'modgate: proxy on {proxy}, for go: eval "$({_env_command(proxy, self.confdir)})"'
+        env = _env_command(proxy, self.confdir, transparent)
+        line = f'modgate: proxy on {proxy}, for go: eval "$({env})"'
+        if captured:
+            line = (
+                f"modgate: capturing {captured.replace(',', ', ')} (local mode), for go: "
+                f'eval "$({_env_command("", self.confdir, transparent)})"'
+            )
+        elif transparent:
+            line = (
+                f"modgate: proxy on {proxy}, transparent: redirect TCP ports 80 and 443 to it "
+                f'(modgate transparent-rules); for go: eval "$({env})"'
+            )
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
         print(f"{line}; gating {gated}; {_verifies(settings)}", flush=True)
@@ -323,19 +438,21 @@ def _default_confdir() -> Path:
     return default_home()
 
 
-def _env_command(proxy: str, confdir: Path) -> str:
+def _env_command(proxy: str, confdir: Path, transparent: bool = False) -> str:
     """The `modgate env` command for the proxy at `proxy`, whole: this Python's absolute
     path (`modgate` may not be on the PATH of the shell that runs it; `python -m
     modgate` works wherever this one runs), and every option that differs from env's
     defaults, so go is pointed at this port and this CA."""
     host, _, port = proxy.removeprefix("http://").rpartition(":")
     words = [sys.executable, "-m", "modgate", "env"]
-    if host.strip("[]") not in ("127.0.0.1", "0.0.0.0", "::", ""):  # wildcards: loopback works
-        words += ["--listen-host", host.strip("[]")]
-    if port != str(DEFAULT_PORT):
+    if host.strip("[]") not in ("127.0.0.1", "0.0.0.0", "::", "") and not transparent:
+        words += ["--listen-host", host.strip("[]")]  # wildcards: loopback works
+    if port != str(DEFAULT_PORT) and not transparent:
         words += ["--listen-port", port]
     if confdir != _default_confdir():
         words += ["--confdir", str(confdir)]
+    if transparent:
+        words.append("--transparent")
     return shlex.join(words)
 
 
@@ -350,13 +467,12 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 0
     bundle = write_bundle(args.confdir.expanduser())
     proxy = f"http://{args.listen_host}:{args.listen_port}"
-    lines = {
+    lines = {} if args.transparent else {
         "HTTPS_PROXY": proxy,
         "https_proxy": proxy,  # git and curl read the lowercase one
-        # Go replaces its whole root store with this file: it holds the system's CAs too.
-        "SSL_CERT_FILE": str(bundle),
-        "GIT_SSL_CAINFO": str(bundle),
-    }
+    }  # fmt: skip
+    # Go reads this file instead of the system's bundle: it holds the system's CAs too.
+    lines |= {"SSL_CERT_FILE": str(bundle), "GIT_SSL_CAINFO": str(bundle)}
     for name, value in lines.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0

@@ -70,7 +70,9 @@ LINGER = 2.0  # after refusing a request: its remaining bytes are read and dropp
 TRANSFERS = 16  # large bodies sent at once; more wait for a thread
 BLOB = "modgate.blob"  # CacheGate offered the body to the BlobServer (pipeline.BLOB)
 FRONT = "modgate.front"  # set on the endpoint's flows; CacheGate never redirects them
-SENT = "modgate.sent"  # body bytes the endpoint sent itself (a large body's transfer)
+# Body bytes the endpoint sent itself (a large body's transfer), for the trace: the key
+# the Tracer reads for streamed bodies (addons/vcs.py's BYTES_OUT).
+SENT = "modgate.bytes_out"
 
 _REASONS = {s.value: s.phrase.encode() for s in stdhttp.HTTPStatus}
 _SKIPPED = frozenset({b"content-length", b"connection", b"transfer-encoding", b"keep-alive"})

@@ -186,6 +186,9 @@ Decision = Allow | Deny
 class HostRules:
     allow: tuple[HostRule, ...] = ()
     default: HostRule = HostRule("hosts.default", Action.DENY)
+    # Version-control hosts go fetches `direct` from: allowed, and intercepted so that
+    # each discovery and git request is traced and held to the module rules (vcs.py).
+    vcs: tuple[HostRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,12 +336,18 @@ class Rules:
             return Allow(GATED)
         if self.hosts is None:
             return Allow(ANY_HOST)
-        for rule in (*self.hosts.allow, self.hosts.default):
+        for rule in (*self.hosts.vcs, *self.hosts.allow, self.hosts.default):
             if rule.matches(host, port):
                 if rule.action is Action.ALLOW:
                     return Allow(rule)
                 return Deny(rule, rule.reason or HOSTS_REASON)
         raise AssertionError("the hosts default matches every host")
+
+    def vcs_host(self, host: str, port: int) -> HostRule | None:
+        """The `hosts.vcs` entry `host:port` matches, if any."""
+        if self.hosts is None:
+            return None
+        return next((rule for rule in self.hosts.vcs if rule.matches(host, port)), None)
 
 
 def latest_of(versions: Iterable[str]) -> str | None:
@@ -511,11 +520,13 @@ def _route(node: _Node) -> Route:
 
 
 def _hosts(node: _Node) -> HostRules:
-    fields = node.mapping({"allow", "default", "reason"})
+    fields = node.mapping({"allow", "default", "reason", "vcs"})
     allow = tuple(_host_rule(n) for n in fields["allow"].sequence()) if "allow" in fields else ()
+    vcs = tuple(_host_rule(n) for n in fields["vcs"].sequence()) if "vcs" in fields else ()
     action = fields["default"].convert(_action) if "default" in fields else Action.DENY
     reason = fields["reason"].convert(_text("a reason", MAX_REASON)) if "reason" in fields else ""
-    return HostRules(allow, HostRule("hosts.default", action, reason=reason or HOSTS_REASON))
+    default = HostRule("hosts.default", action, reason=reason or HOSTS_REASON)
+    return HostRules(allow, default, vcs)
 
 
 def _host_rule(node: _Node) -> HostRule:

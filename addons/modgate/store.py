@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -54,6 +54,10 @@ TOUCH_EVERY = 5.0  # seconds
 # what modgate added to a small cached hit (scripts/bench, issue 6).
 HELD_MAX = 64 * 1024
 HELD_TOTAL = 16 << 20
+# Written by `remove` (modgate cache evict/prune, another process): a store holding
+# answers in memory drops them once it sees the file change, within STAMP_EVERY seconds.
+STAMP = "evictions.stamp"
+STAMP_EVERY = 1.0
 ZIP_TYPE = "application/zip"  # goproxy's content type of a .zip: never held
 
 
@@ -160,10 +164,11 @@ class DiskStore:
         self._held: OrderedDict[str, tuple[Entry, bytes]] = OrderedDict()
         self._held_size, self._held_total = 0, held_total
         self._held_lock = threading.Lock()
+        self._stamp, self._stamp_checked = self._read_stamp(), time.monotonic()
 
     def lookup(self, key: str, now: float) -> Lookup:
         held = self._held.get(key)
-        if held is not None:
+        if held is not None and not self._evicted_elsewhere():
             return Hit(held[0])  # immutable: fresh for ever
         tag = self._tag(key)
         if tag is None:
@@ -295,6 +300,50 @@ class DiskStore:
         with contextlib.suppress(sqlite3.Error):  # unreadable: the next put replaces it
             self._cache.delete(key)
 
+    def _read_stamp(self) -> int:
+        try:
+            return (self.directory / STAMP).stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def _evicted_elsewhere(self) -> bool:
+        """Whether `remove` ran since this store last looked (at most every STAMP_EVERY
+        seconds); if so, what it holds in memory is dropped, to be read again from disk."""
+        if time.monotonic() - self._stamp_checked < STAMP_EVERY:
+            return False
+        self._stamp_checked = time.monotonic()
+        stamp = self._read_stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        with self._held_lock:
+            self._held.clear()
+            self._held_size = 0
+        return True
+
+    def remove(self, keys: Iterable[str]) -> int:
+        """Delete entries for good (cache evict, prune), and say so to every modgate that
+        holds some in memory (STAMP). How many were there."""
+        removed = 0
+        for key in keys:
+            with self._held_lock:
+                self._drop_held(key)
+            with self._database():
+                removed += bool(self._cache.delete(key))
+        stamp = self.directory / STAMP
+        stamp.touch()
+        os.utime(stamp, ns=(time.time_ns(), time.time_ns()))
+        return removed
+
+    def access_times(self) -> dict[str, float]:
+        """When each entry was last served (or stored), as the eviction order sees it."""
+        self.flush()
+        with self._database():
+            rows = self._cache._sql(  # noqa: SLF001 - diskcache does not list them
+                "SELECT key, access_time FROM Cache WHERE raw = 1"
+            ).fetchall()
+        return {key: float(used) for key, used in rows if isinstance(key, str)}
+
     def entries(self) -> Iterator[Entry]:
         """Every readable entry, in storage order (for `modgate cache verify`)."""
         with self._database():
@@ -309,6 +358,10 @@ class DiskStore:
             "SELECT filename FROM Cache WHERE filename IS NOT NULL"
         ).fetchall()
         return {Path(row[0]).as_posix() for row in rows}
+
+    @property
+    def size_limit(self) -> int:
+        return int(self._cache.size_limit)
 
     def resize(self, size_limit: int) -> None:
         if self._cache.size_limit != size_limit:

@@ -5,7 +5,7 @@
     modgate trace last                    the same as `show last`
     modgate trace export ID --har FILE    HAR 1.2, for browser devtools
     modgate trace export ID --flows FILE  a mitmproxy flow file, for mitmweb
-    modgate trace waterfall ID -o FILE    a timeline picture: FILE.svg, .png or .html
+    modgate trace waterfall ID -o FILE    a timeline, a row per module: .svg, .png, .html
     modgate trace sequence ID             a Mermaid sequence diagram
     modgate trace sbom ID -o FILE         a CycloneDX SBOM of the module versions downloaded
     modgate trace start NAME / stop       label the requests between them as one session
@@ -76,7 +76,10 @@ def add_parser(sub: Any) -> None:
     p = command("waterfall", cmd_waterfall, "draw a session's timeline")
     session_arg(p)
     p.add_argument("-o", "--output", type=Path, required=True, action="append", metavar="FILE",
-                   help="FILE.svg, FILE.png or FILE.html; repeat for several")  # fmt: skip
+                   help="FILE.svg, FILE.png or FILE.html (interactive: zoom, filters); "
+                        "repeat for several")  # fmt: skip
+    p.add_argument("--full", action="store_true",
+                   help="one row per request, not one per module")  # fmt: skip
 
     p = command("sequence", cmd_sequence, "a session as a Mermaid sequence diagram")
     session_arg(p)
@@ -206,7 +209,7 @@ def cmd_waterfall(args: argparse.Namespace) -> int:
         raise ModgateError(f"{', '.join(wrong)}: write a .svg, .png or .html file")
     session, records = _session(args)
     for output in args.output:
-        render(session, records, output)
+        render(session, records, output, grouped=not args.full)
         print(f"wrote the waterfall of session {session.id} ({len(records)} requests) to {output}")
     return 0
 

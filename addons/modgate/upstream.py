@@ -33,7 +33,7 @@ from yarl import URL
 
 from modgate import __version__
 from modgate.config import Chain, Hop
-from modgate.errors import CacheError, ProtocolError, UpstreamError
+from modgate.errors import CacheError, ConfigError, ProtocolError, UpstreamError
 from modgate.goproxy import MAX_GOMOD, Kind, ModRequest, check_body
 from modgate.growing import GrowingFile
 
@@ -99,6 +99,30 @@ class Fetcher(Protocol):
     async def close(self) -> None: ...
 
 
+def upstream_context(extra: Path | None = None) -> ssl.SSLContext:
+    """What modgate trusts upstream: the system's CA store, plus SSL_CERT_FILE if set (not
+    instead of it, as OpenSSL's default would have it), plus `extra` (`upstream_ca`: a
+    TLS-inspecting firewall's CA, an internal mirror's)."""
+    import os
+
+    from modgate.cabundle import SYSTEM_BUNDLES
+
+    context = ssl.create_default_context()
+    for bundle in SYSTEM_BUNDLES:
+        if os.path.isfile(bundle):
+            context.load_verify_locations(bundle)
+            break
+    files = [os.environ.get("SSL_CERT_FILE", ""), str(extra or "")]
+    for name in filter(None, files):
+        try:
+            context.load_verify_locations(name)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                f"upstream CA bundle {name}: cannot be read as PEM certificates: {e}"
+            ) from e
+    return context
+
+
 class HttpFetcher:
     """A Fetcher over HTTP(S) with one connection pool for all upstreams.
 
@@ -114,6 +138,7 @@ class HttpFetcher:
     ) -> None:
         """`redirects` None follows redirects to any http(s) URL (still at most
         MAX_REDIRECTS)."""
+        self.upstream_ca: Path | None = None  # CAs trusted besides the system's (set_ca)
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None  # made on the loop it runs on
         self.redirects = redirects
@@ -123,9 +148,7 @@ class HttpFetcher:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=64,
-                    # The system's trust store (honours SSL_CERT_FILE), so corporate
-                    # mirrors with an internal CA work like every other tool here.
-                    ssl=ssl.create_default_context(),
+                    ssl=upstream_context(self.upstream_ca),
                 ),
                 timeout=self._timeout,
                 # modgate's own environment may point HTTPS_PROXY at modgate: never follow.
@@ -133,6 +156,13 @@ class HttpFetcher:
                 headers={"User-Agent": f"modgate/{__version__}", "Via": VIA},
             )
         return self._session
+
+    async def set_ca(self, upstream_ca: Path | None) -> None:
+        """Trust `upstream_ca` too, for connections opened from now on."""
+        if upstream_ca != self.upstream_ca:
+            upstream_context(upstream_ca)  # raises here, on a bad file, not on a fetch
+            self.upstream_ca = upstream_ca
+            await self.close()
 
     async def close(self) -> None:
         if self._session is not None:

@@ -36,6 +36,10 @@ ORIGIN_BYTES = b"ORIGIN-BYTES: unchecked answer straight from the origin\n"
 
 # The hooks after which mitmproxy sends what a flow holds (pipeline.ANSWERING).
 HOOKS = ("http_connect", "requestheaders", "request", "responseheaders", "response")
+# The stages with such hooks: module of modgate.addons, class.
+STAGES = (("transparent", "TransparentGate"), ("router", "Router"), ("vcs", "VcsGate"),
+          ("rules", "RulesGate"), ("readahead", "ReadAheadGate"), ("cache", "CacheGate"),
+          ("trace", "Tracer"))  # fmt: skip
 
 SITECUSTOMIZE = """
 import functools, inspect, os, socket
@@ -79,9 +83,7 @@ def _wrap(name, original):
 
 if _FAULT_FILE:
     import importlib
-    for module, cls in (("router", "Router"), ("rules", "RulesGate"),
-                        ("readahead", "ReadAheadGate"), ("cache", "CacheGate"),
-                        ("trace", "Tracer")):
+    for module, cls in STAGES:
         stage = getattr(importlib.import_module(f"modgate.addons.{module}"), cls)
         for hook_name in HOOKS:
             if hook_name in vars(stage):
@@ -94,9 +96,7 @@ def injectable() -> list[str]:
     import importlib
 
     found = []
-    for module, cls in (("router", "Router"), ("rules", "RulesGate"),
-                        ("readahead", "ReadAheadGate"), ("cache", "CacheGate"),
-                        ("trace", "Tracer")):  # fmt: skip
+    for module, cls in STAGES:
         stage = getattr(importlib.import_module(f"modgate.addons.{module}"), cls)
         found += [f"{cls}.{hook}" for hook in HOOKS if hook in vars(stage)]
     return found
@@ -107,7 +107,9 @@ class FaultInjector:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "sitecustomize.py").write_text(f"HOOKS = {HOOKS!r}\n{SITECUSTOMIZE}")
+        (directory / "sitecustomize.py").write_text(
+            f"HOOKS = {HOOKS!r}\nSTAGES = {STAGES!r}\n{SITECUSTOMIZE}"
+        )
         self.directory = directory
         self.file = directory / "fault"
         self.file.write_text("")

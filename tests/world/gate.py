@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-BANNER = re.compile(r"modgate: proxy on (http://[^,\s]+),.*")
+BANNER = re.compile(r"modgate: (?:proxy on (http://[^,\s]+)|capturing [^(]+\(local mode\)),.*")
 GOPROXY_ENDPOINT = re.compile(r"GOPROXY endpoint (http://[^;\s]+);")
 
 
@@ -74,7 +74,7 @@ class Gate:
         while time.monotonic() < deadline:
             m = BANNER.search(self.log.read_text(errors="replace"))
             if m:
-                self.proxy_url = m.group(1)
+                self.proxy_url = m.group(1) or ""
                 endpoint = GOPROXY_ENDPOINT.search(m.group(0))
                 self.goproxy_url = endpoint.group(1) if endpoint else ""
                 return self

@@ -23,6 +23,7 @@ import fnmatch
 import io
 import re
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -127,8 +128,10 @@ class Upstream:
         delay: float = 0.0,
         content_types: Mapping[str, str] | None = None,
         sumdb: TestSumdb | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.sumdb = sumdb
+        self.tls = tls  # serve HTTPS with this context (its certificate names 127.0.0.1)
         self.source = source if isinstance(source, World) else Path(source)
         self.base = "/" + base.strip("/") if base.strip("/") else ""
         self.port = port
@@ -154,7 +157,7 @@ class Upstream:
         """The GOPROXY URL: http://127.0.0.1:PORT[base]."""
         if not self.port:
             raise RuntimeError("the upstream has not been started")
-        return f"http://127.0.0.1:{self.port}{self.base}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{self.base}"
 
     @property
     def running(self) -> bool:
@@ -167,6 +170,8 @@ class Upstream:
             return self
         self._server = _Server(("127.0.0.1", self.port), self)
         self.port = self._server.server_address[1]
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

@@ -1,7 +1,10 @@
 """The mitmproxy addons of modgate, in the order a request meets them:
 
     Settings   options, rules file, store and upstream client (no hooks on flows)
+    TransparentGate  redirected connections: passed through or refused by name; each
+               request routed by its Host (transparent mode, local capture)
     Router     is this a module-proxy request? parse it, or answer 400/404/405
+    VcsGate    go's direct fetches from hosts.vcs hosts: which module they are for
     RulesGate  may this host, module or version pass? 403 with the reason; filter lists
     ReadAheadGate  on a client's first .info, fetch the others it will ask for next
     CacheGate  answer it from the store or the upstream chain
@@ -32,11 +35,15 @@ def all_addons() -> list[object]:
     from modgate.addons.rules import RulesGate
     from modgate.addons.settings import Settings
     from modgate.addons.trace import Tracer
+    from modgate.addons.transparent import TransparentGate
+    from modgate.addons.vcs import VcsGate
 
     settings = Settings()
     router = Router(settings)
-    stages = [settings, router, RulesGate(settings), ReadAheadGate(settings),
-              CacheGate(settings), Tracer()]  # fmt: skip
+    tracer = Tracer()
+    transparent = TransparentGate(settings, tracer.record_connection)
+    stages = [settings, transparent, router, VcsGate(settings), RulesGate(settings),
+              ReadAheadGate(settings), CacheGate(settings), tracer]  # fmt: skip
     # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
     return [Pipeline(stages, gated=router.gated)]
 

@@ -38,6 +38,7 @@ from mitmproxy import ctx, http
 
 from modgate.addons import plain
 from modgate.addons.settings import Runtime, Settings
+from modgate.addons.vcs import VCS
 from modgate.config import Chain, config_from_bytes, normal_host
 from modgate.errors import CacheError, ConfigError, ModgateError
 from modgate.gateway import Outcome, Served
@@ -45,6 +46,7 @@ from modgate.gomod import Retraction, parse_gomod
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.rules import Allow, Decision, Deny, Mode, Rules, latest_of, refusal_message
 from modgate.rulesfile import Keep, Replace, may_replace
+from modgate.vcs import VcsRequest
 
 log = logging.getLogger("modgate")
 
@@ -83,6 +85,17 @@ class RulesGate:
             return
         if deny := self._check_host(flow):
             flow.response = plain(403, deny)
+            return
+        vcs: VcsRequest | None = flow.metadata.get(VCS)
+        if vcs is not None and vcs.module:
+            # A direct fetch from a hosts.vcs host, by its repository or module path; in
+            # both spellings, since hosts such as GitHub ignore a path's case.
+            rules = self.settings.runtime.config.rules
+            decision = rules.decide_path(vcs.module)
+            if isinstance(decision, Allow) and vcs.module.lower() != vcs.module:
+                decision = rules.decide_path(vcs.module.lower())
+            if refusal := self._judge(flow, decision, vcs.module, rules.mode):
+                flow.response = plain(403, refusal)
 
     def _check_host(self, flow: http.HTTPFlow) -> str:
         """Decide and record; the refusal to answer with, or "" to let it pass."""

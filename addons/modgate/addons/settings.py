@@ -6,6 +6,7 @@ Other addons read `Settings.runtime`; nothing else opens files or sockets at sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import ipaddress
@@ -30,6 +31,7 @@ from yarl import URL
 
 from modgate import dbroute, leftovers
 from modgate.blobs import BlobServer
+from modgate.cabundle import system_bundle
 from modgate.config import (
     Config,
     Hop,
@@ -46,7 +48,7 @@ from modgate.home import default_home
 from modgate.rules import Deny
 from modgate.rulesfile import check
 from modgate.store import DiskStore
-from modgate.upstream import HttpFetcher, is_this_machine
+from modgate.upstream import HttpFetcher, is_this_machine, upstream_context
 from modgate.verify import Checker, Pins
 
 log = logging.getLogger("modgate")
@@ -97,11 +99,18 @@ class Settings:
             "The checksum database when the rules file names none; default: `go env GOSUMDB`.",
         )  # fmt: skip
         loader.add_option(
+            "modgate_upstream_ca", str, "",
+            "A PEM bundle of CAs to trust upstream besides the system's (and SSL_CERT_FILE's): "
+            "a TLS-inspecting firewall's, an internal mirror's.",
+        )  # fmt: skip
+        loader.add_option(
             "modgate_intercept_all", bool, False,
             "Intercept TLS to every host, not only module proxies (to watch all traffic).",
         )  # fmt: skip
 
     def configure(self, updated: set[str]) -> None:
+        if "modgate_upstream_ca" in updated:
+            self._upstream_ca(ctx.options.modgate_upstream_ca)
         if updated & set(OPTIONS):
             try:
                 self.reload()
@@ -211,6 +220,29 @@ class Settings:
             log.warning("modgate: removed %s left in %s by an interrupted run", removed, cache_dir)
         return lock
 
+    def _upstream_ca(self, text: str) -> None:
+        """Trust `text`'s CAs upstream: in modgate's own fetches, and in the connections
+        mitmproxy makes for what it forwards (version-control hosts), unless told
+        otherwise there (ssl_verify_upstream_trusted_ca)."""
+        path = Path(text).expanduser() if text else None
+        try:
+            upstream_context(path)
+        except ModgateError as e:
+            raise exceptions.OptionsError(f"modgate_upstream_ca: {e}") from e
+        self.fetcher.upstream_ca = path
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing opened yet
+            asyncio.get_running_loop().create_task(self.fetcher.close())
+        if path is not None and not ctx.options.ssl_verify_upstream_trusted_ca:
+            # mitmproxy trusts that file alone: the system's CAs go in with the extra ones.
+            confdir = Path(ctx.options.confdir).expanduser()
+            both = confdir / "upstream-ca.pem"
+            try:
+                system = system_bundle(confdir).read_bytes().rstrip(b"\n") + b"\n"
+                both.write_bytes(system + path.read_bytes())
+            except OSError as e:
+                raise exceptions.OptionsError(f"modgate_upstream_ca: {e}") from e
+            ctx.options.update(ssl_verify_upstream_trusted_ca=str(both))
+
     def _limit_interception(self) -> None:
         """Intercept TLS only to module proxies (and the GOPROXY endpoint's reverse target):
         every other host is tunnelled untouched, certificate and all."""
@@ -223,7 +255,11 @@ class Settings:
             if isinstance(mode, mode_specs.ReverseMode):
                 hosts.append((mode.address[0], mode.address[1]))
         # `host.` is the same host (matched case-insensitively by mitmproxy).
-        allow = sorted({f"^{re.escape(h)}\\.?:{port}$" for h, port in hosts})
+        patterns = {f"^{re.escape(h)}\\.?:{port}$" for h, port in hosts}
+        # Version-control hosts too: go's direct fetches there are traced and ruled (vcs.py).
+        if (hostrules := self.runtime.config.rules.hosts) is not None:
+            patterns |= {glob_regex(rule.host, rule.port) for rule in hostrules.vcs}
+        allow = sorted(patterns)
         if ctx.options.allow_hosts != allow:
             ctx.options.update(allow_hosts=allow)
 
@@ -331,6 +367,29 @@ def loopback_tls() -> ssl.SSLContext | None:
         pem.flush()
         context.load_cert_chain(pem.name)
     return context
+
+
+def glob_regex(glob: str, port: int | None) -> str:
+    """A `hosts` glob (`*` any run of characters but `/`, `?` one, `[...]` a class, as
+    path.Match) as a regex over mitmproxy's "host:port"."""
+    out = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "*":
+            out.append("[^/:]*")
+        elif c == "?":
+            out.append("[^/:]")
+        elif c == "[" and (end := glob.find("]", i + 2)) != -1:
+            body = glob[i + 1 : end]
+            negate = body.startswith("^")
+            body = re.sub(r"([\\\]\[])", r"\\\1", body.removeprefix("^"))
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return f"^{''.join(out)}\\.?:{port if port is not None else '[0-9]+'}$"
 
 
 def _default_port(scheme: str) -> int:

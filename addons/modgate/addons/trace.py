@@ -32,6 +32,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, layers, mode_specs
 
 from modgate.addons import plain
+from modgate.addons.vcs import BYTES_OUT, VCS
 from modgate.blobs import Handoff
 from modgate.config import parse_duration
 from modgate.goproxy import ModRequest
@@ -40,6 +41,7 @@ from modgate.trace.record import OTHER, TUNNEL, Record
 from modgate.trace.report import live_line
 from modgate.trace.store import TraceError, default_db
 from modgate.trace.writer import TraceWriter
+from modgate.vcs import VcsRequest
 
 log = logging.getLogger("modgate")
 # The live view: one INFO line per finished request. `modgate run` leaves the root logger
@@ -200,6 +202,11 @@ class Tracer:
         self._show(record)
         writer.submit(record)
 
+    def record_connection(self, record: Record) -> None:
+        """A connection decided before any request in it (transparent.py)."""
+        if self.writer is not None:
+            self._record_tunnel(self.writer, record)
+
     # --- the live view ---------------------------------------------------------------------
 
     def _show(self, record: Record) -> None:
@@ -271,14 +278,14 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
     meta = flow.metadata
     req, resp = flow.request, flow.response
     mod: ModRequest | None = meta.get("modgate.request")
+    vcs: VcsRequest | None = meta.get(VCS)
     scheme, host, port, path = _asked(flow)
     hashed: dict[str, Any] = meta.get("modgate.hash") or {}
     ruled: dict[str, Any] = meta.get("modgate.rule") or {}
     status = resp.status_code if resp is not None else 0
     error = meta.get("modgate.error") or (flow.error.msg if flow.error else "")
     end = (resp.timestamp_end if resp is not None else None) or time.time()
-    sent: int | None = meta.get("modgate.sent")  # the GOPROXY endpoint sent it itself
-    bytes_out = _body_size(flow) if sent is None else sent
+    bytes_out = meta[BYTES_OUT] if BYTES_OUT in meta else _body_size(flow)
     handoff: Handoff | None = meta.get("modgate.handoff")
     if handoff is not None and handoff.transfer is not None:
         # Redirected to the BlobServer: the record is of the body the client got there.
@@ -294,8 +301,8 @@ def record_of(flow: http.HTTPFlow) -> tuple[Record, bytes | None]:
         host=host,
         port=port,
         path=path,
-        kind=mod.kind.value if mod else OTHER,
-        module=mod.module if mod else "",
+        kind=mod.kind.value if mod else vcs.kind if vcs else OTHER,
+        module=mod.module if mod else vcs.module if vcs else "",
         version=mod.version if mod else "",
         status=status,
         bytes_in=_request_size(req),

@@ -3,8 +3,10 @@
 Times are Unix seconds (floats) as mitmproxy stamps them. Strings that do not apply
 are "", numbers that were not measured are None. `kind` is a `goproxy.Kind` value
 ("list", "info", "mod", "zip", "latest", "sumdb-supported", "sumdb-lookup",
-"sumdb-tile", "sumdb-latest"), "tunnel" for a CONNECT tunnel modgate passed through
-untouched, or "other" for any other request.
+"sumdb-tile", "sumdb-latest"), a direct fetch from a `hosts.vcs` host ("discovery",
+"vcs-refs", "vcs-fetch", "vcs-other": vcs.py), "tunnel" for a CONNECT tunnel (or a
+redirected connection) modgate passed through untouched or refused, or "other" for any
+other request.
 """
 
 from __future__ import annotations

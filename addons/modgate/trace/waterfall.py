@@ -2,7 +2,12 @@
 
 One bar per request, from its start to its end, the wait for the first byte drawn
 lighter than the transfer; coloured by outcome (cache hit, miss, stale, ... refused,
-error); grouped by module in the order the modules were first asked for.
+error); grouped by module in the order the modules were first asked for. By default a
+module is one row, its requests segments on it (a 1,000-request session stays a page
+tall); `grouped=False` gives every request its own row under its module's heading.
+The HTML file is interactive with no build step and nothing fetched: the same
+picture, then zoom (wheel), pan (drag), filters by kind, outcome and module, and the
+choice of view, drawn by a small script from the records embedded in the page.
 
 `layout` turns records into a `Drawing` (rectangles, lines and text at pixel
 positions) with no I/O; `svg`, `png` and `html` render the same drawing, so the three
@@ -13,6 +18,7 @@ has it and Pillow's own font otherwise.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,19 +126,19 @@ def _tick_step(span_ms: float) -> float:
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
-def layout(session: SessionSummary, records: Sequence[Record]) -> Drawing:
+def layout(session: SessionSummary, records: Sequence[Record], grouped: bool = True) -> Drawing:
     shown = list(records[:MAX_ROWS])
     groups: dict[str, list[Record]] = {}
     for r in sorted(shown, key=lambda r: (r.start, r.id)):
         groups.setdefault(group_of(r), []).append(r)
-    labels = [g for g in groups] + [row_label(r) for r in shown]
+    labels = list(groups) if grouped else [*groups, *(row_label(r) for r in shown)]
     label_w = min(440, max(160, int(max(map(len, labels), default=10) * CHAR) + 12))
     t0 = min((r.start for r in shown), default=0.0)
     span = max((r.end - t0 for r in shown), default=0.0) or 0.001
     scale = TIMELINE / span
     x0 = PAD + label_w
     top = PAD + 2 * ROW + 10  # title, then the axis labels
-    rows = len(groups) + len(shown)
+    rows = len(groups) if grouped else len(groups) + len(shown)
     legend_y = top + rows * ROW + 14
     note = (
         f"showing the first {MAX_ROWS} of {len(records)} requests"
@@ -158,9 +164,19 @@ def layout(session: SessionSummary, records: Sequence[Record]) -> Drawing:
         tick += step
 
     y = top
-    for name, members in groups.items():
-        d.shapes.append(Rect(PAD, y, width - 2 * PAD, ROW, "#f1f4f8"))
+    for i, (name, members) in enumerate(groups.items()):
+        if not grouped or i % 2 == 0:
+            d.shapes.append(Rect(PAD, y, width - 2 * PAD, ROW, "#f1f4f8"))
         d.shapes.append(Text(PAD + 4, y + ROW - 5, name, bold=True))
+        if grouped:
+            for r in members:
+                _bar(d, r, x0 + (r.start - t0) * scale, y, scale, label=False)
+            end = max(r.end for r in members)
+            took = ms(end - min(r.start for r in members))
+            text = f"{len(members)} req · {took} ms"
+            d.shapes.append(Text(x0 + (end - t0) * scale + 5, y + ROW - 5, text, MUTED))
+            y += ROW
+            continue
         y += ROW
         for r in members:
             d.shapes.append(Text(PAD + 4, y + ROW - 5, row_label(r), MUTED))
@@ -179,20 +195,17 @@ def layout(session: SessionSummary, records: Sequence[Record]) -> Drawing:
     return d
 
 
-def _bar(d: Drawing, r: Record, x: float, y: float, scale: float) -> None:
+def _bar(d: Drawing, r: Record, x: float, y: float, scale: float, label: bool = True) -> None:
     colour = COLOURS[outcome(r)]
     width = max(2.0, r.duration * scale)
     wait = min(width, (r.ttfb or 0.0) * scale)
-    tip = (
-        f"{r.target} ({r.kind}) {r.status or '-'} {r.cache or outcome(r)} · {ms(r.duration)} ms"
-        f" (first byte {ms(r.ttfb)} ms) · {size(r.bytes_out)}"
-        + (f" · {r.refusal or r.error}" if r.error or r.refused else "")
-    )
+    tip = _tip(r)
     if wait >= 1:
         d.shapes.append(Rect(x, y + 4, wait, ROW - 8, colour, tip, opacity=0.45))
     d.shapes.append(Rect(x + wait, y + 4, max(width - wait, 2.0), ROW - 8, colour, tip))
-    text = f"{ms(r.duration)} ms {r.cache or outcome(r)}"
-    d.shapes.append(Text(x + width + 5, y + ROW - 5, text, MUTED))
+    if label:
+        text = f"{ms(r.duration)} ms {r.cache or outcome(r)}"
+        d.shapes.append(Text(x + width + 5, y + ROW - 5, text, MUTED))
 
 
 def _tick_label(tick_ms: float, step: float) -> str:
@@ -286,28 +299,54 @@ def _blend(colour: str, opacity: float) -> str:
     return "#" + "".join(f"{c:02x}" for c in mixed)
 
 
-def html(d: Drawing) -> str:
+def html(d: Drawing, records: Sequence[Record] = ()) -> str:
+    """The picture, made interactive by the script in waterfall.js over `records`."""
+    data = [
+        {"g": group_of(r), "l": row_label(r).strip(), "k": r.kind, "o": outcome(r),
+         "s": r.start, "e": r.end, "w": r.ttfb or 0.0, "t": _tip(r)}
+        for r in sorted(records[:MAX_ROWS], key=lambda r: (r.start, r.id))
+    ]  # fmt: skip
+    # Inside a <script> element no "<" at all: nothing in a record can end it early.
+    payload = json.dumps({"title": d.title, "colours": COLOURS, "records": data})
+    payload = payload.replace("<", "\\u003c")
+    script = (Path(__file__).with_name("waterfall.js")).read_text(encoding="utf-8")
     return (
         '<!doctype html>\n<html><head><meta charset="utf-8">'
         f"<title>{markup(d.title)}</title>"
-        "<style>body{margin:0;background:#fff} svg rect[fill-opacity],svg rect:hover"
-        "{cursor:default} svg rect:hover{stroke:#1d2430}</style></head><body>\n"
-        f"{svg(d)}</body></html>\n"
+        "<style>body{margin:0;background:#fff;font:12px DejaVu Sans Mono,Menlo,Consolas,"
+        "monospace;color:#1d2430} #controls{padding:8px 16px;display:flex;flex-wrap:wrap;"
+        "gap:6px 16px;align-items:center;border-bottom:1px solid #e3e7ed} #controls label"
+        "{white-space:nowrap} #chart{overflow:auto} svg rect:hover{stroke:#1d2430}</style>"
+        "</head><body>\n"
+        '<div id="controls"></div>\n'
+        f'<div id="chart">{svg(d)}</div>\n'
+        f'<script id="waterfall-data" type="application/json">{payload}</script>\n'
+        f"<script>\n{script}</script>\n</body></html>\n"
+    )
+
+
+def _tip(r: Record) -> str:
+    return (
+        f"{r.target} ({r.kind}) {r.status or '-'} {r.cache or outcome(r)} · {ms(r.duration)} ms"
+        f" (first byte {ms(r.ttfb)} ms) · {size(r.bytes_out)}"
+        + (f" · {r.refusal or r.error}" if r.error or r.refused else "")
     )
 
 
 SUFFIXES = (".svg", ".png", ".html", ".htm")
 
 
-def render(session: SessionSummary, records: Sequence[Record], path: Path) -> None:
+def render(
+    session: SessionSummary, records: Sequence[Record], path: Path, grouped: bool = True
+) -> None:
     """Write the waterfall in the format the file name says: .svg, .png or .html."""
-    drawing = layout(session, records)
+    drawing = layout(session, records, grouped)
     suffix = path.suffix.lower()
     if suffix == ".svg":
         path.write_text(svg(drawing))
     elif suffix == ".png":
         path.write_bytes(png(drawing))
     elif suffix in (".html", ".htm"):
-        path.write_text(html(drawing))
+        path.write_text(html(drawing, records))
     else:
         raise ValueError(f"{path.name}: write a .svg, .png or .html file")

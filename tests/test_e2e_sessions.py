@@ -58,10 +58,13 @@ def sessions(gate: Gate, expect: int) -> list[tuple[str, int]]:
         time.sleep(0.2)
 
 
-def shell(gate: Gate, home: Path, script: str, session: str = "") -> subprocess.Popen[str]:
+def shell(gate: Gate, home: Path, script: str, session: str = "", endpoint: bool = False
+          ) -> subprocess.Popen[str]:  # fmt: skip
     port = str(urlsplit(gate.proxy_url).port)
     env_cmd = shlex.join(modgate_command("env", "--confdir", str(gate.confdir), "--listen-port",
                                          port, *(["--session", session] if session else [])))  # fmt: skip
+    if endpoint:
+        env_cmd = f"echo export GOPROXY={shlex.quote(gate.goproxy_url)}"
     env = go_env(home, f"https://{HOST}", GONOSUMDB="*", GOFLAGS="-modcacherw")
     home.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(["bash", "-c", f'set -e; eval "$({env_cmd})"; {script}'], env=env,

@@ -332,9 +332,14 @@ def test_hostile_paths_and_upstream_errors_are_escaped_in_every_view(
             conn.request("GET", path)
             assert conn.getresponse().status >= 400
             conn.close()
-        _raw_get(gate.goproxy_url, b"/\x1b]0;raw\x07/@v/list")
+        # Raw control characters in a request line are not HTTP (RFC 9112 3.2): the
+        # endpoint refuses them before any stage sees them, saying why, printably.
+        refused = _raw_get(gate.goproxy_url, b"/\x1b]0;raw\x07/@v/list")
+        assert refused.startswith(b"HTTP/1.1 400 "), refused
+        assert refused.endswith(b"modgate: bad request: malformed HTTP request "
+                                b"(Invalid char in url path); not served\n"), refused  # fmt: skip
         _raw_get(gate.goproxy_url, f"/{PRIVATE}/alpha/@v/list".encode())  # the upstream's 500
-        n = len(HOSTILE_PATHS) + 4
+        n = len(HOSTILE_PATHS) + 3
         gate.wait_for("serving stale")
         wait_for_records(gate.home / "trace.db", n)
         gate.wait_for(f"{PRIVATE}/alpha 502")  # its live line

@@ -28,6 +28,8 @@ from modgate.addons.router import Router
 from modgate.addons.rules import RulesGate
 from modgate.addons.settings import Settings
 from modgate.addons.trace import Tracer
+from modgate.addons.transparent import TransparentGate
+from modgate.addons.vcs import VcsGate
 
 
 class Sync:
@@ -122,7 +124,8 @@ def test_modgate_runs_as_one_addon_with_its_stages_in_the_documented_order() -> 
     [pipeline] = all_addons()
     assert isinstance(pipeline, Pipeline)
     kinds = [type(s) for s in pipeline.stages]
-    assert kinds == [Settings, Router, RulesGate, ReadAheadGate, CacheGate, Tracer]
+    assert kinds == [Settings, TransparentGate, Router, VcsGate, RulesGate, ReadAheadGate,
+                     CacheGate, Tracer]  # fmt: skip
     assert pipeline.stage(Settings) is pipeline.stages[0]
     with pytest.raises(LookupError, match="no int in the pipeline"):
         pipeline.stage(int)

@@ -279,8 +279,9 @@ class BlobServer:
             offer.file.close()
             offer.on_done(Transfer(error="never collected", ended=time.time()))
 
-    def _take(self, path_or_token: str) -> _Offer | None:
-        """The offer, for its one GET; None when there is none or it has expired."""
+    def take(self, path_or_token: str) -> _Offer | None:
+        """The offer, for its one GET (here, or the GOPROXY endpoint sending it itself);
+        None when there is none or it has expired."""
         token = path_or_token.removeprefix("/blob/")
         with self._lock:
             offer = self._offers.get(token)
@@ -355,7 +356,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.handle_one_request()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        offer = self.server._take(self.path)
+        offer = self.server.take(self.path)
         if offer is None:
             self.send_error(404, "no such blob (each is served once, within minutes)")
             return

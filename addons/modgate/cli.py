@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8080
 DEFAULT_GOPROXY_PORT = 8081
-# The reverse-mode target is never contacted: modgate answers every request on the
-# GOPROXY endpoint itself. The name only has to be one that cannot resolve.
+# What mitmproxy's reverse mode would forward the GOPROXY endpoint to, for the bench's
+# bare mitmproxy (scripts/benchlib): never contacted, a name that cannot resolve. modgate
+# itself serves the endpoint with its own server (modgate/endpoint.py).
 REVERSE_TARGET = "http://goproxy.modgate.invalid"
 
 
@@ -270,12 +271,12 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
                 file=sys.stderr,
             )
         probe = _LocalProbe(confdir)
-    if args.goproxy_port >= 0:
-        modes.append(f"reverse:{REVERSE_TARGET}@{args.goproxy_port}")
     opts = options.Options(listen_host=args.listen_host, confdir=str(confdir), mode=modes)
     master = lean_master(opts)
     with _home(confdir):
-        master.addons.add(*all_addons(), _Banner(confdir, probe))
+        master.addons.add(
+            *all_addons(), *_endpoint(args.listen_host, args.goproxy_port), _Banner(confdir, probe)
+        )
     # The first error of an update is the one to show: the rollback that follows applies
     # the defaults again, and may fail for reasons of its own.
     failures: list[Exception] = []
@@ -305,6 +306,22 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
               file=sys.stderr)  # fmt: skip
         return 2
     return 0
+
+
+def _endpoint(host: str, port: int) -> list[object]:
+    """The GOPROXY endpoint's addon (modgate/endpoint.py, a lean server, not mitmproxy's
+    reverse mode), its port bound now: in use, modgate stops before anything listens."""
+    if port < 0:
+        return []
+    from modgate.addons.endpoint import Endpoint
+    from modgate.endpoint import bind
+    from modgate.workers import this_worker
+
+    try:
+        # A worker shares the port with the others (the supervisor claimed it).
+        return [Endpoint(bind(host, port, reuse_port=this_worker() is not None))]
+    except OSError as e:
+        raise ModgateError(str(e.strerror or e)) from e
 
 
 class _LocalProbe:
@@ -413,7 +430,7 @@ class _Banner:
             return
 
         settings = ctx.master.addons.get("modgate").stage(Settings)
-        proxy = goproxy = ""
+        proxy = ""
         transparent = False
         captured = ""
         for server in ctx.master.addons.get("proxyserver").servers:
@@ -421,12 +438,10 @@ class _Banner:
                 captured = server.mode.data.removesuffix(f",{localcapture.PROBE}")
                 transparent = True
             for host, port, *_ in server.listen_addrs:
-                url = f"http://{host}:{port}"
-                if isinstance(server.mode, mode_specs.ReverseMode):
-                    goproxy = url
-                else:
-                    proxy = url
-                    transparent = isinstance(server.mode, mode_specs.TransparentMode)
+                proxy = f"http://{host}:{port}"
+                transparent = transparent or isinstance(server.mode, mode_specs.TransparentMode)
+        endpoint = ctx.master.addons.get("modgate_endpoint")
+        goproxy = endpoint.url if endpoint is not None else ""
         gated = ", ".join(p.url for p in settings.runtime.proxies) if settings.runtime else "?"
         env = _env_command(proxy, self.confdir, transparent)
         line = f'modgate: proxy on {proxy}, for go: eval "$({env})"'

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
-from typing import assert_never
+from typing import Any, assert_never, cast
 
 import yaml
 
@@ -201,6 +201,7 @@ class Route:
 ANY_HOST = HostRule("hosts", Action.ALLOW)
 GATED = HostRule("proxies", Action.ALLOW)
 DEFAULT_REASON = "no rule in modules allows it"
+MEMO_MAX = 65536  # decisions remembered per Rules (see Rules._memo)
 HOSTS_REASON = "only module proxies and the hosts in rules.yaml's hosts.allow may be reached"
 
 
@@ -216,6 +217,18 @@ class Rules:
     # `unrestricted: true`: no host or module rule, on purpose. A hot reload refuses a file
     # that drops every rule in force without it (modgate.rulesfile.may_replace).
     unrestricted: bool = False
+    # What was decided, per question, for as long as these rules are in force (a reload
+    # builds new Rules): a build asks about the same modules again and again, and each
+    # answer walks every rule's patterns. Bounded: emptied when full.
+    _memo: dict[tuple[object, ...], object] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def _remember(self, key: tuple[object, ...], value: Any) -> Any:
+        if len(self._memo) >= MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
 
     @property
     def restrictions(self) -> list[str]:
@@ -235,6 +248,14 @@ class Rules:
 
     def route(self, module: str) -> Chain | None:
         """The upstream chain of the first route whose patterns match `module`."""
+        if not self.routes:
+            return None
+        key = ("route", module)
+        if key in self._memo:
+            return cast(Chain | None, self._memo[key])
+        return cast(Chain | None, self._remember(key, self._route(module)))
+
+    def _route(self, module: str) -> Chain | None:
         for route in self.routes:
             if any(p.matches(module) for p in route.patterns):
                 return route.chain
@@ -245,6 +266,12 @@ class Rules:
     ) -> Decision:
         """The first rule matching module@version decides. `retractions` are those of the
         module's latest go.mod (needed only when `needs_retractions(module)`)."""
+        key = ("decide", module, version, retractions)
+        if (known := self._memo.get(key)) is not None:
+            return cast(Decision, known)
+        return cast(Decision, self._remember(key, self._decide(module, version, retractions)))
+
+    def _decide(self, module: str, version: str, retractions: tuple[Retraction, ...]) -> Decision:
         for rule in self._chain:
             if not rule.matches(module, version):
                 continue
@@ -261,6 +288,12 @@ class Rules:
     def decide_path(self, module: str) -> Decision:
         """For requests that name no version: denied only by an unconditional deny rule
         (or a deny default) that no allow rule before it can pre-empt."""
+        key = ("path", module)
+        if (known := self._memo.get(key)) is not None:
+            return cast(Decision, known)
+        return cast(Decision, self._remember(key, self._decide_path(module)))
+
+    def _decide_path(self, module: str) -> Decision:
         for rule in self._chain:
             if not rule.matches_path(module):
                 continue

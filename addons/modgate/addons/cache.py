@@ -21,10 +21,11 @@ import logging
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from modgate.addons import plain
+from modgate.addons import answer, plain
 from modgate.addons.settings import Settings
 from modgate.blobs import Handoff, Transfer
 from modgate.config import Chain
+from modgate.endpoint import FRONT
 from modgate.errors import CacheError, UpstreamError
 from modgate.gateway import Outcome, Served
 from modgate.goproxy import ModRequest
@@ -101,7 +102,7 @@ class CacheGate:
             headers["Warning"] = '110 modgate "Response is Stale"'
             headers["X-Modgate-Stale-Reason"] = " ".join(served.stale_reason.split())[:300]
         if body.data is not None:
-            flow.response = http.Response.make(entry.status, body.data, headers)
+            flow.response = answer(entry.status, body.data, headers)
             return
         assert body.file is not None
         blobs, loop = self.settings.blobs, asyncio.get_running_loop()
@@ -178,6 +179,8 @@ def _redirect_port(flow: http.HTTPFlow, port: int, tls_port: int) -> int:
     mitmproxy: only clients on this machine can reach a loopback server, and a client
     that asked over TLS is sent to TLS (go refuses a redirect from https to http)."""
     if not ctx.options.modgate_redirect_local or not flow.client_conn.peername:
+        return 0
+    if flow.metadata.get(FRONT):  # the lean GOPROXY endpoint sends the body itself
         return 0
     try:
         ip = ipaddress.ip_address(flow.client_conn.peername[0])

@@ -2,10 +2,11 @@
 addons (`all_addons()`).
 
 A request is for a module proxy when its host, port and path prefix are those of a
-proxy in the rules, or when it arrives on the GOPROXY endpoint (reverse mode), which
-serves the first proxy's chain. It is for a checksum database when it names one modgate
-knows, directly (`https://<db>/lookup/...`) or through a proxy (`<proxy>/sumdb/<db>/...`):
-either way it goes to that database's own URL. Its parsed `ModRequest` and upstream chain
+proxy in the rules, or when it arrives on the GOPROXY endpoint (modgate's own server,
+endpoint.py, or a reverse mode of mitmdump's), which serves the first proxy's chain. It
+is for a checksum database when it names one modgate knows, directly
+(`https://<db>/lookup/...`) or through a proxy (`<proxy>/sumdb/<db>/...`): either way
+it goes to that database's own URL. Its parsed `ModRequest` and upstream chain
 go into `flow.metadata`; a malformed one is answered here, with the reason, and goes no
 further. Everything else is left alone.
 """

@@ -294,6 +294,8 @@ class Settings:
         proxyserver = ctx.master.addons.get("proxyserver")
         for server in getattr(proxyserver, "servers", ()):
             ports.update(int(addr[1]) for addr in server.listen_addrs)
+        if (endpoint := ctx.master.addons.get("modgate_endpoint")) is not None:
+            ports.add(endpoint.port)
         return ports
 
     async def running(self) -> None:

@@ -71,6 +71,8 @@ class Tracer:
         self._tunnels: dict[str, _Tunnel] = {}
         self._live: list[str] = []  # lines waiting to be logged together
         self._origins: dict[str, str] = {}  # client connection id: Record.origin
+        self._required = False  # modgate_trace_required
+        self._shown: bool | None = None  # whether the terminal shows live lines
 
     def load(self, loader: Loader) -> None:
         if live.level == logging.NOTSET and live.getEffectiveLevel() > logging.INFO:
@@ -102,6 +104,11 @@ class Tracer:
     def configure(self, updated: set[str]) -> None:
         if updated & OPTIONS:
             self._reopen()
+        # Read once here, not per request: an option's lookup costs a cached hit ~2 us.
+        if "modgate_trace_required" in updated:
+            self._required = bool(ctx.options.modgate_trace_required)
+        if "termlog_verbosity" in updated or self._shown is None:
+            self._shown = _live_shown()
 
     def _reopen(self) -> None:
         if not ctx.options.modgate_trace:
@@ -144,7 +151,7 @@ class Tracer:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or "modgate.request" not in flow.metadata:
             return
-        if ctx.options.modgate_trace_required and self.writer and not self.writer.healthy:
+        if self._required and self.writer and not self.writer.healthy:
             reason = f"cannot record the trace: {self.writer.stats.last_error or 'writer stopped'}"
             flow.metadata["modgate.error"] = reason
             flow.response = plain(503, f"modgate: {reason}")
@@ -231,7 +238,9 @@ class Tracer:
 
     def _show(self, record: Record) -> None:
         """Queue `record`'s live line; the first of a batch schedules the batch."""
-        if not _live_shown():
+        if self._shown is None:
+            self._shown = _live_shown()
+        if not self._shown:
             return
         self._live.append(f"[{_address(record.client, record.client_port)}] {live_line(record)}")
         if len(self._live) > 1:

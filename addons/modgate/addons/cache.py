@@ -15,6 +15,7 @@ is known to match:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
 import logging
 
@@ -102,7 +103,11 @@ class CacheGate:
             headers["Warning"] = '110 modgate "Response is Stale"'
             headers["X-Modgate-Stale-Reason"] = " ".join(served.stale_reason.split())[:300]
         if body.data is not None:
-            flow.response = answer(entry.status, body.data, headers)
+            data = body.data
+            if entry.status == 200 and _gzip_wanted(flow, entry.content_type, len(data)):
+                data = _gzipped(entry.sha256, data)
+                headers["Content-Encoding"], headers["Vary"] = "gzip", "Accept-Encoding"
+            flow.response = answer(entry.status, data, headers)
             return
         assert body.file is not None
         blobs, loop = self.settings.blobs, asyncio.get_running_loop()
@@ -159,6 +164,36 @@ class CacheGate:
             if growing is not None and growing.error:
                 flow.metadata["modgate.error"] = f"not served: {growing.error}"
             _settled(flow)
+
+
+# Text answers (lists, .info, .mod, @latest, lookups) at least this large go out gzipped
+# to a client that accepts it (go always does, and decodes it itself); zips and tiles
+# never: they do not shrink. Compressed once per body, kept by its SHA-256.
+GZIP_MIN = 512
+GZIP_TYPES = ("text/", "application/json")
+_GZIPPED: dict[str, bytes] = {}
+_GZIPPED_MAX = 1024
+
+
+def _gzip_wanted(flow: http.HTTPFlow, content_type: str, size: int) -> bool:
+    if size < GZIP_MIN or not content_type.startswith(GZIP_TYPES):
+        return False
+    accepted = flow.request.headers.get("Accept-Encoding", "")
+    for item in accepted.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def _gzipped(sha256: str, data: bytes) -> bytes:
+    found = _GZIPPED.get(sha256)
+    if found is None:
+        found = gzip.compress(data, compresslevel=6, mtime=0)
+        if len(_GZIPPED) >= _GZIPPED_MAX:
+            _GZIPPED.pop(next(iter(_GZIPPED)))
+        _GZIPPED[sha256] = found
+    return found
 
 
 def _settled(flow: http.HTTPFlow) -> None:

@@ -349,7 +349,8 @@ def record_of(flow: http.HTTPFlow, origin: str = "") -> tuple[Record, bytes | No
     body = None
     if mod and status == 200 and not record.h1 and record.kind in ("mod", "zip") and resp:
         # None when the body never passed through mitmproxy (streamed, or redirected).
-        body = None if handoff is not None else resp.raw_content
+        # The body as served, decoded: a .mod may have gone out gzipped (cache.py).
+        body = None if handoff is not None else resp.get_content(strict=False)
     return record, body
 
 

@@ -94,9 +94,16 @@ def test_clients_spread_over_workers_make_one_fetch_per_artifact_and_one_trace(
             "SELECT count(DISTINCT path) FROM requests WHERE path LIKE ?", (f"/{PRIVATE}/gone%",)
         ).fetchone()[0]
         sessions = db.execute("SELECT count(*) FROM sessions WHERE label IS NULL").fetchone()[0]
+        # Per process: how many sessions its requests went into (spread over two workers).
+        split = db.execute(
+            "SELECT origin, count(DISTINCT session) FROM requests GROUP BY origin"
+        ).fetchall()
         writers = db.execute("SELECT key FROM meta WHERE key LIKE 'journal_seq%' AND value > 0")
         assert listed == len(paths)
-        assert sessions == 1  # one client address, its requests spread over two workers
+        # One session per go command (and one for this test's own requests), each whole
+        # though its requests were spread over two workers (trace/sessions.py).
+        assert sessions == CLIENTS + 1
+        assert all(origin and n == 1 for origin, n in split), split
         assert len(writers.fetchall()) == 2  # both workers traced requests
 
 

@@ -109,7 +109,7 @@ def graph_world(tmp_path: Path) -> World:
     not import: go (graph pruning, go 1.21) loads the go.mod of VICTIM only, as the app
     requires it too."""
     w = graph(24, workdir=tmp_path / "world")
-    package = {"holder.go": "package aaholder\n\nfunc Hello() string { return \"holder\" }\n"}
+    package = {"holder.go": 'package aaholder\n\nfunc Hello() string { return "holder" }\n'}
     w.add(
         ModuleVersion(HOLDER, "v1.0.0", files=package,
                       requires=[(DENIED, "v1.0.0"), (UNUSED, "v1.0.0"), (VICTIM, "v1.0.0")]),

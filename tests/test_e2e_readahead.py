@@ -221,3 +221,22 @@ def test_a_failed_read_ahead_is_not_kept_and_go_gets_the_error(tmp_path: Path) -
                 again = run_go(["mod", "download"], env, app.dir, check=False)
                 assert "SECURITY" in again.stderr
                 assert upstream.count(victim) >= 3
+
+
+def test_the_database_record_is_asked_for_with_the_info(tmp_path: Path) -> None:
+    """go asks for a version's .info before its .mod and .zip: the lookup they are checked
+    against starts then, not after their bodies arrive."""
+    with graph_world(tmp_path) as w:
+        db = graph_database(w)
+        with Upstream(w, sumdb=db, delay=0.05) as upstream:
+            with graph_gate(tmp_path, upstream, db, readahead=False) as gate:
+                # go's own lookups (GOSUMDB) would come early too: these are modgate's.
+                env = go_env(tmp_path / "c", f"https://{HOST}", GOSUMDB="off")
+                run_go(["mod", "download", "-json", f"{VICTIM}@v1.0.0"],
+                       gate.client_env(env), tmp_path)  # fmt: skip
+            first = upstream.first_asked()
+    lookup = next(path for path in first if "/lookup/" in path)
+    info = first["/" + proxy_path(VICTIM, "v1.0.0", ".info")]
+    # Asked while the .info was on its way (the upstream takes 50 ms to answer), where
+    # the .mod, asked after it, would be later.
+    assert first[lookup] - info < 0.04, sorted(first.items(), key=lambda kv: kv[1])

@@ -203,11 +203,15 @@ class Checker:
         return Verdict(got, VERIFIED, source)
 
     def prefetch(self, req: ModRequest) -> None:
-        """Start fetching the database record `req` will be checked against while its body
-        downloads: `_expected` then joins that fetch (the gateway's single flight) or finds
-        it stored, instead of adding a round trip to the database after the download."""
-        if req.kind not in (Kind.ZIP, Kind.MOD) or self._private(req.module):
+        """Start fetching (and proving) the database record `req` will be checked against
+        while its body downloads: `_expected` then joins that fetch (the gateway's single
+        flight) or finds it stored, instead of adding a round trip to the database after
+        the download. Started by a version's `.info` too, which go asks for before its
+        `.mod` and `.zip`: the record is proven by the time they arrive."""
+        if req.kind not in (Kind.ZIP, Kind.MOD, Kind.INFO) or self._private(req.module):
             return
+        if req.kind is Kind.INFO and not req.immutable:
+            return  # a query (`master`, a branch): not a version the database records
         if self.pins.get(req.module, req.sum_version) or self.primary is None:
             return
         lookup = _lookup_request(self.primary, req.module, req.version)

@@ -162,6 +162,11 @@ class GraphReadAhead:
         go.mod of each of its requirements that `route` lets through."""
         self._expand(module, version, gomod, route, 1)
 
+    async def idle(self) -> None:
+        """Wait until nothing is due or being fetched."""
+        while self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
     async def close(self) -> None:
         self._due.clear()
         self._queued.clear()

@@ -213,6 +213,9 @@ class GraphReadAhead:
             except (ModgateError, OSError, sqlite3.Error) as e:
                 log.debug("read-ahead of %s: %s", due.req, e)  # go's own request meets it
                 continue
+            except Exception as e:  # a bug: say so, and keep reading ahead the rest
+                log.error("read-ahead of %s failed", due.req, exc_info=e)
+                continue
             finally:
                 self._queued.discard((due.chain, due.req))
             self.fetched += 1

@@ -32,6 +32,8 @@ from modgate.config import Chain
 from modgate.errors import ModgateError, ProtocolError
 from modgate.gomod import GoModError, parse_gomod
 from modgate.goproxy import ModRequest, escape, parse_request
+from modgate.patterns import match_prefix_patterns
+from modgate.rules import Deny, Mode, Rules
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,23 @@ Route = Callable[[str], "Chain | None"]
 it (the rules refuse it, or it is private)."""
 
 FetchBody = Callable[[Chain, ModRequest], Awaitable[tuple[int, bytes]]]
+
+
+def allowed_route(rules: Rules, private: str, base: Chain) -> Route:
+    """The Route of a client's request through the proxy of chain `base`: the chain its
+    own request would take (rules.yaml `routes`, else `base`); None for a module the rules
+    refuse (enforced: RulesGate's `decide_path`, as for any go.mod), and for a private one
+    (`checksum.private`): go may fetch that directly (GOPRIVATE), and its path must not be
+    named to an upstream it never asked."""
+
+    def route(module: str) -> Chain | None:
+        if private and match_prefix_patterns(private, module):
+            return None
+        if rules.mode is Mode.ENFORCE and isinstance(rules.decide_path(module), Deny):
+            return None
+        return rules.route(module) or base
+
+    return route
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,7 @@ from modgate.config import Chain
 from modgate.errors import ModgateError
 from modgate.gateway import Gateway
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
-from modgate.patterns import match_prefix_patterns
-from modgate.readahead import GraphReadAhead, ReadAhead, Route
+from modgate.readahead import GraphReadAhead, ReadAhead, Route, allowed_route
 from modgate.rules import Deny, Mode
 
 log = logging.getLogger("modgate")
@@ -120,22 +119,11 @@ def _info(module: str, version: str) -> ModRequest:
 
 
 def _router(runtime: Runtime, flow: http.HTTPFlow, chain: Chain) -> Route:
-    """Where the read-ahead may ask for a module: the chain the client's own request
-    would take (rules.yaml `routes`, else the proxy it asked), never a module the rules
-    refuse (enforced), nor a private one: go may fetch that directly (GOPRIVATE), and
-    its path must not be named to an upstream it never asked."""
-    rules, private = runtime.config.rules, runtime.config.checksum.private
+    """Where the read-ahead may ask for a requirement (see `readahead.allowed_route`):
+    through the proxy the client asked, unless a route says otherwise."""
     url = flow.metadata.get("modgate.proxy")
     base = next((p.chain for p in runtime.proxies if p.url == url), chain)
-
-    def route(module: str) -> Chain | None:
-        if private and match_prefix_patterns(private, module):
-            return None
-        if rules.mode is Mode.ENFORCE and isinstance(rules.decide_path(module), Deny):
-            return None
-        return rules.route(module) or base
-
-    return route
+    return allowed_route(runtime.config.rules, runtime.config.checksum.private, base)
 
 
 def _client(flow: http.HTTPFlow) -> str:

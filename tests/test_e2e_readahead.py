@@ -12,7 +12,17 @@ import pytest
 
 from world.gate import Gate
 from world.gocmd import go_env, run_go
-from world.modules import MainModule, World, write_main_module
+from world.modules import (
+    DOMAIN,
+    MainModule,
+    ModuleVersion,
+    World,
+    graph,
+    graph_roots,
+    proxy_path,
+    write_main_module,
+)
+from world.sumdb import TestSumdb
 from world.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -83,3 +93,150 @@ def test_a_cold_build_finds_info_answers_fetched_ahead(
         assert fetched == set(by_go)
         assert early == []
         assert "read ahead" not in gate.output()
+
+
+# --- the module graph -------------------------------------------------------------------
+
+HOLDER = f"{DOMAIN}/aaholder"  # sorts first: go asks for its go.mod early
+DENIED = f"{DOMAIN}/denied"  # required by HOLDER's go.mod, refused by the rules
+UNUSED = f"{DOMAIN}/unused"  # required by HOLDER's go.mod, never loaded by go (pruned)
+VICTIM = f"{DOMAIN}/zzvictim"  # required by HOLDER and by the app; sorts last
+WRONG_HASH = "h1:" + "A" * 43 + "="
+
+
+def graph_world(tmp_path: Path) -> World:
+    """The fixture graph, and HOLDER, whose go.mod requires three modules its code does
+    not import: go (graph pruning, go 1.21) loads the go.mod of VICTIM only, as the app
+    requires it too."""
+    w = graph(24, workdir=tmp_path / "world")
+    package = {"holder.go": 'package aaholder\n\nfunc Hello() string { return "holder" }\n'}
+    w.add(
+        ModuleVersion(HOLDER, "v1.0.0", files=package,
+                      requires=[(DENIED, "v1.0.0"), (UNUSED, "v1.0.0"), (VICTIM, "v1.0.0")]),
+        ModuleVersion(DENIED, "v1.0.0"), ModuleVersion(UNUSED, "v1.0.0"),
+        ModuleVersion(VICTIM, "v1.0.0"),
+    )  # fmt: skip
+    return w
+
+
+def graph_database(w: World, wrong_mod: str = "") -> TestSumdb:
+    """A database of every version of `w`; `wrong_mod` ("module@version") is recorded
+    with another go.mod hash than the one the upstream serves."""
+    db = TestSumdb()
+    for mv in w:
+        mod_h1 = WRONG_HASH if mv.id == wrong_mod else mv.gomod_hash
+        db.add(mv.path, mv.version, mv.zip_hash, mod_h1)
+    return db
+
+
+def graph_rules(upstream: str, readahead: bool) -> str:
+    return (
+        f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream!r}\n"
+        f"cache:\n  readahead: {str(readahead).lower()}\n"
+        f"modules:\n  - deny: {DENIED}\n    reason: not here\n"
+    )
+
+
+def graph_app(w: World, upstream: Upstream, tmp_path: Path) -> MainModule:
+    app = write_main_module(w, tmp_path / "app", imports=[*graph_roots(w), HOLDER, VICTIM])
+    run_go(["mod", "tidy"], go_env(tmp_path / "tidy", upstream.url), app.dir)
+    upstream.reset_counts()
+    return app
+
+
+def graph_gate(tmp_path: Path, upstream: Upstream, db: TestSumdb, readahead: bool) -> Gate:
+    gate = Gate(tmp_path / "gate", graph_rules(upstream.url, readahead))
+    gate.extra_args = ["--set", f"modgate_gosumdb={db.verifier_key}"]
+    return gate
+
+
+def verdicts(trace_db: Path) -> dict[str, str]:
+    """path -> hash verdict of every .mod and .zip go was served."""
+    db = sqlite3.connect(trace_db)
+    try:
+        rows = db.execute(
+            "SELECT path, hash_verdict FROM requests WHERE kind IN ('mod', 'zip') AND status = 200"
+        ).fetchall()
+    finally:
+        db.close()
+    return {unquote(path): verdict for path, verdict in rows}
+
+
+@pytest.mark.parametrize(("mode", "readahead"), [("proxy", True), ("goproxy", True),
+                                                  ("proxy", False)])  # fmt: skip
+def test_a_cold_download_finds_the_module_graph_read_ahead(
+    tmp_path: Path, mode: str, readahead: bool
+) -> None:
+    with graph_world(tmp_path) as w:
+        db = graph_database(w)
+        with Upstream(w, sumdb=db, delay=0.02) as upstream:
+            app = graph_app(w, upstream, tmp_path)
+            (app.dir / "go.sum").unlink()  # go asks for every lookup too
+            with graph_gate(tmp_path, upstream, db, readahead) as gate:
+                env = go_env(tmp_path / "c", f"https://{HOST}", GOSUMDB=db.verifier_key)
+                run_go(["mod", "download"], gate.client_env(env, mode), app.dir)
+            by_go = asked(gate.home / "trace.db", "mod")
+            served = verdicts(gate.home / "trace.db")
+            upstream_first = upstream.first_asked()
+            counts = upstream.counts()
+
+    assert len(by_go) >= 20
+    mods = {path: n for path, n in counts.items() if path.endswith(".mod")}
+    assert max(mods.values()) == 1, f"a go.mod fetched twice: {mods}"
+    assert not [path for path in counts if DENIED in path], "fetched a module the rules refuse"
+    assert set(served.values()) == {"verified"}, served
+    early = sorted(path for path in by_go if upstream_first[path] < by_go[path])
+    unused = "/" + proxy_path(UNUSED, "v1.0.0", ".mod")
+    if readahead:
+        # VICTIM's go.mod was on its way long before go, two at a time, reached it.
+        assert "/" + proxy_path(VICTIM, "v1.0.0", ".mod") in early
+        assert len(early) >= 5, f"fetched ahead of go: {early}"
+        assert unused in mods and unused not in by_go  # a guess go never needed: one fetch
+    else:
+        assert early == []
+        assert unused not in mods
+
+
+def test_a_failed_read_ahead_is_not_kept_and_go_gets_the_error(tmp_path: Path) -> None:
+    victim = "/" + proxy_path(VICTIM, "v1.0.0", ".mod")
+    with graph_world(tmp_path) as w:
+        db = graph_database(w, wrong_mod=f"{VICTIM}@v1.0.0")
+        with Upstream(w, sumdb=db, delay=0.02) as upstream:
+            app = graph_app(w, upstream, tmp_path)
+            (app.dir / "go.sum").unlink()
+            upstream.fault(victim, status=500, body="upstream on fire", times=1)
+            with graph_gate(tmp_path, upstream, db, True) as gate:
+                env = gate.client_env(
+                    go_env(tmp_path / "c", f"https://{HOST}", GOSUMDB=db.verifier_key)
+                )
+                # The read-ahead met the 500 first (HOLDER's go.mod sorts first, VICTIM's
+                # last); that was not kept, so go's own request fetched the go.mod again,
+                # which fails its check against the database: refused, and said why.
+                done = run_go(["mod", "download"], env, app.dir, check=False)
+                assert done.returncode != 0
+                assert "SECURITY" in done.stderr and "not served" in done.stderr, done.stderr
+                assert "upstream on fire" not in done.stderr
+                assert upstream.count(victim) >= 2
+                # Nothing was kept: asked again, it is fetched and refused again.
+                again = run_go(["mod", "download"], env, app.dir, check=False)
+                assert "SECURITY" in again.stderr
+                assert upstream.count(victim) >= 3
+
+
+def test_the_database_record_is_asked_for_with_the_info(tmp_path: Path) -> None:
+    """go asks for a version's .info before its .mod and .zip: the lookup they are checked
+    against starts then, not after their bodies arrive."""
+    with graph_world(tmp_path) as w:
+        db = graph_database(w)
+        with Upstream(w, sumdb=db, delay=0.05) as upstream:
+            with graph_gate(tmp_path, upstream, db, readahead=False) as gate:
+                # go's own lookups (GOSUMDB) would come early too: these are modgate's.
+                env = go_env(tmp_path / "c", f"https://{HOST}", GOSUMDB="off")
+                run_go(["mod", "download", "-json", f"{VICTIM}@v1.0.0"],
+                       gate.client_env(env), tmp_path)  # fmt: skip
+            first = upstream.first_asked()
+    lookup = next(path for path in first if "/lookup/" in path)
+    info = first["/" + proxy_path(VICTIM, "v1.0.0", ".info")]
+    # Asked while the .info was on its way (the upstream takes 50 ms to answer), where
+    # the .mod, asked after it, would be later.
+    assert first[lookup] - info < 0.04, sorted(first.items(), key=lambda kv: kv[1])

@@ -53,6 +53,8 @@ retract (
 def test_requirements_replacements_and_retractions() -> None:
     gomod = parse_gomod(GOMOD)
     assert gomod.module == "example.com/app"
+    assert gomod.go == "1.21"
+    assert parse_gomod("module a.test/m\n").go == ""
     assert gomod.requires == (
         Requirement("golang.org/x/text", "v0.14.0"),
         Requirement("github.com/acme/lib", "v1.2.3"),

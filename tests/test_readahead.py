@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from modgate.config import Chain, Hop
-from modgate.readahead import ReadAhead
+from modgate.goproxy import ModRequest
+from modgate.readahead import GraphReadAhead, ReadAhead, Route
 
 A = Chain((Hop("http://127.0.0.1:1"),))
 B = Chain((Hop("http://127.0.0.1:2"),))
@@ -66,3 +69,75 @@ def test_memory_is_bounded_in_clients_and_modules() -> None:
         ra.served_mod(client, A, "a.test/m", "v1.0.0")
     assert ra.due("c1", "x") == []  # the least recently seen client was dropped
     assert ra.due("c3", "x") == [(A, "a.test/m", "v1.0.0")]
+
+
+# --- the module graph -------------------------------------------------------------------
+
+
+class Graph:
+    """go.mod files by module@version, served after a pause; counts what was asked."""
+
+    def __init__(self, mods: dict[str, str]) -> None:
+        self.mods = mods
+        self.asked: list[str] = []
+        self.stored: set[str] = set()
+        self.running = self.most = 0
+
+    async def fetch(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.asked.append(f"{req.module}@{req.version}")
+        await asyncio.sleep(0.001)
+        self.running -= 1
+        self.stored.add(f"{req.module}@{req.version}")
+        text = self.mods.get(f"{req.module}@{req.version}")
+        return (200, text.encode()) if text is not None else (404, b"not found\n")
+
+    def has(self, chain: Chain, req: ModRequest) -> bool:
+        return f"{req.module}@{req.version}" in self.stored
+
+
+def gomod(go: str, *requires: str) -> str:
+    lines = "".join(f"\t{r.replace('@', ' ')}\n" for r in requires)
+    return f"module x\n\n{go}\n\nrequire (\n{lines})\n"
+
+
+def read_ahead(graph: Graph, served: str, route: Route, **kw: int) -> GraphReadAhead:
+    async def run() -> GraphReadAhead:
+        ra = GraphReadAhead(graph.fetch, graph.has, **kw)
+        module, version = served.split("@")
+        ra.served_mod(module, version, graph.mods[served].encode(), route)
+        await ra.idle()
+        return ra
+
+    return asyncio.run(run())
+
+
+def test_requirements_are_read_ahead_once_each_never_those_refused() -> None:
+    graph = Graph({
+        "a.test/m@v1.0.0": gomod("go 1.21", "b.test/m@v1.0.0", "no.test/m@v1.0.0",
+                                 "c.test/m@v1.2.0", "b.test/m@v1.0.0"),
+        "b.test/m@v1.0.0": gomod("go 1.21", "d.test/m@v1.0.0"),
+        "c.test/m@v1.2.0": gomod("go 1.21"),
+    })  # fmt: skip
+    ra = read_ahead(graph, "a.test/m@v1.0.0", lambda m: None if m.startswith("no.") else A)
+    # b is pruned (go 1.21): go does not load d's go.mod below it, nor does the read-ahead.
+    assert sorted(graph.asked) == ["b.test/m@v1.0.0", "c.test/m@v1.2.0"]
+    assert ra.fetched == 2
+
+
+def test_unpruned_go_mod_files_are_followed_as_go_follows_them_up_to_the_depth() -> None:
+    chain = [f"m{i}.test/m@v1.0.0" for i in range(6)]
+    graph = Graph({chain[i]: gomod("go 1.16", chain[i + 1]) for i in range(5)})
+    graph.mods[chain[5]] = gomod("")  # no go line: unpruned too
+    read_ahead(graph, chain[0], lambda m: A, depth=3)
+    assert graph.asked == chain[1:4]
+
+
+def test_at_most_readers_fetches_at_once_and_what_is_stored_is_not_fetched() -> None:
+    wide = [f"w{i}.test/m@v1.0.0" for i in range(40)]
+    graph = Graph({"a.test/m@v1.0.0": gomod("go 1.21", *wide)})
+    graph.stored.add(wide[0])
+    read_ahead(graph, "a.test/m@v1.0.0", lambda m: A, readers=4)
+    assert graph.most == 4
+    assert sorted(graph.asked) == sorted(wide[1:])

@@ -761,6 +761,22 @@ def test_tile_hash_reader_reads_tiles_as_go(
     assert sorted(t.path() for t in reader.verified) == sorted(paths)
 
 
+@pytest.mark.parametrize(("size", "height", "indexes", "paths"), TILE_READS)
+def test_every_tile_a_read_needs_is_told_at_once_before_it_is_read(
+    size: int, height: int, indexes: list[int], paths: list[str]
+) -> None:
+    tiles, told = Tiles(size), list[list[str]]()
+
+    def prefetch(planned: list[Tile]) -> None:
+        assert tiles.read == []  # before any read: to fetch them all at once
+        told.append([t.path() for t in planned])
+
+    reader = TileHashReader(Tree(size, tree_hash(size, READ)), height, tiles, prefetch=prefetch)
+    assert reader(indexes) == [LOG[i] for i in indexes]
+    assert told == ([paths] if len(paths) > 1 else [])  # one tile: read it, no batch
+    assert tiles.read == paths
+
+
 @pytest.mark.parametrize(("height", "size"), [(8, 300), (2, 300), (2, 13), (1, 40), (8, 256)])
 def test_proofs_from_tiles_match_proofs_from_hashes(height: int, size: int) -> None:
     reader = tile_reader(size, height, Tiles(size))

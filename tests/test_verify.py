@@ -163,7 +163,9 @@ class RecordingDatabase(NoDatabase):
     ("path", "lookup"),
     [("example.com/m/@v/v1.0.0.mod", "sumdb/sum.golang.org/lookup/example.com/m@v1.0.0"),
      ("example.com/m/@v/v1.0.0.zip", "sumdb/sum.golang.org/lookup/example.com/m@v1.0.0"),
-     ("example.com/m/@v/v1.0.0.info", None),  # not checked against the database
+     # go asks for it before the .mod and .zip, which are checked against the record
+     ("example.com/m/@v/v1.0.0.info", "sumdb/sum.golang.org/lookup/example.com/m@v1.0.0"),
+     ("example.com/m/@v/master.info", None),  # a query, not a version
      ("example.com/m/@v/list", None),
      ("git.corp.example/x/@v/v1.0.0.mod", None),  # private
      ("example.com/pinned/@v/v1.0.0.mod", None)],

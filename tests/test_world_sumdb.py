@@ -247,6 +247,22 @@ def test_verifier_caches_verified_tiles(world: World) -> None:
     assert total == fetched + 2 + 2
 
 
+def test_a_proof_hands_its_tiles_over_at_once_before_reading_them(world: World) -> None:
+    told: list[list[str]] = []
+    read: list[str] = []
+
+    def fetch(path: str) -> bytes:
+        read.append(path)
+        return world.db.get(path)
+
+    verifier = SumdbVerifier(world.db.verifier_key, fetch, prefetch_tiles=told.append)
+    verifier.lookup(MODULE, VERSION, world.db.get(world.lookup_path(world.modules[MODULE])))
+    assert told == [["tile/8/1/000.p/1", "tile/8/0/001.p/46"]]  # the record's proof
+    assert read == told[0]
+    verifier.lookup(MODULE, VERSION, world.db.get(world.lookup_path(world.modules[MODULE])))
+    assert len(told) == 1  # held in memory now: nothing to fetch
+
+
 @pytest.mark.parametrize(
     ("fault", "error", "message"),
     [

@@ -102,7 +102,7 @@ class CacheSettings:
     size_limit: int = 20 * GIB
     ttl: float = 600.0
     negative_ttl: float = 60.0
-    readahead: bool = True  # fetch the .info a client is about to ask for (readahead.py)
+    readahead: bool = True  # fetch the .info and go.mod go is about to ask for (readahead.py)
 
 
 # cmd/go/internal/modfetch/key.go: the database the go command trusts by default.

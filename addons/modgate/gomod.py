@@ -72,6 +72,7 @@ class GoMod:
     requires: tuple[Requirement, ...] = ()
     replaces: tuple[Replacement, ...] = ()
     retractions: tuple[Retraction, ...] = ()
+    go: str = ""  # the `go` directive's version, "" when there is none
 
 
 def retracted_by(version: str, retractions: tuple[Retraction, ...]) -> Retraction | None:
@@ -186,18 +187,21 @@ def _lines(text: str) -> list[_Line]:
 
 
 def parse_gomod(text: str) -> GoMod:
-    """The module path, requirements, replacements and retractions of a go.mod, read as
-    go reads a dependency's (modfile.ParseLax): other directives are skipped, and so is a
-    retraction go cannot read; a malformed require or replace, or text modfile cannot
-    lex, raises GoModError."""
+    """The module path, requirements, replacements, retractions and go version of a
+    go.mod, read as go reads a dependency's (modfile.ParseLax): other directives are
+    skipped, and so is a retraction go cannot read; a malformed require or replace, or
+    text modfile cannot lex, raises GoModError."""
     module = ""
     requires: list[Requirement] = []
     replaces: list[Replacement] = []
     retractions: list[Retraction] = []
+    go = ""
     for line in _lines(text):
         match line.verb:
             case "module" if line.args:
                 module = line.args[0]
+            case "go" if len(line.args) == 1:
+                go = line.args[0]
             case "require":
                 requires.append(_require(line))
             case "replace":
@@ -205,7 +209,7 @@ def parse_gomod(text: str) -> GoMod:
             case "retract":
                 if (retraction := _retract(line)) is not None:
                     retractions.append(retraction)
-    return GoMod(module, tuple(requires), tuple(replaces), tuple(retractions))
+    return GoMod(module, tuple(requires), tuple(replaces), tuple(retractions), go)
 
 
 def _require(line: _Line) -> Requirement:

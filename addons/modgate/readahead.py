@@ -1,4 +1,5 @@
-"""Which `.info` answers a go client is about to ask for, one at a time.
+"""Which answers a go client is about to ask for: `.info` (`ReadAhead`) and the go.mod
+files of the module graph (`GraphReadAhead`, below).
 
 `go mod download`, `go mod tidy` and a `go build` with an empty module cache read the
 go.mod of every version in the module graph (two at a time on a 2-core machine), then
@@ -18,13 +19,23 @@ A client that never asks for an `.info` gets nothing read ahead. A guess that wa
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from modgate import semver
 from modgate.config import Chain
+from modgate.errors import ModgateError, ProtocolError
+from modgate.gomod import GoModError, parse_gomod
+from modgate.goproxy import ModRequest, escape, parse_request
+from modgate.patterns import match_prefix_patterns
+from modgate.rules import Deny, Mode, Rules
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,3 +94,163 @@ class ReadAhead:
              if module != asking),
             key=lambda due: due[1],
         )  # fmt: skip
+
+
+# --- the module graph ------------------------------------------------------------------
+
+# Upstream fetches at a time for the graph read-ahead, for the whole process. go itself
+# loads go.mod files GOMAXPROCS at a time (modload readModGraph's par.Queue), and each
+# read ahead costs a .mod, its checksum-database lookup and a few tiles: 8 keeps a few
+# dozen upstream requests in flight, well inside the fetcher's connection pool, while
+# several levels of a graph arrive in the time go reads two go.mod files.
+GRAPH_READERS = 8
+# Levels below a go.mod served to a client, followed only through go.mod files go
+# itself follows: those of unpruned modules (below), as go does.
+GRAPH_DEPTH = 3
+GRAPH_QUEUE = 4096  # requirements waiting: past it, new guesses are dropped
+EXPANDED_MAX = 65_536  # go.mod files whose requirements were read ahead, remembered
+# "Module graph pruning": a go.mod at go 1.17 or higher lists every module its packages
+# need, and go does not load the requirements of its requirements; below 1.17 (or with
+# no go line) go loads the whole graph beneath it.
+PRUNED_FROM = (1, 17)
+
+Route = Callable[[str], "Chain | None"]
+"""The chain a module's requests go through, or None when the read-ahead must not ask for
+it (the rules refuse it, or it is private)."""
+
+FetchBody = Callable[[Chain, ModRequest], Awaitable[tuple[int, bytes]]]
+
+
+def allowed_route(rules: Rules, private: str, base: Chain) -> Route:
+    """The Route of a client's request through the proxy of chain `base`: the chain its
+    own request would take (rules.yaml `routes`, else `base`); None for a module the rules
+    refuse (enforced: RulesGate's `decide_path`, as for any go.mod), and for a private one
+    (`checksum.private`): go may fetch that directly (GOPRIVATE), and its path must not be
+    named to an upstream it never asked."""
+
+    def route(module: str) -> Chain | None:
+        if private and match_prefix_patterns(private, module):
+            return None
+        if rules.mode is Mode.ENFORCE and isinstance(rules.decide_path(module), Deny):
+            return None
+        return rules.route(module) or base
+
+    return route
+
+
+@dataclass(frozen=True)
+class _Due:
+    chain: Chain
+    req: ModRequest
+    depth: int
+    route: Route
+
+
+class GraphReadAhead:
+    """Fetch the go.mod of each requirement of a go.mod served to a client, before go
+    asks for it ("Minimal version selection": loading the module graph reads the go.mod
+    of every requirement of every module loaded).
+
+    `fetch` serves a request through the gateway (single-flight with the client's own
+    request, checked by the Validator before it is stored: its checksum-database record
+    is fetched alongside); `has` says whether it is stored already. A guess that was
+    wrong (a version MVS then passes over) costs one small cached request; a failure
+    is left for the client's own request to meet and report. Go's rules for a
+    dependency's go.mod hold: its `replace` and `exclude` directives are ignored (they
+    apply in the main module only), so every `require` line counts.
+    """
+
+    def __init__(
+        self,
+        fetch: FetchBody,
+        has: Callable[[Chain, ModRequest], bool],
+        *,
+        readers: int = GRAPH_READERS,
+        depth: int = GRAPH_DEPTH,
+    ) -> None:
+        self.fetch, self.has = fetch, has
+        self.readers, self.depth = readers, depth
+        self._due: deque[_Due] = deque()
+        self._expanded: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._queued: set[tuple[Chain, ModRequest]] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+        self.fetched = 0  # .mod answers read ahead, for the log
+
+    def served_mod(self, module: str, version: str, gomod: bytes, route: Route) -> None:
+        """A client was served the go.mod of module@version (200, checked): read ahead the
+        go.mod of each of its requirements that `route` lets through."""
+        self._expand(module, version, gomod, route, 1)
+
+    async def idle(self) -> None:
+        """Wait until nothing is due or being fetched."""
+        while self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def close(self) -> None:
+        self._due.clear()
+        self._queued.clear()
+        for task in list(self._workers):
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    def _expand(self, module: str, version: str, gomod: bytes, route: Route, depth: int) -> None:
+        key = (module, version)
+        if key in self._expanded:
+            return
+        self._expanded[key] = None
+        if len(self._expanded) > EXPANDED_MAX:
+            self._expanded.popitem(last=False)
+        try:
+            requires = parse_gomod(gomod.decode("utf-8")).requires
+        except (GoModError, UnicodeDecodeError):
+            return  # go refuses it too, and says why
+        for r in requires:
+            if r.module == module or len(self._due) >= GRAPH_QUEUE:
+                continue
+            chain = route(r.module)
+            if chain is None:
+                continue
+            try:
+                req = parse_request(f"{escape(r.module)}/@v/{escape(r.version)}.mod")
+            except ProtocolError:
+                continue  # not a path go would ask for either
+            # Stored (or refused for now): nothing to fetch, and its own requirements are
+            # read ahead when a client is served it.
+            if (chain, req) not in self._queued and not self.has(chain, req):
+                self._queued.add((chain, req))
+                self._due.append(_Due(chain, req, depth, route))
+        while self._due and len(self._workers) < self.readers:
+            task = asyncio.ensure_future(self._work())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def _work(self) -> None:
+        while self._due:
+            due = self._due.popleft()
+            try:
+                status, data = await self.fetch(due.chain, due.req)
+            except (ModgateError, OSError, sqlite3.Error) as e:
+                log.debug("read-ahead of %s: %s", due.req, e)  # go's own request meets it
+                continue
+            except Exception as e:  # a bug: say so, and keep reading ahead the rest
+                log.error("read-ahead of %s failed", due.req, exc_info=e)
+                continue
+            finally:
+                self._queued.discard((due.chain, due.req))
+            self.fetched += 1
+            if status == 200 and due.depth < self.depth and _unpruned(data):
+                req = due.req
+                self._expand(req.module, req.version, data, due.route, due.depth + 1)
+
+
+def _unpruned(gomod: bytes) -> bool:
+    """Whether go loads the requirements of this go.mod's requirements too."""
+    try:
+        go = parse_gomod(gomod.decode("utf-8")).go
+    except (GoModError, UnicodeDecodeError):
+        return False
+    parts = go.split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) < PRUNED_FROM
+    except (IndexError, ValueError):
+        return True  # no go line: go treats it as go 1.16, unpruned

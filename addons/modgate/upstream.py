@@ -147,7 +147,14 @@ class HttpFetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=64,
+                    # Sized for a cold graph at full tilt: the read-aheads (8 .info, 8 go.mod
+                    # files, each with its lookup and a proof's tiles fetched at once, up to
+                    # ~6 per proof) plus the clients' own requests; past it, requests wait
+                    # for a connection rather than fail. Idle connections are kept 30 s (the
+                    # default 15 s can close them between a build's phases): a new TLS
+                    # connection costs two round trips before the first byte.
+                    limit=96,
+                    keepalive_timeout=30,
                     ssl=upstream_context(self.upstream_ca),
                 ),
                 timeout=self._timeout,

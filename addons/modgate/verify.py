@@ -203,11 +203,15 @@ class Checker:
         return Verdict(got, VERIFIED, source)
 
     def prefetch(self, req: ModRequest) -> None:
-        """Start fetching the database record `req` will be checked against while its body
-        downloads: `_expected` then joins that fetch (the gateway's single flight) or finds
-        it stored, instead of adding a round trip to the database after the download."""
-        if req.kind not in (Kind.ZIP, Kind.MOD) or self._private(req.module):
+        """Start fetching (and proving) the database record `req` will be checked against
+        while its body downloads: `_expected` then joins that fetch (the gateway's single
+        flight) or finds it stored, instead of adding a round trip to the database after
+        the download. Started by a version's `.info` too, which go asks for before its
+        `.mod` and `.zip`: the record is proven by the time they arrive."""
+        if req.kind not in (Kind.ZIP, Kind.MOD, Kind.INFO) or self._private(req.module):
             return
+        if req.kind is Kind.INFO and not req.immutable:
+            return  # a query (`master`, a branch): not a version the database records
         if self.pins.get(req.module, req.sum_version) or self.primary is None:
             return
         lookup = _lookup_request(self.primary, req.module, req.version)
@@ -399,7 +403,10 @@ class Checker:
             db = self.databases[name]
             latest_file = self._latest_file(name)
             latest = latest_file.read_bytes() if latest_file.is_file() else b""
-            verifier = SumdbVerifier(db.key, lambda path: self._read_tile(db, path), latest)
+            verifier = SumdbVerifier(
+                db.key, lambda path: self._read_tile(db, path), latest,
+                prefetch_tiles=lambda paths: self._prefetch_tiles(db, paths),
+            )  # fmt: skip
             self._verifiers[name] = verifier
             self._offline[name] = OfflineTiles(TILE_HEIGHT, verifier.tree, self._positions(name))
         return verifier
@@ -415,6 +422,19 @@ class Checker:
         if status != 200:
             raise UpstreamError(f"checksum database {db.name}: {path}: {status}")
         return data
+
+    def _prefetch_tiles(self, db: SumdbConfig, paths: list[str]) -> None:
+        """The verifier is about to read these tiles one by one (from its worker thread):
+        fetch them through the gateway all at once first, so a proof costs one round trip
+        to the database, not one per tile. Concurrent proofs share each tile's fetch (the
+        gateway's single flight). Failures are met again by the reads themselves."""
+        assert self._loop is not None
+        fetches = [self.source.fetch_body(db.chain, _sumdb_request(db.name, p)) for p in paths]
+
+        async def all_at_once() -> None:
+            await asyncio.gather(*fetches, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(all_at_once(), self._loop).result(timeout=120)
 
     def _drop_tile(self, name: str, tile: ModRequest) -> None:
         self.source.forget(self.databases[name].chain, tile)

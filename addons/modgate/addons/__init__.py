@@ -6,7 +6,8 @@
     Router     is this a module-proxy request? parse it, or answer 400/404/405
     VcsGate    go's direct fetches from hosts.vcs hosts: which module they are for
     RulesGate  may this host, module or version pass? 403 with the reason; filter lists
-    ReadAheadGate  on a client's first .info, fetch the others it will ask for next
+    ReadAheadGate  on a client's first .info, fetch the others it will ask for next;
+               on a go.mod served, fetch its requirements' go.mod files
     CacheGate  answer it from the store or the upstream chain
     Tracer     record every request, as it finishes, in the trace database (last)
 

@@ -1,5 +1,9 @@
-"""Read ahead the `.info` answers a go client is about to ask for (`modgate.readahead`);
-part of modgate's addons (`all_addons()`: after RulesGate, before CacheGate).
+"""Read ahead the `.info` answers and the module graph's go.mod files a go client is about
+to ask for (`modgate.readahead`); part of modgate's addons (`all_addons()`: after
+RulesGate, before CacheGate).
+
+- Each go.mod served (200) hands its requirements to `GraphReadAhead`, which fetches
+  their go.mod files (and so their checksum-database records) through the gateway.
 
 - Each go.mod served (200) is remembered against the client's address.
 - The client's next `.info` request hands over the highest version of each module it
@@ -22,8 +26,9 @@ from mitmproxy import http
 from modgate.addons.settings import Runtime, Settings
 from modgate.config import Chain
 from modgate.errors import ModgateError
+from modgate.gateway import Gateway
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
-from modgate.readahead import ReadAhead
+from modgate.readahead import GraphReadAhead, ReadAhead, Route, allowed_route
 from modgate.rules import Deny, Mode
 
 log = logging.getLogger("modgate")
@@ -35,15 +40,23 @@ class ReadAheadGate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.memory = ReadAhead()
+        self.graph: GraphReadAhead | None = None  # made for the runtime's gateway
+        self._graph_gateway: Gateway | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def response(self, flow: http.HTTPFlow) -> None:
         req: ModRequest | None = flow.metadata.get("modgate.request")
         chain: Chain | None = flow.metadata.get("modgate.chain")
+        runtime = self.settings.runtime
         if req is None or chain is None or req.kind is not Kind.MOD or not self._on():
             return
-        if flow.response is not None and flow.response.status_code == 200:
-            self.memory.served_mod(_client(flow), chain, req.module, req.version)
+        if flow.response is None or flow.response.status_code != 200 or runtime is None:
+            return
+        self.memory.served_mod(_client(flow), chain, req.module, req.version)
+        gomod = flow.response.raw_content  # None when streamed from a file: not read ahead
+        if gomod is not None and "modgate.cache" in flow.metadata:  # answered by the gateway
+            graph = self._graph(runtime)
+            graph.served_mod(req.module, req.version, gomod, _router(runtime, flow, chain))
 
     def request(self, flow: http.HTTPFlow) -> None:
         req: ModRequest | None = flow.metadata.get("modgate.request")
@@ -61,7 +74,16 @@ class ReadAheadGate:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _graph(self, runtime: Runtime) -> GraphReadAhead:
+        """The graph read-ahead of the gateway in force (a reload may make a new one)."""
+        if self.graph is None or self._graph_gateway is not runtime.gateway:
+            self.graph = GraphReadAhead(runtime.gateway.fetch_body, runtime.gateway.has)
+            self._graph_gateway = runtime.gateway
+        return self.graph
+
     async def done(self) -> None:
+        if self.graph is not None:
+            await self.graph.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -94,6 +116,14 @@ class ReadAheadGate:
 
 def _info(module: str, version: str) -> ModRequest:
     return parse_request(f"{escape(module)}/@v/{escape(version)}.info")  # as RulesGate does
+
+
+def _router(runtime: Runtime, flow: http.HTTPFlow, chain: Chain) -> Route:
+    """Where the read-ahead may ask for a requirement (see `readahead.allowed_route`):
+    through the proxy the client asked, unless a route says otherwise."""
+    url = flow.metadata.get("modgate.proxy")
+    base = next((p.chain for p in runtime.proxies if p.url == url), chain)
+    return allowed_route(runtime.config.rules, runtime.config.checksum.private, base)
 
 
 def _client(flow: http.HTTPFlow) -> str:

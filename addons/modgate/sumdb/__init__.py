@@ -89,6 +89,8 @@ class SumdbVerifier:
     passes through unchanged. `latest` is the newest signed tree head verified before
     (as the `latest` property gave it), or empty; it is checked like any other head.
     Verified tiles are kept in memory, at most `cached_tiles` of them.
+    `prefetch_tiles(paths)`, if given, is told the tiles a proof is about to read, all at
+    once, to fetch them in parallel; it may fail silently (each read then fails alone).
     """
 
     def __init__(
@@ -99,9 +101,11 @@ class SumdbVerifier:
         *,
         tile_height: int = TILE_HEIGHT,
         cached_tiles: int = 256,
+        prefetch_tiles: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._verifier: Verifier = parse_verifier_key(verifier_key.strip())
         self._fetch_tile = fetch_tile
+        self._prefetch_tiles = prefetch_tiles
         self._height = tile_height
         self._lock = threading.Lock()
         self._tree = Tree(0, EMPTY_HASH)
@@ -190,7 +194,7 @@ class SumdbVerifier:
 
         Tiles are cached only once the trees agree, so a fork's tiles are never reused.
         """
-        reader = TileHashReader(newer, self._height, self._read_tile, self._authenticated)
+        reader = self._reader(newer)
         try:
             h = tree_hash(older.n, reader)
         except SumdbError as e:
@@ -211,11 +215,25 @@ class SumdbVerifier:
         latest = self.tree
         if not 0 <= record_id < latest.n:
             raise ProofError(f"cannot validate record {record_id} in tree of size {latest.n}")
-        reader = TileHashReader(latest, self._height, self._read_tile, self._authenticated)
+        reader = self._reader(latest)
         [h] = reader([stored_hash_index(0, record_id)])
         self._save_tiles(reader.verified)
         if h != record_hash(text):
             raise ProofError("cannot authenticate record data in server response")
+
+    def _reader(self, tree: Tree) -> TileHashReader:
+        prefetch = self._prefetch if self._prefetch_tiles is not None else None
+        return TileHashReader(tree, self._height, self._read_tile, self._authenticated, prefetch)
+
+    def _prefetch(self, tiles: list[Tile]) -> None:
+        """Hand the tiles a proof will read, less those held in memory, to `prefetch_tiles`
+        at once (client.go ReadTiles fetches them in parallel)."""
+        assert self._prefetch_tiles is not None
+        with self._lock:
+            held = self._tiles
+            missing = [t.path() for t in tiles if t not in held and t.full() not in held]
+        if len(missing) > 1:
+            self._prefetch_tiles(missing)
 
     def _read_tile(self, tile: Tile) -> bytes:
         """client.go readTile: a verified copy, else the tile, else a prefix of the full tile."""

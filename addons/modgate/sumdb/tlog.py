@@ -549,7 +549,9 @@ class TileHashReader:
     Every tile read is authenticated, before any hash is returned, against the tree hash
     (the tiles holding the tree's subtree hashes) or against an authenticated parent tile.
     `read_tile(tile)` returns a tile's bytes. `verified` collects the tiles found valid,
-    for the caller to keep (tlog.TileReader.SaveTiles's role).
+    for the caller to keep (tlog.TileReader.SaveTiles's role). `prefetch(tiles)`, if
+    given, is told every tile a read needs before it reads them one by one, so it can
+    fetch them all at once.
 
     `authenticated`, shared between readers, remembers which tiles (with which bytes)
     were authenticated against which tree, so the same proof is not computed again: it
@@ -563,14 +565,20 @@ class TileHashReader:
         height: int,
         read_tile: Callable[[Tile], bytes],
         authenticated: set[object] | None = None,
+        prefetch: Callable[[list[Tile]], None] | None = None,
     ) -> None:
         self.tree, self.height = tree, height
         self._read_tile = read_tile
         self._authenticated = authenticated
+        self._prefetch = prefetch
         self.verified: dict[Tile, bytes] = {}
 
     def __call__(self, indexes: Sequence[int]) -> list[Hash]:
         plan = self._plan(indexes)
+        if self._prefetch is not None and len(plan.tiles) > 1:
+            # tlog.TileReader.ReadTiles reads them all at once (client.go: in parallel):
+            # one round trip for the proof, not one per tile.
+            self._prefetch(plan.tiles)
         data = [self._read_checked(tile) for tile in plan.tiles]
         # The tree, the tiles and their bytes decide the outcome of _authenticate.
         proof = (self.tree, tuple(plan.tiles), tuple(data))

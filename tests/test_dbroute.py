@@ -86,6 +86,7 @@ def test_candidates_are_every_proxys_upstream_hops_once() -> None:
         (f"{KEY} https://sumdb.example", False),  # an explicit URL bypasses proxies
         (next(iter(SUMDB_ALIASES)), False),  # an alias with its own URL
     ],
+    ids=["default-name", "key", "key-and-url", "alias"],  # KEY is made afresh per process
 )
 def test_proxied(gosumdb: str, expected: bool) -> None:
     assert proxied(gosumdb) is expected

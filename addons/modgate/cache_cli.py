@@ -547,6 +547,7 @@ def _replay(
                     lambda m: match_prefix_patterns(private, m),
                     max(1, args.jobs),
                     lambda n, size: bar.update(n),
+                    lambda path: f"proxy/{path}" in manifest.files,
                 )
             )
     finally:

@@ -170,9 +170,12 @@ async def fetch_all(
     private: Callable[[str], bool],
     jobs: int,
     progress: Callable[[int, int], None],
+    available: Callable[[str], bool] = lambda path: True,
 ) -> Outcome:
     """Ask `endpoint` for what each Want needs, `jobs` at a time; `progress(n, bytes)`
-    after each version."""
+    after each version. `available(path)`: whether the source has that path at all (an
+    import asks only for what its bundle carries: go fetched no .info for a version whose
+    go.mod alone it read)."""
     import aiohttp
 
     outcome = Outcome()
@@ -206,6 +209,7 @@ async def fetch_all(
                 paths.append(f"{escaped}/@v/list")
             if database and not private(want.module):
                 paths.append(f"sumdb/{database}/lookup/{escaped}@{version}")
+            paths = [p for p in paths if available(p)]
             async with limit:
                 fresh = False
                 try:

@@ -324,6 +324,9 @@ def _endpoint(host: str, port: int) -> list[object]:
         raise ModgateError(str(e.strerror or e)) from e
 
 
+PROBE_PATIENCE = 15.0  # seconds local capture may take to start capturing
+
+
 class _LocalProbe:
     """Checks that capture captures (localcapture.probe), before the banner says modgate
     is ready; else stops modgate, which exits 2: a gate that captures nothing fails open."""
@@ -337,7 +340,14 @@ class _LocalProbe:
 
         from mitmproxy import ctx
 
-        self.failed = await asyncio.to_thread(localcapture.probe, self.confdir)
+        # The redirector attaches its eBPF program a little after it starts (seconds, on
+        # a busy machine): ask again for a while before calling capture broken.
+        deadline = asyncio.get_running_loop().time() + PROBE_PATIENCE
+        while True:
+            self.failed = await asyncio.to_thread(localcapture.probe, self.confdir)
+            if not self.failed or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.5)
         if self.failed:
             ctx.master.shutdown()
         return not self.failed

@@ -49,9 +49,7 @@ def rules_for(upstream_url: str, db: TestSumdb, db_url: str) -> str:
 def exported(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     work = tmp_path_factory.mktemp("bundle")
     app = write_main_module(world, work / "app")
-    with TestSumdb() as db, Upstream(world) as upstream:
-        for mv in world:
-            db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+    with TestSumdb().add_world(world) as db, Upstream(world) as upstream:
         with Gate(work / "connected", rules_for(upstream.url, db, db.url)) as gate:
             env = gate.client_env(go_env(work / "c", f"https://{HOST}", GOSUMDB=db.verifier_key))
             run_go(["mod", "tidy"], env, app.dir)

@@ -28,9 +28,7 @@ HOST = "proxy.modgate.test"
 
 @pytest.fixture
 def running(world: World, tmp_path: Path) -> Iterator[tuple[Gate, Upstream, TestSumdb]]:
-    with TestSumdb() as db, Upstream(world) as upstream:
-        for mv in world:
-            db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+    with TestSumdb().add_world(world) as db, Upstream(world) as upstream:
         rules = (
             f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
             f"checksum:\n  databases:\n    - key: {db.verifier_key}\n      upstream: {db.url}\n"

@@ -32,9 +32,7 @@ WORLD_MODULES = 6
 
 @pytest.fixture(scope="module")
 def db(world: World) -> Iterator[TestSumdb]:
-    with TestSumdb() as db:
-        for mv in world:
-            db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+    with TestSumdb().add_world(world) as db:
         yield db
 
 

@@ -39,9 +39,7 @@ def gate(
     world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gate, TestSumdb, Upstream]]:
     work = tmp_path_factory.mktemp("local")
-    with TestSumdb() as db, Upstream(world) as upstream:
-        for mv in world:
-            db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+    with TestSumdb().add_world(world) as db, Upstream(world) as upstream:
         rules = (
             f"proxies:\n  - url: https://{PROXY}\n    upstream: {upstream.url}\n"
             f"checksum:\n  databases:\n    - key: {db.verifier_key}\n      upstream: {db.url}\n"

@@ -34,9 +34,7 @@ def app(world: World, tmp_path: Path) -> MainModule:
 
 @pytest.fixture
 def db(world: World) -> Iterator[TestSumdb]:
-    with TestSumdb() as db:
-        for mv in world:
-            db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+    with TestSumdb().add_world(world) as db:
         yield db
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -57,29 +56,13 @@ class Setup:
         return done.stdout
 
     def traced(self, host: str, until: Callable[[list[sqlite3.Row]], bool]) -> list[sqlite3.Row]:
-        """The trace's records for `host`, once `until` holds of them (the writer commits
-        a little after each request)."""
-        deadline = time.monotonic() + 15
-        while True:
-            db = sqlite3.connect(self.gate.cache_dir.parent / "trace.db")
-            db.row_factory = sqlite3.Row
-            try:
-                rows = db.execute("SELECT * FROM requests WHERE host = ?", (host,)).fetchall()
-            except sqlite3.OperationalError:
-                rows = []
-            finally:
-                db.close()
-            if until(rows) or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.2)
+        return self.gate.traced("host = ?", (host,), until)
 
 
 @pytest.fixture(scope="module")
 def setup(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("transparent")
-    with TestSumdb() as db, Upstream(world) as upstream:
-        for mv in world:
-            db.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+    with TestSumdb().add_world(world) as db, Upstream(world) as upstream:
         ns = ClientNamespace({}, extra=1)
         names = {PROXY: ns.gateway, ORIGIN: ns.gateway, DENIED: ns.gateway, EVIL: ns.extra[0],
                  PLAIN: ns.gateway, db.name: ns.gateway}  # fmt: skip

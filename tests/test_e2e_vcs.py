@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +41,9 @@ class Setup:
                               timeout=180)  # fmt: skip
 
     def traced(self, module: str, kinds: set[str]) -> list[sqlite3.Row]:
-        deadline = time.monotonic() + 15
-        while True:
-            db = sqlite3.connect(self.gate.cache_dir.parent / "trace.db")
-            db.row_factory = sqlite3.Row
-            try:
-                rows = db.execute("SELECT * FROM requests WHERE module = ?", (module,)).fetchall()
-            except sqlite3.OperationalError:
-                rows = []
-            finally:
-                db.close()
-            if {r["kind"] for r in rows} >= kinds or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.2)
+        return self.gate.traced(
+            "module = ?", (module,), lambda rows: {r["kind"] for r in rows} >= kinds
+        )
 
 
 @pytest.fixture(scope="module")

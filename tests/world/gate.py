@@ -6,9 +6,11 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BANNER = re.compile(r"modgate: (?:proxy on (http://[^,\s]+)|capturing [^(]+\(local mode\)),.*")
@@ -121,6 +123,26 @@ class Gate:
         assert self.proc is not None
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(pid) for pid in children.read_text().split()]
+
+    def traced(
+        self, where: str, params: tuple[object, ...], until: Callable[[list[sqlite3.Row]], bool],
+        timeout: float = 15,
+    ) -> list[sqlite3.Row]:  # fmt: skip
+        """Trace records `WHERE <where>`, once `until` holds of them (the writer commits a
+        little after each request) or `timeout` has passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            db = sqlite3.connect(self.cache_dir.parent / "trace.db")
+            db.row_factory = sqlite3.Row
+            try:
+                rows = db.execute(f"SELECT * FROM requests WHERE {where}", params).fetchall()
+            except sqlite3.OperationalError:  # not created yet
+                rows = []
+            finally:
+                db.close()
+            if until(rows) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
 
     @property
     def bundle(self) -> Path:

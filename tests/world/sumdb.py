@@ -36,7 +36,9 @@ import re
 import threading
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from modgate.sumdb import note, tlog
 
@@ -98,6 +100,12 @@ class TestSumdb:
         return str(self.signer.name)
 
     # The log.
+
+    def add_world(self, world: Iterable[Any]) -> TestSumdb:
+        """Log every module version of a test world (world.modules.World); self."""
+        for mv in world:
+            self.add(mv.path, mv.version, mv.zip_hash, mv.gomod_hash)
+        return self
 
     def add(self, module: str, version: str, zip_h1: str, mod_h1: str) -> int:
         """Log module@version's go.sum lines as a new record; return its id."""

@@ -73,36 +73,32 @@ def cmd(args: argparse.Namespace) -> int:
 
 
 def gateway_rules(iface: str, ports: list[str], port: int, iptables: bool) -> str:
+    return _redirect(ports, port, iptables, "prerouting", "priority dstnat",
+                     f'iifname "{iface}"', ("PREROUTING", f"-i {iface}"))  # fmt: skip
+
+
+def host_rules(ports: list[str], port: int, uid: int, iptables: bool) -> str:
+    return _redirect(ports, port, iptables, "output", "priority -100", f"meta skuid != {uid}",
+                     ("OUTPUT", f"-m owner ! --uid-owner {uid}"))  # fmt: skip
+
+
+def _redirect(
+    ports: list[str], port: int, iptables: bool, hook: str, priority: str, match: str,
+    ipt: tuple[str, str],
+) -> str:  # fmt: skip
+    """A REDIRECT of TCP `ports` to `port` at nat `hook`, for the packets `match` takes."""
     if iptables:
-        dports = ",".join(ports)
+        chain, rule = ipt
         return "".join(
-            f"{tool} -t nat -A PREROUTING -i {iface} -p tcp -m multiport --dports {dports} "
+            f"{tool} -t nat -A {chain} -p tcp {rule} -m multiport --dports {','.join(ports)} "
             f"-j REDIRECT --to-ports {port}\n"
             for tool in ("iptables", "ip6tables")
         )
     return (
         "table inet modgate {\n"
-        "  chain prerouting {\n"
-        "    type nat hook prerouting priority dstnat; policy accept;\n"
-        f'    iifname "{iface}" tcp dport {{ {", ".join(ports)} }} redirect to :{port}\n'
-        "  }\n"
-        "}\n"
-    )
-
-
-def host_rules(ports: list[str], port: int, uid: int, iptables: bool) -> str:
-    if iptables:
-        dports = ",".join(ports)
-        return "".join(
-            f"{tool} -t nat -A OUTPUT -p tcp -m owner ! --uid-owner {uid} -m multiport "
-            f"--dports {dports} -j REDIRECT --to-ports {port}\n"
-            for tool in ("iptables", "ip6tables")
-        )
-    return (
-        "table inet modgate {\n"
-        "  chain output {\n"
-        "    type nat hook output priority -100; policy accept;\n"
-        f"    meta skuid != {uid} tcp dport {{ {', '.join(ports)} }} redirect to :{port}\n"
+        f"  chain {hook} {{\n"
+        f"    type nat hook {hook} {priority}; policy accept;\n"
+        f"    {match} tcp dport {{ {', '.join(ports)} }} redirect to :{port}\n"
         "  }\n"
         "}\n"
     )

@@ -183,9 +183,7 @@ def export(
             if body is None:
                 raise ModgateError(f"{i.key}: unreadable in the cache; `modgate cache verify`")
             try:
-                data = (
-                    body.data if body.data is not None else body.file.read() if body.file else b""
-                )
+                data = body.read()
             finally:
                 body.close()
             name = bundle_name(i)
@@ -297,7 +295,7 @@ def copy_entries(staging: DiskStore, target: DiskStore) -> int:
         if body is None:
             raise ModgateError(f"staged {entry.key} became unreadable; nothing more copied")
         try:
-            data = body.data if body.data is not None else body.file.read() if body.file else b""
+            data = body.read()
         finally:
             body.close()
         spool = target.directory.parent / f".import-{n}"

@@ -333,9 +333,7 @@ class Gateway:
         (checksum-database lookups and tiles)."""
         served = await self.serve(chain, req)
         try:
-            body = served.body
-            data = body.data if body.data is not None else body.file.read() if body.file else b""
-            return served.entry.status, data
+            return served.entry.status, served.body.read()
         finally:
             served.body.close()
 

@@ -106,6 +106,13 @@ class Body:
         assert (data is None) != (file is None)
         self.data, self.file = data, file
 
+    def read(self) -> bytes:
+        """The whole body, in memory (for answers known to be small, or read whole anyway)."""
+        if self.data is not None:
+            return self.data
+        assert self.file is not None
+        return self.file.read()
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()

@@ -232,8 +232,7 @@ class RulesGate:
             flow.response = plain(503 if isinstance(e, CacheError) else 502, f"modgate: {e}")
             return None
         try:
-            body = served.body
-            data = body.data if body.data is not None else body.file.read() if body.file else b""
+            data = served.body.read()
         finally:
             served.body.close()
         flow.metadata["modgate.cache"] = served.outcome.value

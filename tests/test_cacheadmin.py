@@ -85,3 +85,16 @@ def test_stats() -> None:
     assert (s.entries, s.size, s.modules, s.versions) == (6, 150, 3, 4)
     assert s.largest[0] == ("golang.org/x/text", 110)
     assert s.by_kind["zip"] == (4, 130)
+
+
+@pytest.mark.parametrize(
+    ("key", "database"),
+    [
+        ("v2 sumdb/sum.example/lookup/example.com/m@v1.0.0", "sum.example"),
+        ("v2 sumdb/localhost.localdev/sumdb/tile/8/0/000", "localhost.localdev/sumdb"),
+        ("v2 sumdb/sum.example/latest", "sum.example"),
+        ("v2 example.com/m/@v/v1.0.0.zip", ""),
+    ],
+)
+def test_a_checksum_database_item_names_its_database(key: str, database: str) -> None:
+    assert item(entry(key), None).database == database

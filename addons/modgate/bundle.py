@@ -144,21 +144,13 @@ def select(
         for i in items
         if i.sumdb
         and i.status == 200
-        and _database_of(i) == database
+        and i.database == database
         and (i.kind != "sumdb-lookup" or (i.module, i.version) in versions)
     ]
     out = artifacts + proofs
     if previous is not None:  # incremental: what the last bundle did not carry
         out = [i for i in out if bundle_name(i) not in previous.files or i.kind == "sumdb-latest"]
     return out
-
-
-def _database_of(i: Item) -> str:
-    path = i.key.rsplit(" ", 1)[-1]
-    for marker in ("/lookup/", "/tile/", "/latest"):
-        if marker in path:
-            return path.removeprefix("sumdb/").split(marker, 1)[0]
-    return ""
 
 
 def bundle_name(i: Item) -> str:

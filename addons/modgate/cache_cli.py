@@ -360,7 +360,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = _open(args)
     try:
         found = list(cacheadmin.items(store))
-        databases = Counter(bundle._database_of(i) for i in found if i.sumdb)  # noqa: SLF001
+        databases = Counter(i.database for i in found if i.sumdb)
         database = args.database or (databases.most_common(1)[0][0] if databases else "")
         if not args.database and len(databases) > 1:
             raise ModgateError(

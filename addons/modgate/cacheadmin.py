@@ -34,6 +34,7 @@ class Item:
     used_at: float  # last served (the store's access time), or stored_at
     status: int
     verdict: str
+    database: str = ""  # the checksum database of a lookup, tile or tree head
 
     @property
     def sumdb(self) -> bool:
@@ -43,15 +44,15 @@ class Item:
 def item(entry: Entry, used_at: float | None) -> Item:
     """The item of a stored entry; its key ends with the protocol path it answers."""
     path = entry.key.rsplit(" ", 1)[-1]
-    kind, module, version = "other", "", ""
+    kind, module, version, database = "other", "", "", ""
     try:
         req = parse_request(path, _database_names(path))
     except ProtocolError:
         pass
     else:
-        kind, module, version = req.kind.value, req.module, req.version
+        kind, module, version, database = req.kind.value, req.module, req.version, req.sumdb
     return Item(entry.key, kind, module, version, entry.size, entry.stored_at,
-                used_at or entry.stored_at, entry.status, entry.verdict)  # fmt: skip
+                used_at or entry.stored_at, entry.status, entry.verdict, database)  # fmt: skip
 
 
 def _database_names(path: str) -> tuple[str, ...]:

@@ -469,8 +469,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _importer_checks(rules: Path | None) -> tuple[SumdbConfig | None, str]:
     """The checksum database and private patterns of the modgate that will serve."""
+    from modgate import goenv
     from modgate.config import parse_gosumdb
-    from modgate.prefetch import go_env_values
     from modgate.rulesfile import load_checked
 
     private = ""
@@ -479,7 +479,7 @@ def _importer_checks(rules: Path | None) -> tuple[SumdbConfig | None, str]:
         private = config.checksum.private
         if config.checksum.databases is not None:
             return (config.checksum.databases[0] if config.checksum.databases else None), private
-    values = go_env_values(["GOSUMDB", "GONOSUMDB", "GOPRIVATE"])
+    values = goenv.values(["GOSUMDB", "GONOSUMDB", "GOPRIVATE"])
     private = private or values.get("GONOSUMDB") or values.get("GOPRIVATE", "")
     return parse_gosumdb(values.get("GOSUMDB", "off") or "off"), private
 

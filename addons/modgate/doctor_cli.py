@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -141,34 +140,18 @@ def _env_command(args: argparse.Namespace, here: str) -> str:
 
 def read_goenv(items: list[Finding]) -> Mapping[str, str]:
     """`go env -json`: the GO* settings as go resolves them (environment, go.env, defaults)."""
-    go = shutil.which("go")
-    if go is None:
-        items.append(
-            Finding(
-                "go",
-                "fail",
-                "no go command on PATH: the settings below are read from the environment alone",
-                "put go on PATH",
-            )
-        )
-        return {}
-    done = subprocess.run([go, "env", "-json"], capture_output=True, text=True, check=False)
+    from modgate import goenv
+
     try:
-        values = json.loads(done.stdout)
-    except ValueError:
-        values = None
-    if done.returncode != 0 or not isinstance(values, dict):
-        why = " ".join(done.stderr.split())[:300] or f"exit status {done.returncode}"
-        items.append(
-            Finding(
-                "go",
-                "fail",
-                f"`go env` failed: {why}",
-                "fix what go says (often GOFLAGS or the go.env file)",
-            )
-        )
+        return goenv.read()
+    except goenv.GoEnvError as e:
+        if e.missing:
+            why, fix = "the settings below are read from the environment alone", "put go on PATH"
+            items.append(Finding("go", "fail", f"{e}: {why}", fix))
+        else:
+            fix = "fix what go says (often GOFLAGS or the go.env file)"
+            items.append(Finding("go", "fail", str(e), fix))
         return {}
-    return {k: str(v) for k, v in values.items()}
 
 
 def read_bundle(client: Client, confdir: Path) -> Bundle:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -232,21 +231,3 @@ async def fetch_all(
 
         await asyncio.gather(*(one(w) for w in sorted(set(wants))))
     return outcome
-
-
-def go_env_values(names: Iterable[str], env: dict[str, str] | None = None) -> dict[str, str]:
-    go = shutil.which("go")
-    if go is None:
-        return {}
-    done = subprocess.run(
-        [go, "env", "-json", *names],
-        capture_output=True,
-        text=True,
-        env=env or dict(os.environ),
-        check=False,
-    )
-    try:
-        values = json.loads(done.stdout)
-    except ValueError:
-        return {}
-    return {k: str(v) for k, v in values.items()} if isinstance(values, dict) else {}

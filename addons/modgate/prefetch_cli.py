@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from modgate import prefetch
+from modgate import goenv, prefetch
 from modgate.errors import ModgateError
 
 
@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def cmd_prefetch(args: argparse.Namespace) -> int:
     with _endpoint(args) as endpoint:
         wants = _wants(args, endpoint)
-        values = prefetch.go_env_values(["GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOOS", "GOARCH"])
+        values = goenv.values(["GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOOS", "GOARCH"])
         database = _database(endpoint, values.get("GOSUMDB", ""))
         private = values.get("GONOSUMDB") or values.get("GOPRIVATE") or ""
         outcome = _run(endpoint, wants, database, private, args.jobs)

@@ -75,8 +75,9 @@ def _inode(client: tuple[str, int], server: tuple[str, int], proc: Path) -> int 
         remote_ip = ipaddress.ip_address(server[0])
     except ValueError:
         return None
-    if local_ip.version == 4 and not local_ip.is_loopback and not is_local(local_ip):
-        return None
+    plain = getattr(local_ip, "ipv4_mapped", None) or local_ip
+    if not plain.is_loopback and not is_local(plain):
+        return None  # not a client on this machine: no process of ours to find
     want = {(_hex(local_ip), client[1], _hex(remote_ip), server[1])}
     # A v4 client of a dual-stack listener shows as ::ffff:a.b.c.d on one side or both.
     for a in _forms(local_ip):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -420,14 +419,7 @@ def _go_command(peer: tuple[str, int], sock: tuple[str, int]) -> str:
     """ "go[PID]": the go command on this machine at the other end, or "" (peers.py)."""
     from modgate import peers
 
-    ip = _ip(peer)
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ""
-    if not address.is_loopback and not peers.is_local(address):
-        return ""
-    found = peers.owner((ip, int(peer[1])), (_ip(sock), int(sock[1])))
+    found = peers.owner((_ip(peer), int(peer[1])), (_ip(sock), int(sock[1])))
     return str(peers.invocation(found)) if found is not None else ""
 
 

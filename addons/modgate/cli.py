@@ -77,26 +77,12 @@ def _workers(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from modgate.home import default_home
 
     parser = argparse.ArgumentParser(
         prog="modgate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"modgate {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
-
-    def where(p: argparse.ArgumentParser, host: str | None = "127.0.0.1") -> None:
-        p.add_argument(
-            "--listen-host", default=host,
-            help=f"default: {host}" if host else "default: 127.0.0.1, 0.0.0.0 in transparent mode",
-        )  # fmt: skip
-        p.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
-        p.add_argument(
-            "--confdir",
-            type=Path,
-            default=default_home(),
-            help="modgate's CA and state (default: %(default)s, or $MODGATE_HOME)",
-        )
 
     run = sub.add_parser("run", help="start modgate")
     where(run, None)
@@ -201,6 +187,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # --- modgate run ---------------------------------------------------------------------
+
+
+def where(p: argparse.ArgumentParser, host: str | None = "127.0.0.1") -> None:
+    """The options that say where a modgate listens and keeps its state (run, env, doctor)."""
+    from modgate.home import default_home
+
+    p.add_argument(
+        "--listen-host", default=host,
+        help=f"default: {host}" if host else "default: 127.0.0.1, 0.0.0.0 in transparent mode",
+    )  # fmt: skip
+    p.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    p.add_argument(
+        "--confdir",
+        type=Path,
+        default=default_home(),
+        help="modgate's CA and state (default: %(default)s, or $MODGATE_HOME)",
+    )
 
 
 def _optimised() -> None:

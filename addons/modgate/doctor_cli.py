@@ -43,27 +43,19 @@ CERT_DIRS = ("/etc/ssl/certs", "/etc/pki/tls/certs")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from modgate.cli import DEFAULT_GOPROXY_PORT, DEFAULT_PORT
-    from modgate.home import default_home
+    from modgate.cli import DEFAULT_GOPROXY_PORT, where
 
     p = sub.add_parser(
         "doctor",
         help="find what keeps go from using modgate, and how to fix it",
         description=__doc__,
     )
-    p.add_argument("--listen-host", default="127.0.0.1", help="modgate's (default: %(default)s)")
-    p.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    where(p)
     p.add_argument(
         "--goproxy-port",
         type=int,
         default=DEFAULT_GOPROXY_PORT,
         help="its GOPROXY endpoint's port, -1 for none (default: %(default)s)",
-    )
-    p.add_argument(
-        "--confdir",
-        type=Path,
-        default=default_home(),
-        help="modgate's CA and state (default: %(default)s, or $MODGATE_HOME)",
     )
     p.add_argument("--cache-dir", type=Path, default=None, help="default: CONFDIR/cache")
     p.add_argument(

@@ -150,7 +150,8 @@ def test_a_version_1_database_gains_the_origin_column_and_keeps_its_records(tmp_
     path = tmp_path / "trace.db"
     db = TraceDB(path)
     db.insert([rec(0.0, origin="go[12]")], [db.new_session("127.0.0.1", T0)])
-    db.conn.execute("ALTER TABLE requests DROP COLUMN origin")  # as version 1 made it
+    db.conn.execute("DROP INDEX requests_by_client")  # as version 1 made it
+    db.conn.execute("ALTER TABLE requests DROP COLUMN origin")
     db.conn.execute("PRAGMA user_version = 1")
     db.close()
     again = TraceDB(path)
@@ -159,6 +160,7 @@ def test_a_version_1_database_gains_the_origin_column_and_keeps_its_records(tmp_
     assert old.origin == ""
     again.insert([rec(1.0, origin="go[13]")], [1])
     assert [r.origin for r in again.records(1)] == ["", "go[13]"]
+    assert again.latest_sessions(0.0, ["127.0.0.1 go[13]"]) == [("127.0.0.1 go[13]", 1, T0 + 1.01)]
     again.close()
 
 

@@ -241,6 +241,54 @@ def test_writers_sharing_a_database_each_journal_apart_and_share_sessions(
     assert db.journal_seq(0) == 10 and db.journal_seq(1) == 10
 
 
+def test_a_client_new_to_a_writer_joins_the_session_another_writer_began(
+    tmp_path: Path,
+) -> None:
+    """Two workers: A begins go[7]'s session; B then writes another client's request
+    (so B has seen A's commit), and only then one of go[7]'s, with nothing written in
+    between. B must still look go[7] up, not begin a second session for it (seen with
+    24 go commands over two workers: tests/test_e2e_workers.py)."""
+    path = tmp_path / "t.db"
+    a, b = TraceWriter(path, clock=lambda: T0), TraceWriter(path, clock=lambda: T0)
+    for w in (a, b):
+        w.start()
+    wrote = threading.Semaphore(0)
+    for writer, origin in ((a, "go[7]"), (b, "go[8]"), (b, "go[7]")):
+        writer.submit(rec(0.1, origin=origin), done=lambda _e: wrote.release())
+        assert wrote.acquire(timeout=10)
+    for w in (a, b):
+        w.stop()
+    db = TraceDB(path, create=False)
+    assert sorted((s.client, s.requests) for s in db.sessions()) == [
+        ("127.0.0.1 go[7]", 2), ("127.0.0.1 go[8]", 1)
+    ]  # fmt: skip
+
+
+def test_a_go_command_idle_for_many_requests_keeps_its_session_on_another_writer(
+    tmp_path: Path,
+) -> None:
+    """The same across a long pause: thousands of other requests between go[7]'s last
+    on A and its next on B (a window of recent rows once missed it)."""
+    path = tmp_path / "t.db"
+    a, b = TraceWriter(path, clock=lambda: T0), TraceWriter(path, clock=lambda: T0)
+    for w in (a, b):
+        w.start()
+    wrote = threading.Semaphore(0)
+    a.submit(rec(0.0, origin="go[7]"), done=lambda _e: wrote.release())
+    assert wrote.acquire(timeout=10)
+    for i in range(3000):
+        a.submit(rec(0.001 * i, origin=f"go[{100 + i % 50}]"))
+    a.submit(rec(5.0, origin="go[9]"), done=lambda _e: wrote.release())
+    assert wrote.acquire(timeout=30)
+    b.submit(rec(6.0, origin="go[7]"), done=lambda _e: wrote.release())
+    assert wrote.acquire(timeout=10)
+    for w in (a, b):
+        w.stop()
+    db = TraceDB(path, create=False)
+    [seven] = [s for s in db.sessions(limit=1000) if s.client.endswith("go[7]")]
+    assert seven.requests == 2
+
+
 def test_a_killed_writers_journal_is_replayed_by_the_writer_that_claims_it_next(
     tmp_path: Path,
 ) -> None:

@@ -13,9 +13,12 @@ the answer is None, and sessions fall back to the idle-gap rule (trace/sessions.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import socket
+from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,34 +34,95 @@ class Process:
         return f"{self.name}[{self.pid}]"
 
 
-def owner(client: tuple[str, int], server: tuple[str, int], proc: Path = PROC) -> Process | None:
+Address = tuple[str, int]
+Connection = tuple[Address, Address]  # (the client's end, modgate's end)
+
+
+def owner(client: Address, server: Address, proc: Path = PROC) -> Process | None:
     """The process on this machine whose socket is `client`, connected to `server`
     (modgate's end; a redirected connection's socket names the address it was sent to,
     so the client's own address decides when that does not match), or None (not on this
     machine, gone, or not ours to see)."""
-    inode = _inode(client, server, proc)
-    if inode is None:
-        return None
-    target = f"socket:[{inode}]"
+    return owners([(client, server)], proc).get((client, server))
+
+
+def owners(connections: Iterable[Connection], proc: Path = PROC) -> dict[Connection, Process]:
+    """The owner of each of `connections` that can be found (as `owner`), in one pass
+    over the socket tables and the processes' descriptors for all of them."""
+    sockets = _sockets(proc)
+    wanted: dict[str, list[Connection]] = {}
+    for connection in connections:
+        inode = _inode(*connection, sockets)
+        if inode is not None:
+            wanted.setdefault(f"socket:[{inode}]", []).append(connection)
+    found: dict[Connection, Process] = {}
+    if not wanted:
+        return found
     try:
         # Newest first: a client that just connected most likely just started.
         pids = sorted((int(p.name) for p in proc.iterdir() if p.name.isdigit()), reverse=True)
     except OSError:
-        return None
+        return found
     for pid in pids:
         if pid == os.getpid():
             continue  # modgate's own end of the connection has its own inode anyway
-        fds = proc / str(pid) / "fd"
         try:
-            for fd in os.scandir(fds):
+            for fd in os.scandir(proc / str(pid) / "fd"):
                 try:
-                    if os.readlink(fd.path) == target:
-                        return Process(pid, _comm(proc, pid))
+                    link = os.readlink(fd.path)
                 except OSError:
                     continue
+                if link in wanted:
+                    process = Process(pid, _comm(proc, pid))
+                    found.update((c, process) for c in wanted.pop(link))
+                    if not wanted:
+                        return found
         except OSError:
             continue
-    return None
+    return found
+
+
+class Lookups:
+    """Finds the go commands behind new connections, off the event loop, one pass over
+    /proc for every connection that arrived meanwhile. A pass per connection, each in
+    its own thread, queued behind one another when 24 go commands opened their
+    connections at once: some waited over 2 s (tests/test_e2e_workers.py under load)."""
+
+    def __init__(self, proc: Path = PROC) -> None:
+        self.proc = proc
+        self._waiting: dict[Connection, list[Future[str]]] = {}
+        self._running = False
+
+    def start(self, client: Address, server: Address) -> Future[str]:
+        """ "go[PID]" (peers.invocation) for the connection, or "", once found; called on
+        the event loop. The future is thread-safe: the trace writer waits on it."""
+        future: Future[str] = Future()
+        self._waiting.setdefault((client, server), []).append(future)
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._passes())
+        return future
+
+    async def _passes(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                try:
+                    found = await asyncio.to_thread(self._pass, list(batch))
+                except Exception:  # a bug here costs the sessions, not the requests
+                    found = {}
+                for connection, futures in batch.items():
+                    for future in futures:
+                        future.set_result(found.get(connection, ""))
+        finally:
+            self._running = False
+            for futures in self._waiting.values():  # the loop is stopping
+                for future in futures:
+                    future.set_result("")
+            self._waiting = {}
+
+    def _pass(self, connections: list[Connection]) -> dict[Connection, str]:
+        return {c: str(invocation(p, self.proc)) for c, p in owners(connections, self.proc).items()}
 
 
 def _comm(proc: Path, pid: int) -> str:
@@ -68,7 +132,27 @@ def _comm(proc: Path, pid: int) -> str:
         return "?"
 
 
-def _inode(client: tuple[str, int], server: tuple[str, int], proc: Path) -> int | None:
+_Socket = tuple[str, int, str, int, str, int]  # local ip, port, remote ip, port, state, inode
+
+
+def _sockets(proc: Path) -> list[_Socket]:
+    """The TCP sockets of /proc/net/tcp and tcp6, addresses as they write them."""
+    sockets: list[_Socket] = []
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            (lip, lport), (rip, rport) = fields[1].split(":"), fields[2].split(":")
+            sockets.append((lip, int(lport, 16), rip, int(rport, 16), fields[3], int(fields[9])))
+    return sockets
+
+
+def _inode(client: Address, server: Address, sockets: list[_Socket]) -> int | None:
     """The inode of the socket whose local address is `client` and remote `server`."""
     try:
         local_ip = ipaddress.ip_address(client[0])
@@ -85,20 +169,11 @@ def _inode(client: tuple[str, int], server: tuple[str, int], proc: Path) -> int 
             want.add((a, client[1], b, server[1]))
     local = {(a, p) for a, p, _, _ in want}
     fallback = None
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10:
-                continue
-            (lip, lport), (rip, rport) = fields[1].split(":"), fields[2].split(":")
-            if (lip, int(lport, 16), rip, int(rport, 16)) in want:
-                return int(fields[9]) or None
-            if (lip, int(lport, 16)) in local and fields[3] == "01":  # ESTABLISHED
-                fallback = fallback or int(fields[9]) or None
+    for lip, lport, rip, rport, state, inode in sockets:
+        if (lip, lport, rip, rport) in want:
+            return inode or None
+        if (lip, lport) in local and state == "01":  # ESTABLISHED
+            fallback = fallback or inode or None
     return fallback
 
 

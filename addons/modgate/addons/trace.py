@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from mitmproxy import log as mitmlog
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import layer, layers, mode_specs
 
+from modgate import peers
 from modgate.addons import plain
 from modgate.addons.vcs import BYTES_OUT, VCS
 from modgate.blobs import Handoff
@@ -70,6 +73,8 @@ class Tracer:
         self._tunnels: dict[str, _Tunnel] = {}
         self._live: list[str] = []  # lines waiting to be logged together
         self._origins: dict[str, str] = {}  # client connection id: Record.origin
+        self._lookups = peers.Lookups()
+        self._lookups_of: dict[str, Future[str]] = {}  # client connection id: not found yet
         self._required = False  # modgate_trace_required
         self._shown: bool | None = None  # whether the terminal shows live lines
 
@@ -170,25 +175,39 @@ class Tracer:
             handoff.then(lambda: self._finish(flow))  # the body is still on its way
             return
         flow.metadata["modgate.traced"] = True
-        record, body = record_of(flow, self._origins.get(flow.client_conn.id, ""))
+        origin, later = self._origin(flow.client_conn)
+        record, body = record_of(flow, origin)
         self._show(record)
-        writer.submit(record, body)
+        writer.submit(record, body, origin=later)
 
     # --- who asked: the origin of a connection's records (trace/sessions.py) ---------------
 
     async def client_connected(self, client: connection.Client) -> None:
         """A client on this machine: the go command at the other end (peers.py), looked
-        up once per connection, off the event loop, before its first request."""
+        up once per connection, off the event loop, before its first request (the lookup
+        needs the connection still open). When that takes longer than ORIGIN_WAIT (a
+        loaded machine), the requests go on and their records wait for it on the
+        writer's thread instead."""
         if self.writer is None or not client.peername or not client.sockname:
             return
-        try:
-            found = await asyncio.wait_for(
-                asyncio.to_thread(_go_command, client.peername, client.sockname), ORIGIN_WAIT
-            )
-        except TimeoutError:
-            return
-        if found and client.id not in self._origins:
-            self._origins[client.id] = found
+        peer, sock = client.peername, client.sockname
+        found = self._lookups.start((_ip(peer), int(peer[1])), (_ip(sock), int(sock[1])))
+        self._lookups_of[client.id] = found
+
+        def learnt(found: Future[str]) -> None:  # on the event loop (Lookups)
+            if self._lookups_of.pop(client.id, None) is found and found.result():
+                self._origins.setdefault(client.id, found.result())
+
+        found.add_done_callback(learnt)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(found)), ORIGIN_WAIT)
+
+    def _origin(self, client: connection.Client) -> tuple[str, Future[str] | None]:
+        """The origin of `client`'s records, or "" and the lookup that will tell it."""
+        origin = self._origins.get(client.id)
+        if origin is not None:
+            return origin, None
+        return "", self._lookups_of.get(client.id)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """`modgate env --session NAME`: go sends NAME as the proxy URL's user."""
@@ -213,20 +232,25 @@ class Tracer:
 
     def client_disconnected(self, client: connection.Client) -> None:
         tunnel = self._tunnels.pop(client.id, None)
-        origin = self._origins.pop(client.id, "")
+        origin, later = self._origin(client)
+        self._origins.pop(client.id, None)
+        self._lookups_of.pop(client.id, None)
         if tunnel is None or not tunnel.passthrough or self.writer is None:
             return
-        self._record_tunnel(self.writer, tunnel_record(tunnel.connect, client, origin))
+        self._record_tunnel(self.writer, tunnel_record(tunnel.connect, client, origin), later)
 
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         """A CONNECT answered with an error: refused by a rule, or the host unreachable."""
         if self.writer is not None:
-            origin = self._origins.get(flow.client_conn.id, "")
-            self._record_tunnel(self.writer, tunnel_record(flow, flow.client_conn, origin))
+            origin, later = self._origin(flow.client_conn)
+            record = tunnel_record(flow, flow.client_conn, origin)
+            self._record_tunnel(self.writer, record, later)
 
-    def _record_tunnel(self, writer: TraceWriter, record: Record) -> None:
+    def _record_tunnel(
+        self, writer: TraceWriter, record: Record, origin: Future[str] | None = None
+    ) -> None:
         self._show(record)
-        writer.submit(record)
+        writer.submit(record, origin=origin)
 
     def record_connection(self, record: Record) -> None:
         """A connection decided before any request in it (transparent.py)."""
@@ -404,23 +428,15 @@ def _asked(flow: http.HTTPFlow) -> tuple[str, str, int, str]:
     return _split(url)
 
 
+ORIGIN_WAIT = 2.0  # seconds a new connection waits at most to learn its go command
+
+
 @functools.lru_cache(maxsize=4096)  # hits ask for the same URLs again and again
 def _split(url: str) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
     default = 443 if parts.scheme == "https" else 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return parts.scheme, parts.hostname or "", parts.port or default, path
-
-
-ORIGIN_WAIT = 2.0  # seconds a new connection waits at most to learn its go command
-
-
-def _go_command(peer: tuple[str, int], sock: tuple[str, int]) -> str:
-    """ "go[PID]": the go command on this machine at the other end, or "" (peers.py)."""
-    from modgate import peers
-
-    found = peers.owner((_ip(peer), int(peer[1])), (_ip(sock), int(sock[1])))
-    return str(peers.invocation(found)) if found is not None else ""
 
 
 def _session_tag(authorization: str) -> str:

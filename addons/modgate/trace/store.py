@@ -65,11 +65,16 @@ CREATE TABLE requests (
     refused INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX requests_by_session ON requests(session, start);
+CREATE INDEX requests_by_client ON requests(client, origin, "end");
 CREATE INDEX open_labels ON sessions(stopped) WHERE label IS NOT NULL;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta VALUES ('journal_seq', 0);
 PRAGMA user_version = {SCHEMA_VERSION}
 """
+
+
+# A writer looks up a client's latest session by it (TraceWriter._sync_sessions).
+_BY_CLIENT = 'CREATE INDEX IF NOT EXISTS requests_by_client ON requests(client, origin, "end")'
 
 
 def _seq_key(slot: int) -> str:
@@ -148,14 +153,17 @@ class TraceDB:
                     if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                         for statement in SCHEMA.split(";"):
                             self.conn.execute(statement)
-            elif version == 1:
+            if version == 1:
                 with self.transaction():  # one process migrates; the others see 2
                     if self.conn.execute("PRAGMA user_version").fetchone()[0] == 1:
                         self.conn.execute(
                             "ALTER TABLE requests ADD COLUMN origin TEXT NOT NULL DEFAULT ''"
                         )
                         self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version > SCHEMA_VERSION:
+            if version in (1, 2) and create:
+                # Added to version 2 without a new version: older modgates ignore it.
+                self.conn.execute(_BY_CLIENT)
+            if version > SCHEMA_VERSION:
                 raise TraceError(
                     f"{path}: trace database version {version} is newer than this modgate "
                     f"understands ({SCHEMA_VERSION})"
@@ -223,20 +231,33 @@ class TraceDB:
         return [(c, s, e) for c, s, e in self.latest_sessions(since) if s is not None]
 
     def latest_sessions(
-        self, since: float, clients: Sequence[str] | None = None, window: int = 10_000
+        self, since: float, clients: Sequence[str] | None = None
     ) -> list[tuple[str, int | None, float]]:
-        """(client, session, end) of each client's latest request among the last `window`
-        recorded that ended after `since` (of `clients` only, if given); session None
-        when that request was in a labelled session (the client's next request begins a
-        new one, once the label has stopped)."""
-        key = "(r.client || CASE WHEN r.origin = '' THEN '' ELSE ' ' || r.origin END)"
-        among = f"AND {key} IN ({', '.join('?' * len(clients))})" if clients else ""
-        rows = self.conn.execute(
-            f'SELECT {key}, r.session, max(r."end"), s.label IS NOT NULL FROM requests r '
-            "JOIN sessions s ON s.id = r.session WHERE r.id > (SELECT coalesce(max(id), 0) "
-            f'- ? FROM requests) AND r."end" > ? {among} GROUP BY {key}',
-            (window, since, *(clients or ())),
-        ).fetchall()
+        """(client, session, end) of each client's latest request that ended after `since`
+        (of `clients` only, if given: one index seek each, however long ago the client
+        was last seen; else among the last 10,000 recorded); session None when that
+        request was in a labelled session (the client's next request begins a new one,
+        once the label has stopped). A client here is a session key (session_key)."""
+        if clients is None:
+            key = "(r.client || CASE WHEN r.origin = '' THEN '' ELSE ' ' || r.origin END)"
+            rows = self.conn.execute(
+                f'SELECT {key}, r.session, max(r."end"), s.label IS NOT NULL FROM requests r '
+                "JOIN sessions s ON s.id = r.session WHERE r.id > (SELECT coalesce(max(id), 0)"
+                f' - 10000 FROM requests) AND r."end" > ? GROUP BY {key}',
+                (since,),
+            ).fetchall()
+        else:
+            rows = []
+            for key in clients:
+                client, _, origin = key.partition(" ")
+                row = self.conn.execute(
+                    'SELECT r.session, r."end", s.label IS NOT NULL FROM requests r '
+                    "JOIN sessions s ON s.id = r.session WHERE r.client = ? AND r.origin = ? "
+                    'AND r."end" > ? ORDER BY r."end" DESC LIMIT 1',
+                    (client, origin, since),
+                ).fetchone()
+                if row is not None:
+                    rows.append((key, *row))
         return [(str(c), None if labelled else int(s), float(e)) for c, s, e, labelled in rows]
 
     def journal_seq(self, slot: int = 0) -> int:

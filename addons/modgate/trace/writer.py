@@ -18,6 +18,7 @@ its lines stay in the journal until it is committed.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import queue
@@ -25,13 +26,21 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from modgate import dirhash
 from modgate.trace import journal
 from modgate.trace.record import Record
-from modgate.trace.sessions import DEFAULT_GAP, Begin, Label, Sessionizer, session_key
+from modgate.trace.sessions import (
+    DEFAULT_GAP,
+    TAG_GAP,
+    Begin,
+    Label,
+    Sessionizer,
+    session_key,
+)
 from modgate.trace.store import TraceDB
 
 log = logging.getLogger("modgate")
@@ -43,13 +52,9 @@ PRUNE_EVERY = 600.0
 PRUNE_CHUNK = 5_000
 # Labels stopped longer ago than this no longer take requests (which start after them).
 LABELS_SINCE = 86400.0
-# Sessions whose last request ended longer ago than this are not looked up again when
-# another writer has written: a request joins a session only `gap` seconds after it.
-SESSIONS_SINCE = 900.0
-# ... and only among the last this many requests recorded: the other writers' latest
-# ones arrive within a commit or two (PACE), and the query runs at every batch while
-# several write (22 ms over a 10,000-row window, 2 ms over this one).
-SESSIONS_WINDOW = 1_000
+# How far back a writer looks for a client's latest session (an index seek, however far):
+# the longest a session stays open between requests (sessions.py).
+SESSIONS_SINCE = TAG_GAP
 # A batch that fails is tried again after this long, with what has arrived since; at most
 # this many records wait (in memory; they are in the journal too), the oldest go first.
 RETRY_WAIT = 1.0
@@ -58,6 +63,10 @@ RETRY_MAX = 100_000
 # one, cost more CPU than the rest of a cached hit (scripts/bench, issue 6); records
 # still reach the database within this long.
 PACE = 0.1
+# A record whose origin (the go command at the other end of its connection) is still being
+# looked up waits for it this long at most, on the writer's thread, never the client's.
+# The journal holds the record without it: one replayed after a kill has no origin.
+ORIGIN_LATE = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,8 @@ class _Item:
     body: bytes | None = None  # a served .mod/.zip, to compute its h1 when none was given
     done: Done | None = None
     seq: int = 0  # its line in the journal
+    origin: Future[str] | None = None  # Record.origin, when not known yet (peers.Lookups)
+    until: float = 0.0  # time.monotonic() after which the record goes without it
 
 
 _STOP = object()
@@ -105,6 +116,8 @@ class TraceWriter:
         self._failing = False
         self._pruned = 0
         self._cached_labels: list[Label] | None = None
+        # Session keys whose latest session was read since another writer last wrote.
+        self._synced: set[str] = set()
         self._retry: list[_Item] = []
         self.journal_path = path.with_name(path.name + ".pending")  # slot 0's: see start
         self._slot = 0
@@ -151,21 +164,30 @@ class TraceWriter:
         """Running, and the last batch was written."""
         return self._thread is not None and self._thread.is_alive() and not self._failing
 
-    def submit(self, record: Record, body: bytes | None = None, done: Done | None = None) -> None:
+    def submit(
+        self,
+        record: Record,
+        body: bytes | None = None,
+        done: Done | None = None,
+        origin: Future[str] | None = None,
+    ) -> None:
         """Journal and queue a record (on the caller's thread: one small write, no SQLite).
-        A stopped writer reports it lost at once."""
+        `origin`: the record's origin, once found (it waits ORIGIN_LATE at most). A stopped
+        writer reports it lost at once."""
         if self._thread is None or not self._thread.is_alive() or self._journal is None:
             self.stats.dropped += 1
             if done is not None:
                 done(f"the trace writer for {self.path} is not running")
             return
+        until = time.monotonic() + ORIGIN_LATE
         try:
             self._journal.append(
-                record, lambda seq: self._queue.put(_Item(record, body, done, seq))
+                record,
+                lambda seq: self._queue.put(_Item(record, body, done, seq, origin, until)),
             )
         except OSError as e:  # the journal's disk is full or gone: the record is not lost yet
             log.error("modgate: cannot append to the trace journal %s: %s", self.journal_path, e)
-            self._queue.put(_Item(record, body, done))
+            self._queue.put(_Item(record, body, done, 0, origin, until))
 
     def _run(self) -> None:
         assert self._db is not None
@@ -223,7 +245,7 @@ class TraceWriter:
         began = time.perf_counter()
         error: str | None = None
         try:
-            records = [_with_h1(item) for item in batch]
+            records = [_with_h1(_with_origin(item)) for item in batch]
             with self._db.transaction():
                 labels = self._labels(records)
                 self._db.insert(records, [self._place(r, labels) for r in records])
@@ -243,6 +265,7 @@ class TraceWriter:
             # Sessions begun in the rolled-back transaction do not exist.
             self.sessionizer = Sessionizer(self.sessionizer.gap)
             self._cached_labels = None
+            self._synced.clear()
             self._retry, batch = batch[-RETRY_MAX:], batch[:-RETRY_MAX]
             self.stats.dropped += len(batch)
             log.error(
@@ -259,23 +282,25 @@ class TraceWriter:
                     log.exception("modgate: trace callback failed")
 
     def _labels(self, records: list[Record]) -> list[Label]:
-        """The labelled sessions, read again only when another process wrote; and then
-        the latest session of each client in `records` too: another writer on this
-        database (a worker of the same modgate) may have begun or continued it, and a
-        client's requests are spread across workers. Called under the write lock, so two
-        writers never both begin a session for one client."""
+        """The labelled sessions, read again only when another process wrote; and the
+        latest session of each client in `records` that this writer has not read since
+        then: another writer on this database (a worker of the same modgate) may have
+        begun or continued it, and a client's requests are spread across workers. Called
+        under the write lock, so two writers never both begin a session for one client."""
         assert self._db is not None
+        now = self.clock()
         if self._db.changed_elsewhere() or self._cached_labels is None:
-            now = self.clock()
             self._cached_labels = self._db.labels(since=now - LABELS_SINCE)
-            clients = sorted({session_key(r.client, r.origin) for r in records})
-            for client, session, end in self._db.latest_sessions(
-                now - SESSIONS_SINCE, clients, SESSIONS_WINDOW
-            ):
+            self._synced.clear()
+        unread = sorted({session_key(r.client, r.origin) for r in records} - self._synced)
+        if unread:
+            for client, session, end in self._db.latest_sessions(now - SESSIONS_SINCE, unread):
                 if session is None:
                     self.sessionizer.labelled(client)
                 else:
                     self.sessionizer.resume(client, session, end)
+            # From here on this writer knows them: what it writes changes no one else's.
+            self._synced.update(unread)
         return self._cached_labels
 
     def _place(self, record: Record, labels: list[Label]) -> int:
@@ -304,6 +329,18 @@ class TraceWriter:
         if not more and self._pruned:
             log.info("modgate: trace: removed %d requests past the retention", self._pruned)
             self._pruned = 0
+
+
+def _with_origin(item: _Item) -> _Item:
+    """The item with its record's origin, once found (or given up on: see ORIGIN_LATE)."""
+    if item.origin is None:
+        return item
+    try:
+        found = item.origin.result(timeout=max(0.0, item.until - time.monotonic()))
+    except Exception:  # not found in time, or the lookup failed: the record goes without
+        found = ""
+    record = item.record.replace(origin=found) if found else item.record
+    return dataclasses.replace(item, record=record, origin=None)
 
 
 def _with_h1(item: _Item) -> Record:

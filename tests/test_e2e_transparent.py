@@ -29,6 +29,8 @@ WORLD_MODULES = 6
 PROXY, ORIGIN, EVIL, DENIED, PLAIN = (
     f"{n}.modgate.test" for n in ("proxy", "origin", "evil", "denied", "plain")
 )
+# A module version the rules refuse, and the reason go must show for it.
+REFUSED, REASON = "example.modgate.test/delta", "delta-rc-is-quarantined"
 
 
 class Setup:
@@ -72,6 +74,8 @@ def setup(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
             f"  - url: http://{PLAIN}\n    upstream: {upstream.url}\n"
             f"checksum:\n  databases:\n    - key: {db.verifier_key}\n      upstream: {db.url}\n"
             f"hosts:\n  allow: [{ORIGIN}]\n  default: deny\n  reason: only the module proxy\n"
+            f"modules:\n  - deny: {REFUSED}\n    versions: '>=1.3.0-rc.1'\n    reason: {REASON}\n"
+            "  - allow: '**'\n"
         )
         gate = Gate(work / "gate", rules)
         gate.extra_args = ["--mode", "transparent", "--listen-host", "0.0.0.0"]
@@ -191,3 +195,36 @@ def test_a_plain_http_module_proxy_on_port_80_is_gated_too(
     rows = setup.traced(PLAIN, lambda rows: {r["kind"] for r in rows} >= {"info", "mod", "zip"})
     assert {r["kind"] for r in rows} >= {"info", "mod", "zip"}
     assert all(r["scheme"] == "http" and r["port"] == 80 for r in rows)
+
+
+def test_a_module_the_rules_refuse_is_refused_with_the_reason(setup: Setup, tmp_path: Path) -> None:
+    # The client set nothing: the redirect alone brought it here, and the rules still hold.
+    path = f"/{REFUSED}/@v/v1.3.0-rc.1"
+    done = setup.go(tmp_path, "mod", "download", "-json", f"{REFUSED}@v1.3.0-rc.1", check=False)
+    assert done.returncode != 0
+    assert "403 Forbidden" in done.stdout and REASON in done.stdout, done.stdout + done.stderr
+    # Its go.mod may be read (go reads those of versions it never builds); its code never.
+    assert setup.upstream.count(f"{path}.zip") == 0, "a refused zip reached the upstream"
+
+
+def test_an_artifact_that_fails_its_hash_never_reaches_the_client(
+    setup: Setup, world: World, tmp_path: Path
+) -> None:
+    # The upstream swaps a go.mod the checksum database knows: modgate refuses it before
+    # go sees it, and keeps nothing (a second client, after the upstream heals, gets the
+    # true file from the upstream again).
+    mv = next(mv for mv in world if mv.path.endswith("/bravo") and mv.version == "v1.0.0")
+    path = f"/{mv.path}/@v/{mv.version}.mod"
+    setup.upstream.fault(path, status=200, body=f"module {mv.path}\n// swapped\n")
+    try:
+        done = setup.go(tmp_path / "a", "mod", "download", "-json", f"{mv.path}@{mv.version}",
+                        check=False)  # fmt: skip
+    finally:
+        setup.upstream.clear_faults()
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and "swapped" not in out
+    assert f"SECURITY: {mv.path}@{mv.version}/go.mod: upstream sent h1:" in out, out
+    before = setup.upstream.count(path)
+    healed = setup.go(tmp_path / "b", "mod", "download", "-json", f"{mv.path}@{mv.version}")
+    assert "Error" not in json.loads(healed.stdout)
+    assert setup.upstream.count(path) == before + 1, "the refused go.mod had been kept"

@@ -297,3 +297,38 @@ def test_answers_from_memory_still_mark_entries_recently_used(
     assert store.open(first) is not None  # from memory
     store.flush()
     assert used()["a"] > before
+
+
+def test_the_size_limit_evicts_module_answers_but_never_the_proofs_they_need(
+    tmp_path: Path,
+) -> None:
+    # A cache past its size limit drops the least recently used answers; a checksum-
+    # database lookup or tile, however old, stays: without them a client that finds the
+    # zip cached could not verify it offline (issue 16 §3).
+    store = DiskStore(tmp_path / "cache", size_limit=4 << 20)
+    try:
+        proofs = [
+            put(
+                store,
+                tmp_path,
+                "v2 sumdb/sum.modgate.test/lookup/example.modgate.test/a@v1.0.0",
+                b"lookup\n" * 40,
+            ),
+            put(store, tmp_path, "v2 sumdb/sum.modgate.test/tile/8/0/000", b"t" * 8192),
+            put(store, tmp_path, "v1 up sumdb/sum.modgate.test/latest", b"head\n", expires_at=1e12),
+        ]
+        zips = [
+            put(
+                store,
+                tmp_path,
+                f"v2 example.modgate.test/m{i}/@v/v1.0.0.zip",
+                bytes([i]) * (64 << 10),
+            )
+            for i in range(100)
+        ]
+        assert isinstance(store.lookup(zips[0].key, now=1.0), Miss), "nothing was evicted"
+        assert isinstance(store.lookup(zips[-1].key, now=1.0), Hit)
+        for proof in proofs:
+            assert store.lookup(proof.key, now=1.0) == Hit(proof), proof.key
+    finally:
+        store.close()

@@ -134,6 +134,24 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+# diskcache's least-recently-used policy, except that checksum-database answers
+# (lookups, tiles, tree heads: a key whose path starts with "sumdb/") are never culled
+# by the size limit. A cached zip is only as good as the proof a fresh client needs to
+# verify it offline (issue 16 §3); they are small, and `modgate cache prune` spares them
+# too. diskcache reads its policies from this table by the name stored in the cache, so
+# registering one more is all it takes; the cull query is its own with a WHERE added.
+KEEP_PROOFS = "modgate-least-recently-used-keep-proofs"
+_LRU = diskcache.core.EVICTION_POLICY["least-recently-used"]
+diskcache.core.EVICTION_POLICY.setdefault(
+    KEEP_PROOFS,
+    {
+        **_LRU,
+        "cull": "SELECT {fields} FROM Cache WHERE key NOT LIKE '% sumdb/%'"
+        " ORDER BY access_time LIMIT ?",
+    },
+)
+
+
 class DiskStore:
     """A Store in a diskcache directory: one item per answer, the entry's metadata in
     the item's tag, so metadata and body are written and evicted together."""
@@ -154,7 +172,7 @@ class DiskStore:
             limit = {} if size_limit is None else {"size_limit": size_limit}
             self._cache = diskcache.Cache(
                 str(directory),
-                eviction_policy="least-recently-used",
+                eviction_policy=KEEP_PROOFS,
                 disk_min_file_size=INLINE_MAX,
                 **limit,
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import subprocess
 import tarfile
 import zipfile
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from modgate.bundle import MANIFEST, Manifest
+from modgate.trace.store import default_db
 from world.gate import Gate, modgate_command
 from world.gocmd import go_env, run_go
 from world.modules import MainModule, World, write_main_module
@@ -36,6 +39,8 @@ class Exported:
     app: MainModule
     db_key: str
     rules: str  # the air-gapped side's: same proxy and database, upstreams unreachable
+    cache_dir: Path  # the connected side's, to export again with a selection
+    confdir: Path
 
 
 def rules_for(upstream_url: str, db: TestSumdb, db_url: str) -> str:
@@ -63,7 +68,21 @@ def exported(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         assert done.returncode == 0, done.stderr
         dead = "http://127.0.0.1:9"  # nothing listens: the other side of the gap
         yield Exported(bundle, gate.confdir / "bundle-signing.pub", app, db.verifier_key,
-                       rules_for(dead, db, dead))  # fmt: skip
+                       rules_for(dead, db, dead), gate.cache_dir, gate.confdir)  # fmt: skip
+
+
+def export(exported: Exported, dest: Path, *selection: str) -> set[str]:
+    """Export the connected cache again with `selection`: the module versions it carries."""
+    done = subprocess.run(
+        modgate_command("cache", "export", str(dest), "--cache-dir", str(exported.cache_dir),
+                        "--confdir", str(exported.confdir), *selection),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(dest) as tar:
+        member = tar.extractfile(MANIFEST)
+        assert member is not None
+        return set(Manifest.loads(member.read()).versions)
 
 
 def import_(bundle: Path, key: Path, cache: Path, rules: Path) -> subprocess.CompletedProcess[str]:
@@ -182,3 +201,27 @@ def test_a_zip_the_database_disowns_is_refused_even_when_signed(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "refused whole, nothing imported" in done.stderr
     assert "SECURITY" in done.stderr and "says h1:" in done.stderr, done.stderr
+
+
+def test_an_export_carries_only_what_its_selection_names(
+    exported: Exported, tmp_path: Path
+) -> None:
+    everything = export(exported, tmp_path / "all.bundle")
+    assert len(everything) > 3
+    one = sorted(everything)[0].partition("@")[0]
+    assert export(exported, tmp_path / "one.bundle", "--modules", one) == {
+        v for v in everything if v.partition("@")[0] == one
+    }
+    # Against the first bundle, a weekly transfer carries nothing when nothing is new.
+    assert export(exported, tmp_path / "inc.bundle", "--against", str(exported.bundle)) == set()
+    assert export(exported, tmp_path / "later.bundle", "--since", "2999-01-01") == set()
+    # A traced session: exactly the versions the trace says it asked for.
+    with sqlite3.connect(default_db(exported.cache_dir)) as conn:
+        rows = conn.execute(
+            "SELECT session, module || '@' || version FROM requests "
+            "WHERE module != '' AND version != '' AND session IS NOT NULL"
+        ).fetchall()
+    session = min(s for s, _ in rows)
+    asked = {mv for s, mv in rows if s == session}
+    picked = export(exported, tmp_path / "session.bundle", "--session", str(session))
+    assert picked and picked == asked & everything

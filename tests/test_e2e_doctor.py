@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from world.disks import tiny_disk
 from world.gate import Gate, modgate_command
 from world.gocmd import go_env, run_go
 from world.modules import World, graph_roots
@@ -248,3 +249,26 @@ def _cert_pem(days: int) -> bytes:
         .sign(key, hashes.SHA256())
     )  # fmt: skip
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_an_unreachable_upstream_and_database_and_a_small_disk_are_each_named(
+    gate: Gate, db: TestSumdb, tmp_path: Path
+) -> None:
+    # The server side as an operator finds it on a bad day: the upstream and the
+    # checksum database gone, and the cache on a disk with little room left.
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"proxies:\n  - url: https://{HOST}\n    upstream: {dead}/up\n"
+        f"checksum:\n  databases:\n    - key: {db.verifier_key}\n      upstream: {dead}/db\n"
+    )
+    with tiny_disk(tmp_path / "disk", "64m") as disk:
+        rc, report = doctor(gate, gate.client_env(client(db, tmp_path, f"https://{HOST}")),
+                            "--rules", str(rules), "--cache-dir", str(disk / "cache"))  # fmt: skip
+    assert rc == 1
+    found = {f["check"]: f for f in report["findings"]}
+    assert found["upstream"]["status"] == "warn"
+    assert f"upstream {dead}/up unreachable" in found["upstream"]["message"]
+    assert found["sumdb"]["status"] == "warn" and f"{dead}/db" in found["sumdb"]["message"]
+    assert found["cache-dir"]["status"] == "warn" and "MiB free" in found["cache-dir"]["message"]
+    assert all(found[c]["fix"] for c in ("upstream", "sumdb", "cache-dir"))

@@ -3,10 +3,6 @@ directory), not blamed on the upstream, and nothing of the download is kept."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from world.disks import tiny_disk
 from world.gate import Gate
 from world.modules import ModuleVersion, World
 from world.upstream import Upstream
@@ -29,22 +26,6 @@ def world() -> Iterator[World]:
     # Under a megabyte: read whole before it is answered, so its error is what go sees.
     with World([ModuleVersion(MODULE, "v1.0.0", payload_bytes=600_000)]) as w:
         yield w
-
-
-@contextlib.contextmanager
-def tiny_disk(where: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `where` (root only)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    where.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
 def get(url: str) -> tuple[int, bytes, str]:

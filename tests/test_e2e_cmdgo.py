@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from world.cmdgo import CmdGoFixtures, download_result, files_of
-from world.gate import Gate
+from world.gate import Gate, modgate_command
 from world.gocmd import go_env, json_objects, run_go
 from world.upstream import Upstream
 
@@ -162,3 +162,37 @@ def test_a_toolchain_switch_goes_through_modgate_verified_then_works_offline(
         finally:
             db.close()
     assert ("verified", "miss") in rows and ("verified", "hit") in rows, rows
+
+
+def test_prefetch_toolchain_fetches_what_a_go_mod_switches_to_then_it_runs_offline(
+    fixtures: CmdGoFixtures, tmp_path: Path
+) -> None:
+    """`modgate prefetch --toolchain`: a go.mod whose toolchain line names go1.999testmod
+    (cmd/go's fixture); prefetched through modgate, then the upstream stops and go, left
+    to switch on its own (GOTOOLCHAIN=auto), finds the toolchain in modgate's cache."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("cmd/go's toolchain fixtures are for linux-amd64")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "go.mod").write_text("module example.com/app\n\ngo 1.21\n\ntoolchain go1.999testmod\n")
+    with Upstream(fixtures.tree, sumdb=fixtures.sumdb) as upstream:
+        gate = Gate(
+            tmp_path / "gate", f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
+        )
+        gate.extra_args = ["--quiet", "--set", f"modgate_gosumdb={fixtures.verifier_key}"]
+        with gate:
+            env = go_env(tmp_path / "p", "off", GOSUMDB=fixtures.verifier_key)
+            done = subprocess.run(
+                modgate_command("prefetch", str(app / "go.mod"), "--toolchain",
+                                "--goproxy", gate.goproxy_url),
+                env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "0 refused, 0 failed" in done.stdout, done.stdout
+            upstream.stop()
+            home = tmp_path / "offline"
+            home.mkdir()
+            env = gate.client_env(go_env(home, f"https://{HOST}", GOSUMDB=fixtures.verifier_key,
+                                         GOTOOLCHAIN="auto"))  # fmt: skip
+            switched = run_go(["version"], env, app, check=False)
+    assert "go1.999testmod here!" in switched.stdout, switched.stdout + switched.stderr

@@ -8,6 +8,7 @@ allowed host, not that address."""
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -33,17 +34,29 @@ PROXY, ORIGIN, EVIL, DENIED, PLAIN = (
 REFUSED, REASON = "example.modgate.test/delta", "delta-rc-is-quarantined"
 
 
+def transparent_env(gate: Gate) -> dict[str, str]:
+    """What `modgate env --transparent` tells a client to set: the CA, and no proxy."""
+    done = subprocess.run(modgate_command("env", "--transparent", "--confdir", str(gate.confdir)),
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    lines = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in done.stdout.splitlines()
+    )
+    assert set(lines) == {"SSL_CERT_FILE", "GIT_SSL_CAINFO"}, done.stdout
+    return lines
+
+
 class Setup:
     def __init__(self, gate: Gate, ns: ClientNamespace, upstream: Upstream, db: TestSumdb,
                  origin: TlsServer, evil: TlsServer, workdir: Path) -> None:  # fmt: skip
         self.gate, self.ns, self.upstream, self.db = gate, ns, upstream, db
         self.origin, self.evil, self.workdir = origin, evil, workdir
+        self.client_env = transparent_env(gate)
 
     def go(
         self, home: Path, *args: str, check: bool = True, goproxy: str = f"https://{PROXY}"
     ) -> subprocess.CompletedProcess[str]:
-        env = go_env(home, goproxy, GOSUMDB=self.db.verifier_key,
-                     SSL_CERT_FILE=str(self.gate.bundle))  # fmt: skip
+        env = go_env(home, goproxy, GOSUMDB=self.db.verifier_key) | self.client_env
         assert not any(k.lower().endswith("_proxy") for k in env)
         home.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(self.ns.command(["go", *args]), env=env, cwd=home,

@@ -25,6 +25,7 @@ from modgate import (
     localcapture,
     prefetch_cli,
     rules_cli,
+    teams_cli,
     trace_cli,
     transparent_rules,
 )
@@ -180,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     rules.set_defaults(func=transparent_rules.cmd)
     trace_cli.add_parser(sub)
     rules_cli.add_parser(sub)
+    teams_cli.add_parser(sub)
     cache_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
     prefetch_cli.add_parser(sub)

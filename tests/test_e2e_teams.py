@@ -389,3 +389,42 @@ def test_proxyauth_and_teams_together_stop_modgate_saying_which(tmp_path: Path) 
         RuntimeError, match="proxyauth and rules.yaml's teams both ask for credentials"
     ):
         gate.start(timeout=30)
+
+
+def test_the_trace_says_who_asked(setup: Setup) -> None:
+    done = setup.go("proxy", "alice", ALICE_PW, f"{PUB}@v1.0.0")
+    assert done.returncode == 0, done.stderr
+    done = setup.go("goproxy", "bob", setup.bob_token, f"{B_LIB}@v1.0.0")
+    assert done.returncode == 0, done.stderr
+    where = ["--cache-dir", str(setup.gate.cache_dir)]
+
+    def sessions(team: str) -> list[dict[str, object]]:
+        out = subprocess.run(modgate_command("trace", "ls", "--all", "--team", team, "--json", *where),
+                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        found: list[dict[str, object]] = json.loads(out.stdout)
+        return found
+
+    deadline = time.monotonic() + 15
+    while not (sessions("team-a") and sessions("team-b")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for team, member in (("team-a", "alice"), ("team-b", "bob")):
+        found = sessions(team)
+        # (This test's own raw clients asked as both teams from one process: one session.)
+        assert found and all(team in s["teams"] for s in found), found  # type: ignore[operator]
+        assert any(member in s["identities"] for s in found)  # type: ignore[operator]
+    session = next(s["id"] for s in sessions("team-a") if s["identities"] == ["alice"])
+    show = subprocess.run(modgate_command("trace", "show", str(session), *where),
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert "· team team-a (alice)" in show.stdout.splitlines()[0]
+    records = json.loads(subprocess.run(
+        modgate_command("trace", "show", str(session), "--json", *where),
+        capture_output=True, text=True, timeout=60, check=True).stdout)["requests"]  # fmt: skip
+    # "tag alice" (the proxy URL's user) also holds the refused runs with a wrong password:
+    # refused before anyone was known, they are no one's.
+    who = {(r["identity"], r["team"], r["status"] == 407) for r in records}
+    assert who <= {("alice", "team-a", False), ("", "", True)} and ("alice", "team-a", False) in who
+    # A refused, unauthenticated request is traced too, as no one's.
+    setup.go("proxy", "", "", f"{PUB}@v1.0.0")
+    ls = subprocess.run(modgate_command("trace", "ls", "--all", *where),
+                        capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert ls.splitlines()[0].split()[:4] == ["ID", "STARTED", "CLIENT", "TEAM"]

@@ -137,17 +137,22 @@ class Teams:
     teams: dict[str, Team] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     file: Path | None = None
+    # Every token by its id: one lookup per request, however many tokens there are.
+    _tokens: dict[str, tuple[Member, Token]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for member in self.members.values():
+            for token in member.tokens:
+                self._tokens[token.id] = (member, token)
 
     @property
     def names(self) -> frozenset[str]:
         return frozenset(self.teams)
 
     def token_owner(self, token_id: str) -> tuple[Member, Token] | None:
-        for member in self.members.values():
-            for token in member.tokens:
-                if token.id == token_id:
-                    return member, token
-        return None
+        return self._tokens.get(token_id)
 
 
 # --- parsing -----------------------------------------------------------------------------

@@ -143,6 +143,11 @@ NOT_FOUND = f"404 Not Found\n\tserver response: modgate: {B_LIB}: not found"
 PRIVATE = f"403 Forbidden\n\tserver response: modgate: refused {A_LIB}: rule owners[0]: private to another team"
 
 
+def test_the_banner_says_clients_authenticate_and_the_endpoint_is_https(setup: Setup) -> None:
+    assert "; 2 teams: every client authenticates" in setup.gate.output()
+    assert setup.gate.goproxy_url.startswith("https://127.0.0.1:")
+
+
 @pytest.mark.parametrize("mode", ["proxy", "goproxy"])
 def test_each_team_sees_exactly_its_own_modules(setup: Setup, mode: str) -> None:
     setup.upstream.reset_counts()

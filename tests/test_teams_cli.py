@@ -129,3 +129,20 @@ def test_rules_check_shows_a_teams_view(rules: Path, capsys: pytest.CaptureFixtu
     assert [json.loads(line)["rule"] for line in out.splitlines()] == ["owners[0]", "default"]
     code, _, err = run(capsys, *args, "--team", "team-z")
     assert code == 2 and "--team team-z: no such team" in err
+
+
+def test_env_for_a_tls_endpoint_also_points_go_at_modgates_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "env", "--goproxy", "https://127.0.0.1:8081", "--confdir", str(tmp_path)
+    )
+    assert code == 0
+    assert out.splitlines() == [
+        "export GOPROXY=https://127.0.0.1:8081",
+        f"export SSL_CERT_FILE={tmp_path / 'ca-bundle.pem'}",
+    ]
+    code, out, _ = run(
+        capsys, "env", "--goproxy", "http://127.0.0.1:8081", "--confdir", str(tmp_path)
+    )
+    assert out.splitlines() == ["export GOPROXY=http://127.0.0.1:8081"]

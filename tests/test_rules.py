@@ -356,7 +356,7 @@ ERRORS = [
      "rules.yaml:3: modules[1]: a rule has exactly one of 'allow: <module path pattern>' or 'deny: <pattern>'"),
     ("modules:\n  - allow: x\n    deny: y\n", "rules.yaml:2: modules[0]: a rule has exactly one of"),
     ("modules:\n  - allow: x\n    versoins: '1.x'\n",
-     "rules.yaml:3: modules[0].versoins: unknown field (expected one of: allow, deny, name, reason, refuse, versions)"),
+     "rules.yaml:3: modules[0].versoins: unknown field (expected one of: allow, deny, name, reason, refuse, teams, versions)"),
     ("modules:\n  - allow: x\n  - allow: y\n  - allow: z\n  - allow: w\n    versions: '^v1.x'\n",
      "rules.yaml:6: modules[3].versions: '^v1.x' is not a version range: '^v1.x': ^ takes a version"),
     ("modules:\n  - allow: x\n    versions: '>=1.2.0 <'\n",
@@ -446,7 +446,7 @@ def test_the_json_schema_for_editors_agrees_with_the_parser() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((ROOT / "rules.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert set(schema["properties"]) == {"proxies", "cache", "checksum", *TOP_LEVEL_KEYS}
+    assert set(schema["properties"]) == {"proxies", "cache", "checksum", "teams", *TOP_LEVEL_KEYS}
     validator = jsonschema.Draft202012Validator(schema)
     for text in ((ROOT / "rules.yaml").read_text(), commented_examples(), ORDERED, HOSTS):
         validator.validate(yaml.safe_load(text))

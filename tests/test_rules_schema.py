@@ -12,7 +12,18 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP = ("proxies", "cache", "checksum", "mode", "hosts", "routes", "modules", "default")
+TOP = (
+    "proxies",
+    "cache",
+    "checksum",
+    "mode",
+    "hosts",
+    "routes",
+    "modules",
+    "default",
+    "teams",
+    "owners",
+)
 
 
 def readme_examples() -> list[str]:

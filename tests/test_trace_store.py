@@ -151,7 +151,9 @@ def test_a_version_1_database_gains_the_origin_column_and_keeps_its_records(tmp_
     db = TraceDB(path)
     db.insert([rec(0.0, origin="go[12]")], [db.new_session("127.0.0.1", T0)])
     db.conn.execute("DROP INDEX requests_by_client")  # as version 1 made it
-    db.conn.execute("ALTER TABLE requests DROP COLUMN origin")
+    db.conn.execute("DROP INDEX requests_by_team")
+    for column in ("origin", "identity", "team"):
+        db.conn.execute(f"ALTER TABLE requests DROP COLUMN {column}")
     db.conn.execute("PRAGMA user_version = 1")
     db.close()
     again = TraceDB(path)
@@ -167,7 +169,40 @@ def test_a_version_1_database_gains_the_origin_column_and_keeps_its_records(tmp_
 def test_a_journal_line_written_before_the_origin_field_still_reads() -> None:
     from modgate.trace import journal
 
-    line = journal.encode(rec(0.0, origin="tag ci"))
-    values = json.loads(line)[:-1]  # the field it had no room for
+    line = journal.encode(rec(0.0, origin="tag ci", identity="alice", team="team-a"))
+    values = json.loads(line)[:-3]  # the fields it had no room for
     assert journal.decode(json.dumps(values).encode()).origin == ""
-    assert journal.decode(line).origin == "tag ci"
+    before_teams = journal.decode(json.dumps(json.loads(line)[:-2]).encode())
+    assert (before_teams.origin, before_teams.identity, before_teams.team) == ("tag ci", "", "")
+    assert journal.decode(line).team == "team-a"
+
+
+def test_a_version_2_database_gains_identity_and_team_and_ls_filters_by_team(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "trace.db"
+    db = TraceDB(path)
+    db.insert([rec(0.0, origin="go[12]")], [db.new_session("127.0.0.1", T0)])
+    db.conn.execute("DROP INDEX requests_by_team")  # as version 2 made it
+    db.conn.execute("ALTER TABLE requests DROP COLUMN identity")
+    db.conn.execute("ALTER TABLE requests DROP COLUMN team")
+    db.conn.execute("PRAGMA user_version = 2")
+    db.close()
+    again = TraceDB(path)
+    assert again.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    [old] = again.records(1)
+    assert (old.origin, old.identity, old.team) == ("go[12]", "", "")
+    second = again.new_session("127.0.0.2", T0 + 5)
+    again.insert(
+        [rec(6.0, identity="alice", team="team-a"), rec(7.0, identity="ci", team="team-a")],
+        [second, second],
+    )
+    third = again.new_session("127.0.0.3", T0 + 9)
+    again.insert([rec(9.0, identity="bob", team="team-b")], [third])
+    assert [s.id for s in again.sessions(team="team-a")] == [second]
+    assert [s.id for s in again.sessions(limit=1, team="team-b")] == [third]
+    assert again.sessions(team="nobody") == []
+    [summary] = again.sessions(team="team-a")
+    assert summary.teams == "team-a" and sorted(summary.identities.split(",")) == ["alice", "ci"]
+    assert [r.identity for r in again.records(second)] == ["alice", "ci"]
+    again.close()

@@ -25,6 +25,7 @@ from modgate import (
     localcapture,
     prefetch_cli,
     rules_cli,
+    teams_cli,
     trace_cli,
     transparent_rules,
 )
@@ -180,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     rules.set_defaults(func=transparent_rules.cmd)
     trace_cli.add_parser(sub)
     rules_cli.add_parser(sub)
+    teams_cli.add_parser(sub)
     cache_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
     prefetch_cli.add_parser(sub)
@@ -471,6 +473,9 @@ class _Banner:
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
         line = f"{line}; gating {gated}; {_verifies(settings)}"
+        teams = settings.runtime.config.teams if settings.runtime else None
+        if teams is not None:
+            line += f"; {len(teams.teams)} teams: every client authenticates"
         if (worker := this_worker()) is not None:
             worker.ready(line)  # the supervisor prints it, once for all workers
         else:
@@ -521,6 +526,10 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     if args.goproxy:
         print(f"export GOPROXY={shlex.quote(args.goproxy)}")
+        if args.goproxy.startswith("https://"):  # teams: the endpoint serves TLS, by modgate's CA
+            print(
+                f"export SSL_CERT_FILE={shlex.quote(str(write_bundle(args.confdir.expanduser())))}"
+            )
         return 0
     bundle = write_bundle(args.confdir.expanduser())
     from urllib.parse import quote

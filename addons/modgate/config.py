@@ -25,6 +25,7 @@ from modgate.errors import ConfigError
 
 if TYPE_CHECKING:
     from modgate.rules import Rules
+    from modgate.teams import Teams
 
 T = TypeVar("T")
 
@@ -150,6 +151,9 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     checksum: ChecksumSettings = field(default_factory=ChecksumSettings)
     rules: Rules = field(default_factory=lambda: _rules_module().Rules())
+    # `teams:` (modgate.teams): who may authenticate, and as which team. None: no
+    # authentication by modgate (anyone who reaches it is the same anonymous client).
+    teams: Teams | None = None
 
 
 def _rules_module() -> Any:
@@ -190,7 +194,9 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
     if root is None:
         return Config(source=source)
     rules = _rules_module()
-    top = _Node(source, root, "").mapping({"proxies", "cache", "checksum", *rules.TOP_LEVEL_KEYS})
+    top = _Node(source, root, "").mapping(
+        {"proxies", "cache", "checksum", "teams", *rules.TOP_LEVEL_KEYS}
+    )
     proxies = None
     if "proxies" in top:
         proxies = tuple(_proxy(n) for n in top["proxies"].sequence())
@@ -203,8 +209,14 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
     cache = _cache(top["cache"]) if "cache" in top else CacheSettings()
     base = Path(source).parent
     checksum = _checksum(top["checksum"], base) if "checksum" in top else ChecksumSettings()
+    teams = None
+    if "teams" in top:
+        from modgate.teams import parse_teams  # imported late: it builds on _Node
+
+        teams = parse_teams(top["teams"], base)
     return Config(source=source, proxies=proxies, cache=cache, checksum=checksum,
-                  rules=rules.parse_rules(top))  # fmt: skip
+                  rules=rules.parse_rules(top, teams.names if teams else None),
+                  teams=teams)  # fmt: skip
 
 
 def _proxy(node: _Node) -> Proxy:

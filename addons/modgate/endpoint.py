@@ -39,6 +39,7 @@ import http as stdhttp
 import inspect
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -134,13 +135,15 @@ class EndpointServer:
         self._sweeper: asyncio.Task[None] | None = None
         self.pool: ThreadPoolExecutor | None = None
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """Serve on `sock`; over TLS with `tls` (with teams: go sends credentials over TLS
+        only)."""
         host, self.port = sock.getsockname()[:2]
         # Reverse mode's spec: the stages know the endpoint's flows by it (Router, Tracer).
         self.mode = mode_specs.ProxyMode.parse(f"reverse:http://{TARGET_HOST}@{self.port}")
         self.pool = ThreadPoolExecutor(TRANSFERS, thread_name_prefix="modgate-endpoint")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
+        self._server = await loop.create_server(lambda: _Connection(self), sock=sock, ssl=tls)
         self._sweeper = loop.create_task(self._sweep())
 
     async def stop(self) -> None:

@@ -6,8 +6,17 @@ module is fetched from, and why a refusal happened. Pure: no I/O, no mitmproxy.
     routes:                    per module path pattern, the upstream chain that serves it
     modules:                   ordered allow/deny rules; the first that matches decides
     default:                   what happens to a module no rule matches
+    owners:                    module path prefixes private to some teams
 
 A decision is a value: `Allow(rule)` or `Deny(rule, reason)`.
+
+Teams (modgate.teams): a module or host rule with `teams: [a, b]` applies only to
+requests of those teams; others pass it by as if it were not there. An `owners` entry
+makes its module paths private to its teams: for anyone else (no team included) every
+request for them is refused before any other rule, cache or upstream is asked, with
+403 or 404 (`answer:`), whether the module exists or not. Owner patterns match the path
+case-insensitively: `!`-escaped upper case (`Team-A`) names another module to go, but
+an upstream that folds case (a VCS host, a file system) would serve the same bytes.
 
     rules.decide("example.com/lib", "v1.3.0")
     -> Deny(rule=ModuleRule(where='modules[4]', ...), reason='...')
@@ -41,6 +50,7 @@ from modgate.versionspec import VersionSpec, parse_spec
 
 __all__ = [
     "Action",
+    "Owner",
     "Allow",
     "Decision",
     "Deny",
@@ -56,7 +66,9 @@ __all__ = [
     "refusal_message",
 ]
 
-TOP_LEVEL_KEYS = frozenset({"mode", "hosts", "routes", "modules", "default", "unrestricted"})
+TOP_LEVEL_KEYS = frozenset(
+    {"mode", "hosts", "routes", "modules", "default", "unrestricted", "owners"}
+)
 # go prints at most 648 bytes of an error body; the rest of the line needs room too.
 MAX_REASON = 300
 MAX_NAME = 60
@@ -100,6 +112,10 @@ class ModuleRule:
     refuse: frozenset[Refuse] = frozenset()
     name: str = ""
     reason: str = ""
+    teams: frozenset[str] | None = None  # None: applies to every request
+
+    def applies_to(self, team: str | None) -> bool:
+        return self.teams is None or team in self.teams
 
     def matches_path(self, module: str) -> bool:
         return not self.patterns or any(p.matches(module) for p in self.patterns)
@@ -151,8 +167,11 @@ class HostRule:
     host: str = "*"  # a path.Match glob on the host name
     port: int | None = None  # None: any port
     reason: str = ""
+    teams: frozenset[str] | None = None  # None: applies to every request
 
-    def matches(self, host: str, port: int) -> bool:
+    def matches(self, host: str, port: int, team: str | None = None) -> bool:
+        if self.teams is not None and team not in self.teams:
+            return False
         if self.port is not None and port != self.port:
             return False
         try:
@@ -165,7 +184,28 @@ class HostRule:
         return self.where
 
 
-Rule = ModuleRule | HostRule
+@dataclass(frozen=True)
+class Owner:
+    """An entry of `owners` ("owners[1]"): module paths only `teams` may see. `status` is
+    what everyone else gets: 403 (refused, says so) or 404 (as if there were nothing)."""
+
+    where: str
+    patterns: tuple[Pattern, ...]
+    teams: frozenset[str]
+    status: int = 403
+
+    def matches_path(self, module: str) -> bool:
+        lowered = module.lower()
+        return any(p.matches(lowered) for p in self.patterns)
+
+    @property
+    def label(self) -> str:
+        return self.where
+
+
+OWNED_REASON = "private to another team"
+
+Rule = ModuleRule | HostRule | Owner
 
 
 @dataclass(frozen=True)
@@ -177,6 +217,11 @@ class Allow:
 class Deny:
     rule: Rule
     reason: str
+
+    @property
+    def status(self) -> int:
+        """The HTTP status a refusal is answered with."""
+        return self.rule.status if isinstance(self.rule, Owner) else 403
 
 
 Decision = Allow | Deny
@@ -217,6 +262,7 @@ class Rules:
     # `unrestricted: true`: no host or module rule, on purpose. A hot reload refuses a file
     # that drops every rule in force without it (modgate.rulesfile.may_replace).
     unrestricted: bool = False
+    owners: tuple[Owner, ...] = ()
     # What was decided, per question, for as long as these rules are in force (a reload
     # builds new Rules): a build asks about the same modules again and again, and each
     # answer walks every rule's patterns. Bounded: emptied when full.
@@ -239,12 +285,30 @@ class Rules:
             "modules": bool(self.modules),
             "routes": bool(self.routes),
             "default: deny": self.default.action is Action.DENY,
+            "owners": bool(self.owners),
         }
         return [name for name, present in kinds.items() if present]
 
-    @property
-    def _chain(self) -> tuple[ModuleRule, ...]:
-        return (*self.modules, self.default)
+    def _chain(self, team: str | None) -> tuple[ModuleRule, ...]:
+        return (*(r for r in self.modules if r.applies_to(team)), self.default)
+
+    def owned(self, module: str, team: str | None) -> Deny | None:
+        """The refusal of a module path private to teams `team` is not one of (any team
+        when `team` is None), or None. Asked first, for every kind of request (list,
+        @latest, .info, .mod, .zip, checksum-database lookups)."""
+        if not self.owners:
+            return None
+        key = ("owned", module, team)
+        if key in self._memo:
+            return cast(Deny | None, self._memo[key])
+        found = None
+        for owner in self.owners:
+            if owner.matches_path(module):
+                if team in owner.teams:
+                    break
+                found = Deny(owner, OWNED_REASON)
+                break
+        return cast(Deny | None, self._remember(key, found))
 
     def route(self, module: str) -> Chain | None:
         """The upstream chain of the first route whose patterns match `module`."""
@@ -262,17 +326,25 @@ class Rules:
         return None
 
     def decide(
-        self, module: str, version: str, retractions: tuple[Retraction, ...] = ()
+        self,
+        module: str,
+        version: str,
+        retractions: tuple[Retraction, ...] = (),
+        team: str | None = None,
     ) -> Decision:
-        """The first rule matching module@version decides. `retractions` are those of the
-        module's latest go.mod (needed only when `needs_retractions(module)`)."""
-        key = ("decide", module, version, retractions)
+        """The first rule matching module@version decides (after `owned`). `retractions`
+        are those of the module's latest go.mod (needed only when `needs_retractions`);
+        `team` is the requester's (None: unauthenticated, or no teams)."""
+        key = ("decide", module, version, retractions, team)
         if (known := self._memo.get(key)) is not None:
             return cast(Decision, known)
-        return cast(Decision, self._remember(key, self._decide(module, version, retractions)))
+        decision = self.owned(module, team) or self._decide(module, version, retractions, team)
+        return cast(Decision, self._remember(key, decision))
 
-    def _decide(self, module: str, version: str, retractions: tuple[Retraction, ...]) -> Decision:
-        for rule in self._chain:
+    def _decide(
+        self, module: str, version: str, retractions: tuple[Retraction, ...], team: str | None
+    ) -> Decision:
+        for rule in self._chain(team):
             if not rule.matches(module, version):
                 continue
             match rule.action:
@@ -285,16 +357,17 @@ class Rules:
                     assert_never(rule.action)
         raise AssertionError("the default rule matches everything")
 
-    def decide_path(self, module: str) -> Decision:
-        """For requests that name no version: denied only by an unconditional deny rule
-        (or a deny default) that no allow rule before it can pre-empt."""
-        key = ("path", module)
+    def decide_path(self, module: str, team: str | None = None) -> Decision:
+        """For requests that name no version: denied by `owned`, or by an unconditional
+        deny rule (or a deny default) that no allow rule before it can pre-empt."""
+        key = ("path", module, team)
         if (known := self._memo.get(key)) is not None:
             return cast(Decision, known)
-        return cast(Decision, self._remember(key, self._decide_path(module)))
+        decision = self.owned(module, team) or self._decide_path(module, team)
+        return cast(Decision, self._remember(key, decision))
 
-    def _decide_path(self, module: str) -> Decision:
-        for rule in self._chain:
+    def _decide_path(self, module: str, team: str | None) -> Decision:
+        for rule in self._chain(team):
             if not rule.matches_path(module):
                 continue
             if rule.action is Action.ALLOW:
@@ -303,15 +376,15 @@ class Rules:
                 return Deny(rule, rule.reason)
         raise AssertionError("the default rule matches everything")
 
-    def may_deny_versions(self, module: str) -> bool:
+    def may_deny_versions(self, module: str, team: str | None = None) -> bool:
         """Whether some version of `module` could be denied (so lists need filtering)."""
-        for rule in self._chain:
+        for rule in self._chain(team):
             if rule.matches_path(module):
                 return rule.action is Action.DENY or rule.conditional
         return False
 
-    def needs_retractions(self, module: str) -> bool:
-        for rule in self._chain:
+    def needs_retractions(self, module: str, team: str | None = None) -> bool:
+        for rule in self._chain(team):
             if rule.matches_path(module):
                 if Refuse.RETRACTED in rule.refuse:
                     return True
@@ -320,34 +393,41 @@ class Rules:
         return False
 
     def allowed_versions(
-        self, module: str, versions: Iterable[str], retractions: tuple[Retraction, ...] = ()
+        self,
+        module: str,
+        versions: Iterable[str],
+        retractions: tuple[Retraction, ...] = (),
+        team: str | None = None,
     ) -> list[str]:
         """The valid versions of `versions` this module may be downloaded at, in order."""
         return [
             v
             for v in versions
-            if semver.is_valid(v) and isinstance(self.decide(module, v, retractions), Allow)
+            if semver.is_valid(v) and isinstance(self.decide(module, v, retractions, team), Allow)
         ]
 
-    def decide_host(self, host: str, port: int, gated: Collection[tuple[str, int]]) -> Decision:
+    def decide_host(
+        self, host: str, port: int, gated: Collection[tuple[str, int]], team: str | None = None
+    ) -> Decision:
         """May a client reach host:port through the proxy? Hosts modgate gates (module
-        proxies, checksum databases) always; with no `hosts` section, every host."""
+        proxies, checksum databases) always; with no `hosts` section, every host; a
+        `hosts.allow` entry with `teams` only for them."""
         if (host.lower(), port) in gated:
             return Allow(GATED)
         if self.hosts is None:
             return Allow(ANY_HOST)
         for rule in (*self.hosts.vcs, *self.hosts.allow, self.hosts.default):
-            if rule.matches(host, port):
+            if rule.matches(host, port, team):
                 if rule.action is Action.ALLOW:
                     return Allow(rule)
                 return Deny(rule, rule.reason or HOSTS_REASON)
         raise AssertionError("the hosts default matches every host")
 
-    def vcs_host(self, host: str, port: int) -> HostRule | None:
+    def vcs_host(self, host: str, port: int, team: str | None = None) -> HostRule | None:
         """The `hosts.vcs` entry `host:port` matches, if any."""
         if self.hosts is None:
             return None
-        return next((rule for rule in self.hosts.vcs if rule.matches(host, port)), None)
+        return next((rule for rule in self.hosts.vcs if rule.matches(host, port, team)), None)
 
 
 def latest_of(versions: Iterable[str]) -> str | None:
@@ -376,13 +456,18 @@ def _with_reason(what: str, reason: str) -> str:
 # --- parsing -------------------------------------------------------------------------
 
 
-def parse_rules(top: dict[str, _Node]) -> Rules:
-    """The policy keys of a parsed rules.yaml top level (see `TOP_LEVEL_KEYS`)."""
+def parse_rules(top: dict[str, _Node], teams: frozenset[str] | None = None) -> Rules:
+    """The policy keys of a parsed rules.yaml top level (see `TOP_LEVEL_KEYS`). `teams`:
+    the team names `teams:` defines (None: no such section), which rules may name."""
+    known = _TeamNames(teams)
     mode = top["mode"].convert(_mode) if "mode" in top else Mode.ENFORCE
-    hosts = _hosts(top["hosts"]) if "hosts" in top else None
+    hosts = _hosts(top["hosts"], known) if "hosts" in top else None
     routes = tuple(_route(n) for n in top["routes"].sequence()) if "routes" in top else ()
-    modules = tuple(_module_rule(n) for n in top["modules"].sequence()) if "modules" in top else ()
-    parsed = Rules(mode, hosts, routes, modules)
+    modules: tuple[ModuleRule, ...] = ()
+    if "modules" in top:
+        modules = tuple(_module_rule(n, known) for n in top["modules"].sequence())
+    owners = tuple(_owner(n, known) for n in top["owners"].sequence()) if "owners" in top else ()
+    parsed = Rules(mode, hosts, routes, modules, owners=owners)
     if "default" in top:
         parsed = replace(parsed, default=_default(top["default"]))
     if "unrestricted" in top and top["unrestricted"].convert(_boolean):
@@ -411,8 +496,62 @@ def _action(value: object) -> Action:
         raise ValueError(f"{value!r} is not an action (expected allow or deny)") from None
 
 
-def _module_rule(node: _Node) -> ModuleRule:
-    fields = node.mapping({"allow", "deny", "versions", "refuse", "name", "reason"})
+@dataclass(frozen=True)
+class _TeamNames:
+    names: frozenset[str] | None
+
+    def parse(self, node: _Node) -> frozenset[str]:
+        """A rule's `teams: [a, b]` (or one name), each defined in `teams:`."""
+        nodes = node.sequence() if isinstance(node.node, yaml.SequenceNode) else [node]
+        if not nodes:
+            raise node.error("expected a team name or a list of them, not an empty list")
+        out = set()
+        for n in nodes:
+            name = str(n.value())
+            if self.names is None:
+                raise n.error(
+                    f"team {name!r}: no team is defined; add a 'teams:' section (or a file "
+                    "it names) before rules name teams"
+                )
+            if name not in self.names:
+                raise n.error(
+                    f"no team {name!r} in teams: (defined: {', '.join(sorted(self.names))})"
+                )
+            out.add(name)
+        return frozenset(out)
+
+
+def _owner(node: _Node, known: _TeamNames) -> Owner:
+    fields = node.mapping({"modules", "teams", "answer"}, required={"modules", "teams"})
+    patterns = []
+    for n in (
+        fields["modules"].sequence()
+        if isinstance(fields["modules"].node, yaml.SequenceNode)
+        else [fields["modules"]]
+    ):
+        text = _raw(n, "a module path pattern such as *.corp.example/team-a")
+        if text.startswith("re:"):
+            raise n.error("owners match paths case-insensitively: write a glob, not 're:'")
+        try:
+            patterns.append(compile_pattern(text.lower()))
+        except ValueError as e:
+            raise n.error(str(e)) from e
+    status = 403
+    if "answer" in fields:
+        status = fields["answer"].convert(_answer)
+    return Owner(node.where, tuple(patterns), known.parse(fields["teams"]), status)
+
+
+def _answer(value: object) -> int:
+    if value not in (403, 404):
+        raise ValueError(
+            f"{value!r}: others get 403 (refused, and go says so) or 404 (as if absent)"
+        )
+    return value if isinstance(value, int) else 403
+
+
+def _module_rule(node: _Node, known: _TeamNames) -> ModuleRule:
+    fields = node.mapping({"allow", "deny", "versions", "refuse", "name", "reason", "teams"})
     given = [a for a in Action if a.value in fields]
     if len(given) != 1:
         raise node.error(
@@ -431,7 +570,8 @@ def _module_rule(node: _Node) -> ModuleRule:
     reason = fields["reason"].convert(_text("a reason", MAX_REASON)) if "reason" in fields else ""
     if action is Action.DENY and not reason:
         raise node.error("a deny rule needs a 'reason': it is what the refused developer reads")
-    return ModuleRule(node.where, action, patterns, versions, refuse, name, reason)
+    teams = known.parse(fields["teams"]) if "teams" in fields else None
+    return ModuleRule(node.where, action, patterns, versions, refuse, name, reason, teams)
 
 
 def _default(node: _Node) -> ModuleRule:
@@ -519,17 +659,24 @@ def _route(node: _Node) -> Route:
     return Route(node.where, _patterns(fields["modules"]), fields["upstream"].convert(parse_chain))
 
 
-def _hosts(node: _Node) -> HostRules:
+def _hosts(node: _Node, known: _TeamNames) -> HostRules:
     fields = node.mapping({"allow", "default", "reason", "vcs"})
-    allow = tuple(_host_rule(n) for n in fields["allow"].sequence()) if "allow" in fields else ()
-    vcs = tuple(_host_rule(n) for n in fields["vcs"].sequence()) if "vcs" in fields else ()
+    allow: tuple[HostRule, ...] = ()
+    if "allow" in fields:
+        allow = tuple(_host_rule(n, known) for n in fields["allow"].sequence())
+    vcs = tuple(_host_rule(n, known) for n in fields["vcs"].sequence()) if "vcs" in fields else ()
     action = fields["default"].convert(_action) if "default" in fields else Action.DENY
     reason = fields["reason"].convert(_text("a reason", MAX_REASON)) if "reason" in fields else ""
     default = HostRule("hosts.default", action, reason=reason or HOSTS_REASON)
     return HostRules(allow, default, vcs)
 
 
-def _host_rule(node: _Node) -> HostRule:
+def _host_rule(node: _Node, known: _TeamNames) -> HostRule:
+    """A host (glob, host:port), or {host: ..., teams: [...]} for some teams only."""
+    if isinstance(node.node, yaml.MappingNode):
+        fields = node.mapping({"host", "teams"}, required={"host", "teams"})
+        rule = _host_rule(fields["host"], known)
+        return replace(rule, where=node.where, teams=known.parse(fields["teams"]))
     text = _raw(node, "a host name, a glob such as *.corp.example, or host:port")
     if "/" in text or any(c.isspace() for c in text):
         raise node.error(f"{text!r} is not a host name (write github.com, not a URL)")

@@ -4,6 +4,8 @@
     modgate rules check [--rules FILE] MODULE@VERSION…   verdict, rule and reason of each
     modgate rules check --gomod go.mod [--gosum go.sum]  every requirement of a build, and
                                                          with go.sum every version it uses
+    modgate rules check --team T ...                     as team T sees it (rules naming
+                                                         teams, `owners`)
 
 Exit status: 0 nothing refused, 1 something refused (in enforce mode; audit mode only
 reports), 2 bad usage or an invalid rules file. The check runs offline: rules that
@@ -55,6 +57,7 @@ def add_parser(sub: Any) -> None:
     check.add_argument("--gomod", type=Path, help="check every requirement of this go.mod")
     check.add_argument("--gosum", type=Path, help="with --gomod: also every version in go.sum")
     check.add_argument("--json", action="store_true", help="one JSON object per line")
+    check.add_argument("--team", default=None, help="decide as this team's members are decided")
     check.set_defaults(func=cmd_check)
 
 
@@ -90,9 +93,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise ConfigError("rules check: give MODULE@VERSION arguments or --gomod go.mod")
     if args.gosum and not args.gomod:
         raise ConfigError("rules check: --gosum goes with --gomod")
-    rules = load_checked(args.rules).rules
+    config = load_checked(args.rules)
+    rules, team = config.rules, args.team
+    if team is not None and (config.teams is None or team not in config.teams.teams):
+        known = ", ".join(sorted(config.teams.teams)) if config.teams else "none defined"
+        raise ConfigError(f"rules check: --team {team}: no such team in {args.rules} ({known})")
     wanted = _from_args(args.modules) if args.modules else _from_gomod(args.gomod, args.gosum)
-    rows = [judge(rules, row) for row in wanted]
+    rows = [judge(rules, row, team) for row in wanted]
     if args.json:
         for row in rows:
             print(json.dumps(row.__dict__))
@@ -105,14 +112,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     refused = sum(row.verdict == "deny" for row in rows)
     audited = sum(row.verdict == "audit-deny" for row in rows)
     audit = f", {audited} would be refused (audit mode)" if audited else ""
-    print(f"{len(rows)} checked, {refused} refused{audit}", file=sys.stderr)
+    view = f" (as team {team})" if team else ""
+    print(f"{len(rows)} checked{view}, {refused} refused{audit}", file=sys.stderr)
     return 1 if refused else 0
 
 
-def judge(rules: Rules, row: Row) -> Row:
+def judge(rules: Rules, row: Row, team: str | None = None) -> Row:
     if row.verdict:  # decided already (a local replacement)
         return row
-    match decision := rules.decide(row.module, row.version):
+    match decision := rules.decide(row.module, row.version, team=team):
         case Allow(rule):
             return Row(row.module, row.version, row.source, "allow", rule.label)
         case Deny(rule, reason):

@@ -1,6 +1,7 @@
 """modgate trace: what went through modgate, per session (one `go` invocation).
 
-    modgate trace ls                      sessions: when, client, requests, hit ratio, ...
+    modgate trace ls [--team T]           sessions: when, client, requests, hit ratio, ...
+                                          (and the team that asked, with rules.yaml teams)
     modgate trace show ID|last [--json]   a session's requests in order, and a summary
     modgate trace last                    the same as `show last`
     modgate trace export ID --har FILE    HAR 1.2, for browser devtools
@@ -57,6 +58,7 @@ def add_parser(sub: Any) -> None:
         "-n", "--limit", type=int, default=20, help="the latest N (default: %(default)s)"
     )
     p.add_argument("--all", action="store_true", help="every session")
+    p.add_argument("--team", help="only sessions with requests of this team (rules.yaml teams)")
     p.add_argument("--json", action="store_true", help="one JSON document")
 
     p = command("show", cmd_show, "a session's requests in order, and a summary")
@@ -168,7 +170,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from modgate.trace.report import ls_text, summary_json
 
     with _open(args) as db:
-        sessions = db.sessions(None if args.all else args.limit)
+        sessions = db.sessions(None if args.all else args.limit, args.team)
     if args.json:
         print(json.dumps([summary_json(s) for s in sessions], indent=2))
     else:

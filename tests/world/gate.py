@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 BANNER = re.compile(r"modgate: (?:proxy on (http://[^,\s]+)|capturing [^(]+\(local mode\)),.*")
-GOPROXY_ENDPOINT = re.compile(r"GOPROXY endpoint (http://[^;\s]+);")
+GOPROXY_ENDPOINT = re.compile(r"GOPROXY endpoint (https?://[^;\s]+);")
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """The mitmproxy addons of modgate, in the order a request meets them:
 
     Settings   options, rules file, store and upstream client (no hooks on flows)
+    AuthGate   who is asking (rules.yaml `teams`): 407/401 before anything else looks
     TransparentGate  redirected connections: passed through or refused by name; each
                request routed by its Host (transparent mode, local capture)
     Router     is this a module-proxy request? parse it, or answer 400/404/405
@@ -29,6 +30,7 @@ _REASONS = {code: reason.encode() for code, reason in status_codes.RESPONSES.ite
 
 
 def all_addons() -> list[object]:
+    from modgate.addons.auth import AuthGate
     from modgate.addons.cache import CacheGate
     from modgate.addons.pipeline import Pipeline
     from modgate.addons.readahead import ReadAheadGate
@@ -43,8 +45,10 @@ def all_addons() -> list[object]:
     router = Router(settings)
     tracer = Tracer()
     transparent = TransparentGate(settings, tracer.record_connection)
-    stages = [settings, transparent, router, VcsGate(settings), RulesGate(settings),
-              ReadAheadGate(settings), CacheGate(settings), tracer]  # fmt: skip
+    stages = [
+        *(settings, AuthGate(settings), transparent, router, VcsGate(settings)),
+        *(RulesGate(settings), ReadAheadGate(settings), CacheGate(settings), tracer),
+    ]
     # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
     return [Pipeline(stages, gated=router.gated)]
 

@@ -10,8 +10,12 @@
 - `@v/list` answers are filtered to the allowed versions and an `@latest` naming a
   refused version is answered with the newest allowed one, so `go get m@latest` and
   `go get -u` pick what may be used instead of failing.
-- Checksum-database lookups are never refused: they carry no code, and a client may
-  verify a go.sum line for a module it already has.
+- Checksum-database lookups are refused only for a module path `owners` keeps from the
+  requester's team: they carry no code, and a client may verify a go.sum line for a
+  module it already has.
+- Teams (`flow.metadata["modgate.team"]`, set by AuthGate): rules naming teams apply to
+  theirs only; a path `owners` keeps from the team is refused on every request with the
+  owner's 403 or 404, by its path alone, before the cache or any upstream is asked.
 - In audit mode nothing is refused or filtered; each would-be refusal is logged as a
   warning and recorded.
 
@@ -90,19 +94,18 @@ class RulesGate:
         if vcs is not None and vcs.module:
             # A direct fetch from a hosts.vcs host, by its repository or module path; in
             # both spellings, since hosts such as GitHub ignore a path's case.
-            rules = self.settings.runtime.config.rules
-            decision = rules.decide_path(vcs.module)
+            rules, team = self.settings.runtime.config.rules, _team(flow)
+            decision = rules.decide_path(vcs.module, team)
             if isinstance(decision, Allow) and vcs.module.lower() != vcs.module:
-                decision = rules.decide_path(vcs.module.lower())
-            if refusal := self._judge(flow, decision, vcs.module, rules.mode):
-                flow.response = plain(403, refusal)
+                decision = rules.decide_path(vcs.module.lower(), team)
+            self._refuse(flow, decision, vcs.module, rules.mode)
 
     def _check_host(self, flow: http.HTTPFlow) -> str:
         """Decide and record; the refusal to answer with, or "" to let it pass."""
         runtime = self.settings.runtime
         assert runtime is not None
         host, port = normal_host(flow.request.host), flow.request.port
-        decision = runtime.config.rules.decide_host(host, port, runtime.gated)
+        decision = runtime.config.rules.decide_host(host, port, runtime.gated, _team(flow))
         return self._judge(flow, decision, f"host {host}:{port}", runtime.config.rules.mode)
 
     # --- modules --------------------------------------------------------------------
@@ -113,24 +116,37 @@ class RulesGate:
         runtime = self.settings.runtime
         if req is None or chain is None or runtime is None or flow.response or flow.error:
             return
+        rules, team = runtime.config.rules, _team(flow)
         if req.sumdb or not req.module:
-            return  # checksum-database traffic: see the module docstring
-        rules = runtime.config.rules
+            # Checksum-database traffic: see the module docstring.
+            if req.module and (owned := rules.owned(req.module, team)):
+                self._refuse(flow, owned, req.module, rules.mode)
+            return
         if req.kind is not Kind.ZIP:
             # Metadata is refused only with the whole module: go reads the go.mod of many
             # versions it never builds (minimal version selection), and the code is in the zip.
-            decision = rules.decide_path(req.module)
-            if refusal := self._judge(flow, decision, req.module, rules.mode):
-                flow.response = plain(403, refusal)
+            decision = rules.decide_path(req.module, team)
+            if self._refuse(flow, decision, req.module, rules.mode):
                 return
             filtered = req.kind in (Kind.LIST, Kind.LATEST) and rules.mode is Mode.ENFORCE
-            if filtered and rules.may_deny_versions(req.module):
+            if filtered and rules.may_deny_versions(req.module, team):
                 await self._filter(flow, runtime, chain, req)
             return
-        retractions = await self._retractions(runtime, chain, req.module)
-        decision = rules.decide(req.module, req.version, retractions)
-        if refusal := self._judge(flow, decision, f"{req.module}@{req.version}", rules.mode):
+        retractions = await self._retractions(runtime, chain, req.module, team=team)
+        decision = rules.decide(req.module, req.version, retractions, team)
+        self._refuse(flow, decision, f"{req.module}@{req.version}", rules.mode)
+
+    def _refuse(self, flow: http.HTTPFlow, decision: Decision, what: str, mode: Mode) -> bool:
+        """Record `decision`; answer the flow when it refuses (and is enforced)."""
+        refusal = self._judge(flow, decision, what, mode)
+        if not refusal:
+            return False
+        assert isinstance(decision, Deny)
+        if decision.status == 404:  # an owner's "as if absent"
+            flow.response = plain(404, f"modgate: {what}: not found")
+        else:
             flow.response = plain(403, refusal)
+        return True
 
     def _judge(self, flow: http.HTTPFlow, decision: Decision, what: str, mode: Mode) -> str:
         """Record a decision on the flow; the refusal message when it is enforced, else ""."""
@@ -169,9 +185,9 @@ class RulesGate:
         elif req.kind is Kind.LIST:
             await self._filter_list(flow, runtime, chain, req, answer, data)
         else:
-            version = _info_version(data)
-            retractions = await self._retractions(runtime, chain, req.module)
-            decision = runtime.config.rules.decide(req.module, version, retractions)
+            version, team = _info_version(data), _team(flow)
+            retractions = await self._retractions(runtime, chain, req.module, team=team)
+            decision = runtime.config.rules.decide(req.module, version, retractions, team)
             if isinstance(decision, Deny):
                 await self._newest_allowed(flow, runtime, chain, req, decision, version)
             else:
@@ -181,11 +197,11 @@ class RulesGate:
         self, flow: http.HTTPFlow, runtime: Runtime, chain: Chain, req: ModRequest,
         answer: Served, data: bytes,
     ) -> None:  # fmt: skip
-        rules = runtime.config.rules
+        rules, team = runtime.config.rules, _team(flow)
         lines = data.decode("utf-8", "replace").splitlines()
         versions = [line.split()[0] for line in lines if line.split()]
-        retractions = await self._retractions(runtime, chain, req.module, versions)
-        allowed = set(rules.allowed_versions(req.module, versions, retractions))
+        retractions = await self._retractions(runtime, chain, req.module, versions, team)
+        allowed = set(rules.allowed_versions(req.module, versions, retractions, team))
         kept = [line for line in lines if line.split() and line.split()[0] in allowed]
         hidden = sorted(set(versions) - allowed)
         if hidden:
@@ -198,11 +214,11 @@ class RulesGate:
     ) -> None:  # fmt: skip
         """@latest names a refused version: answer with the .info of the newest allowed
         version in the list, or refuse when there is none."""
-        rules = runtime.config.rules
+        rules, team = runtime.config.rules, _team(flow)
         listed = await self._fetch(runtime, chain, f"{escape(req.module)}/@v/list")
         versions = [line.split()[0] for line in (listed or "").splitlines() if line.split()]
-        retractions = await self._retractions(runtime, chain, req.module, versions)
-        pick = latest_of(rules.allowed_versions(req.module, versions, retractions))
+        retractions = await self._retractions(runtime, chain, req.module, versions, team)
+        pick = latest_of(rules.allowed_versions(req.module, versions, retractions, team))
         if pick is None:
             refusal = self._judge(flow, refused, f"{req.module}@{latest}", rules.mode)
             flow.response = plain(403, refusal)
@@ -259,14 +275,19 @@ class RulesGate:
             return None
 
     async def _retractions(
-        self, runtime: Runtime, chain: Chain, module: str, versions: list[str] | None = None
+        self,
+        runtime: Runtime,
+        chain: Chain,
+        module: str,
+        versions: list[str] | None = None,
+        team: str | None = None,
     ) -> tuple[Retraction, ...]:
         """The `retract` directives of the module's latest go.mod ("retract directive": the
         go command reads them from the latest version, releases before pre-releases), when
         a rule that may decide `module` refuses retracted versions; else none. When they
         cannot be read the decision is made without them, with a warning: the cache must
         keep serving modules when the upstream is down."""
-        if not runtime.config.rules.needs_retractions(module):
+        if not runtime.config.rules.needs_retractions(module, team):
             return ()
         base = escape(module)
         if versions is None:
@@ -365,6 +386,11 @@ class RulesGate:
         if self.settings.runtime is not None:
             log.info("modgate: reloaded %s: %s", path, summary(self.settings.runtime.config.rules))
         return True
+
+
+def _team(flow: http.HTTPFlow) -> str | None:
+    """The requester's team (AuthGate), None when unauthenticated or without teams."""
+    return flow.metadata.get("modgate.team") or None
 
 
 def summary(rules: Rules) -> str:

@@ -348,15 +348,18 @@ def _resize(store: DiskStore, config: Config, in_force: Config) -> None:
         ) from e
 
 
-def loopback_tls() -> ssl.SSLContext | None:
-    """A TLS server context for 127.0.0.1 with a certificate from modgate's CA (mitmproxy's,
-    in the confdir), which clients of the HTTPS proxy already trust; None when mitmproxy
-    has no certificate store (no TLS interception)."""
+def loopback_tls(address: str = "") -> ssl.SSLContext | None:
+    """A TLS server context for 127.0.0.1 (and `address`, an IP address listened on) with
+    a certificate from modgate's CA (mitmproxy's, in the confdir), which clients of the
+    HTTPS proxy already trust; None when mitmproxy has no certificate store."""
     tlsconfig = ctx.master.addons.get("tlsconfig")
     certstore = getattr(tlsconfig, "certstore", None)
     if certstore is None:
         return None
-    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    ips = {"127.0.0.1", "::1", *([address] if address else [])}
+    ips -= {"0.0.0.0", "::"}  # listening everywhere: clients name some address of the host
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in sorted(ips)]
+    sans.append(x509.DNSName("localhost"))
     entry = certstore.get_cert("127.0.0.1", sans)
     key = entry.privatekey.private_bytes(
         serialization.Encoding.PEM,

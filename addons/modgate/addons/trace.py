@@ -368,6 +368,8 @@ def record_of(flow: http.HTTPFlow, origin: str = "") -> tuple[Record, bytes | No
         rule_reason=str(ruled.get("reason", "")),
         error=" ".join(str(error).split()),
         origin=origin,
+        identity=str(meta.get("modgate.identity", "")),
+        team=str(meta.get("modgate.team", "")),
     )
     body = None
     if mod and status == 200 and not record.h1 and record.kind in ("mod", "zip") and resp:
@@ -408,6 +410,8 @@ def tunnel_record(connect: http.HTTPFlow, client: connection.Client, origin: str
         rule_reason=str(ruled.get("reason", "")),
         error=" ".join(error.split()),
         origin=origin,
+        identity=str(connect.metadata.get("modgate.identity", "")),
+        team=str(connect.metadata.get("modgate.team", "")),
     )
 
 

@@ -45,9 +45,10 @@ def encode(record: Record) -> bytes:
 
 def decode(data: bytes) -> Record:
     fields = json.loads(data)
-    if not isinstance(fields, list) or not len(COLUMNS) - 1 <= len(fields) <= len(COLUMNS):
+    if not isinstance(fields, list) or not len(COLUMNS) - 3 <= len(fields) <= len(COLUMNS):
         raise ValueError("not a journal line of this modgate")
-    values = dict(zip(COLUMNS, fields, strict=False))  # a line without `origin`: before it
+    # A line without `origin`, `identity` or `team`: written before them.
+    values = dict(zip(COLUMNS, fields, strict=False))
     values["attempts"] = tuple(values["attempts"])
     return Record(**values)
 

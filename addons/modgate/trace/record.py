@@ -62,6 +62,10 @@ class Record:
     # --session NAME`). Sessions are one per origin (trace/sessions.py). Last, so journal
     # lines written before it still read.
     origin: str = ""
+    # Who asked, as rules.yaml's teams know them (AuthGate: flow.metadata["modgate.identity"]
+    # and ["modgate.team"]); "" without teams, or when the request was not authenticated.
+    identity: str = ""
+    team: str = ""
 
     @property
     def refused(self) -> bool:

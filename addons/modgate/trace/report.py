@@ -87,9 +87,15 @@ def ls_text(sessions: Sequence[SessionSummary]) -> str:
             "-" if ratio is None else f"{ratio:.0%}", f"{s.duration:.1f}s",
             str(s.refused), str(s.errors),
         ])  # fmt: skip
+        if any(x.teams for x in sessions):  # who asked: only where rules.yaml has teams
+            rows[-1].insert(3, terminal(s.teams) or "-")
     header = ["ID", "STARTED", "CLIENT", "LABEL", "REQS", "MODULES", "BYTES", "HITS",
               "DURATION", "REFUSED", "ERRORS"]  # fmt: skip
-    return "\n".join(_table(header, rows, {0, 4, 5, 6, 7, 8, 9, 10})) + "\n"
+    numbers = {0, 4, 5, 6, 7, 8, 9, 10}
+    if any(s.teams for s in sessions):
+        header.insert(3, "TEAM")
+        numbers = {0, 5, 6, 7, 8, 9, 10, 11}
+    return "\n".join(_table(header, rows, numbers)) + "\n"
 
 
 def summary_json(s: SessionSummary) -> dict[str, Any]:
@@ -98,6 +104,8 @@ def summary_json(s: SessionSummary) -> dict[str, Any]:
         "ended": s.last, "requests": s.requests, "module_versions": s.versions,
         "bytes_out": s.bytes_out, "hits": s.hits, "hit_ratio": s.hit_ratio,
         "duration": s.duration, "refused": s.refused, "errors": s.errors,
+        "teams": s.teams.split(",") if s.teams else [],
+        "identities": s.identities.split(",") if s.identities else [],
     }  # fmt: skip
 
 
@@ -110,6 +118,7 @@ def show_text(s: SessionSummary, records: Sequence[Record]) -> str:
         terminal(
             f"session {s.id}{label} · client {s.client if s.client != '*' else 'any'} · "
             f"{when(s.first or s.started)} · {len(records)} requests · {s.duration:.2f}s"
+            + (f" · team {s.teams} ({s.identities})" if s.teams else "")
         ),
         "",
     ]

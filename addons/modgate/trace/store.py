@@ -5,7 +5,8 @@
               for the journal of the Nth writer running at once (workers)
     requests  one row per Record (`record.COLUMNS`) plus `refused`, indexed by
               (session, start) for `trace show`; rows arrive in about the order they
-              end, so retention deletes from the lowest id up and needs no index
+              end, so retention deletes from the lowest id up and needs no index;
+              `identity` and `team` say who asked (rules.yaml teams), by (team, session)
 
 A commit in WAL mode with synchronous=NORMAL reaches the operating system before it
 returns: it survives the process being killed (SIGKILL), though not a power cut.
@@ -28,7 +29,7 @@ from modgate.errors import ModgateError
 from modgate.trace.record import COLUMNS, Record, from_row, to_row
 from modgate.trace.sessions import Label
 
-SCHEMA_VERSION = 2  # 2: requests.origin
+SCHEMA_VERSION = 3  # 2: requests.origin; 3: requests.identity, requests.team
 LABELLED = "*"  # the client of a labelled session: it takes every client's requests
 
 
@@ -42,7 +43,8 @@ _TYPES = {
     "start": "REAL NOT NULL", "end": "REAL NOT NULL", "ttfb": "REAL", "client": "TEXT NOT NULL",
     "client_port": "INTEGER", "port": "INTEGER", "status": "INTEGER", "bytes_in": "INTEGER",
     "bytes_out": "INTEGER", "session": "INTEGER NOT NULL REFERENCES sessions(id)",
-    "origin": "TEXT NOT NULL DEFAULT ''",
+    "origin": "TEXT NOT NULL DEFAULT ''", "identity": "TEXT NOT NULL DEFAULT ''",
+    "team": "TEXT NOT NULL DEFAULT ''",
     "id": "INTEGER PRIMARY KEY",
 }  # fmt: skip
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
@@ -66,6 +68,7 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_by_session ON requests(session, start);
 CREATE INDEX requests_by_client ON requests(client, origin, "end");
+CREATE INDEX requests_by_team ON requests(team, session) WHERE team != '';
 CREATE INDEX open_labels ON sessions(stopped) WHERE label IS NOT NULL;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta VALUES ('journal_seq', 0);
@@ -75,6 +78,15 @@ PRAGMA user_version = {SCHEMA_VERSION}
 
 # A writer looks up a client's latest session by it (TraceWriter._sync_sessions).
 _BY_CLIENT = 'CREATE INDEX IF NOT EXISTS requests_by_client ON requests(client, origin, "end")'
+# What each version added to `requests`, to bring an older database up to this one.
+_MIGRATIONS = {
+    1: ["ALTER TABLE requests ADD COLUMN origin TEXT NOT NULL DEFAULT ''"],
+    2: [
+        "ALTER TABLE requests ADD COLUMN identity TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE requests ADD COLUMN team TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX IF NOT EXISTS requests_by_team ON requests(team, session) WHERE team != ''",
+    ],
+}
 
 
 def _seq_key(slot: int) -> str:
@@ -103,6 +115,8 @@ class SessionSummary:
     refused: int
     errors: int
     stopped: float | None = None
+    teams: str = ""  # the teams whose requests are in it, comma-separated
+    identities: str = ""  # the members who asked, comma-separated
 
     @property
     def duration(self) -> float:
@@ -122,7 +136,9 @@ SELECT s.id, s.client, coalesce(s.label, ''), s.started,
        coalesce(sum(r.cache != ''), 0),
        coalesce(sum(r.refused), 0),
        coalesce(sum(r.error != '' OR r.status >= 500 OR r.status = 0), 0),
-       s.stopped
+       s.stopped,
+       coalesce(group_concat(DISTINCT nullif(r.team, '')), ''),
+       coalesce(group_concat(DISTINCT nullif(r.identity, '')), '')
 FROM sessions s LEFT JOIN requests r ON r.session = s.id
 """
 
@@ -153,14 +169,14 @@ class TraceDB:
                     if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                         for statement in SCHEMA.split(";"):
                             self.conn.execute(statement)
-            if version == 1:
-                with self.transaction():  # one process migrates; the others see 2
-                    if self.conn.execute("PRAGMA user_version").fetchone()[0] == 1:
-                        self.conn.execute(
-                            "ALTER TABLE requests ADD COLUMN origin TEXT NOT NULL DEFAULT ''"
-                        )
-                        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            if version in (1, 2) and create:
+            if 0 < version < SCHEMA_VERSION:
+                with self.transaction():  # one process migrates; the others see it done
+                    found = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                    for step in range(found, SCHEMA_VERSION) if found else ():
+                        for statement in _MIGRATIONS[step]:
+                            self.conn.execute(statement)
+                    self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if 0 < version <= SCHEMA_VERSION and create:
                 # Added to version 2 without a new version: older modgates ignore it.
                 self.conn.execute(_BY_CLIENT)
             if version > SCHEMA_VERSION:
@@ -311,14 +327,20 @@ class TraceDB:
 
     # --- reading -------------------------------------------------------------------------
 
-    def sessions(self, limit: int | None = 20) -> list[SessionSummary]:
-        """The latest `limit` sessions (all if None), oldest first."""
-        where = ""
+    def sessions(self, limit: int | None = 20, team: str | None = None) -> list[SessionSummary]:
+        """The latest `limit` sessions (all if None), oldest first; with `team`, those
+        with requests of that team."""
+        among = "sessions"
+        params: list[object] = []
+        if team is not None:
+            among = "(SELECT DISTINCT session AS id FROM requests WHERE team = ?)"
+            params.append(team)
+        where = f"WHERE s.id IN (SELECT id FROM {among} ORDER BY id DESC"
         if limit is not None:
-            where = "WHERE s.id IN (SELECT id FROM sessions ORDER BY id DESC LIMIT ?)"
+            where += " LIMIT ?"
+            params.append(limit)
         rows = self.conn.execute(
-            f"{_SUMMARY} {where} GROUP BY s.id ORDER BY s.id",
-            () if limit is None else (limit,),
+            f"{_SUMMARY} {where}) GROUP BY s.id ORDER BY s.id", params
         ).fetchall()
         return [SessionSummary(*row) for row in rows]
 

@@ -4,6 +4,7 @@
     modgate env    print the shell lines that point `go` at a running modgate
     modgate doctor find what keeps `go` from using modgate, and the fix
     modgate prefetch  fill the cache with what some builds need
+    modgate audit  verify and export the audit log
 
 Exit status: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from modgate import (
     __version__,
+    audit_cli,
     cache_cli,
     doctor_cli,
     localcapture,
@@ -183,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     cache_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
     prefetch_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
     return parser
 
 

@@ -9,7 +9,9 @@
     ReadAheadGate  on a client's first .info, fetch the others it will ask for next;
                on a go.mod served, fetch its requirements' go.mod files
     CacheGate  answer it from the store or the upstream chain
-    Tracer     record every request, as it finishes, in the trace database (last)
+    Tracer     record every request, as it finishes, in the trace database
+    Auditor    append what was served or refused to the hash-chained audit log (the
+               Tracer tells it), and rules reloads, admin actions, start and stop
 
 `all_addons()` builds them wired together, behind one mitmproxy addon that calls them
 in this order (pipeline.py: mitmproxy would otherwise send every event to each of them);
@@ -29,6 +31,7 @@ _REASONS = {code: reason.encode() for code, reason in status_codes.RESPONSES.ite
 
 
 def all_addons() -> list[object]:
+    from modgate.addons.audit import Auditor
     from modgate.addons.cache import CacheGate
     from modgate.addons.pipeline import Pipeline
     from modgate.addons.readahead import ReadAheadGate
@@ -41,10 +44,13 @@ def all_addons() -> list[object]:
 
     settings = Settings()
     router = Router(settings)
-    tracer = Tracer()
+    auditor = Auditor()
+    tracer = Tracer(observers=[auditor.observe])
     transparent = TransparentGate(settings, tracer.record_connection)
-    stages = [settings, transparent, router, VcsGate(settings), RulesGate(settings),
-              ReadAheadGate(settings), CacheGate(settings), tracer]  # fmt: skip
+    rules = RulesGate(settings)
+    rules.on_reload = auditor.rules_reloaded
+    stages = [settings, transparent, router, VcsGate(settings), rules,
+              ReadAheadGate(settings), CacheGate(settings), tracer, auditor]  # fmt: skip
     # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
     return [Pipeline(stages, gated=router.gated)]
 

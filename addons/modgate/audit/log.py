@@ -30,7 +30,7 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ class Pending:
     kind: str
     fields: dict[str, Any]
     id: str = ""
+    # More fields, worked out on the writer's thread (a zip's h1); not journalled.
+    later: Callable[[], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

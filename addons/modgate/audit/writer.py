@@ -128,8 +128,15 @@ class AuditWriter:
         """Running, and the last batch was written."""
         return self._thread is not None and self._thread.is_alive() and not self._failing
 
-    def submit(self, kind: str, fields: dict[str, Any], when: float | None = None) -> None:
-        """Journal and queue one entry (on the caller's thread: one small write)."""
+    def submit(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        when: float | None = None,
+        later: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """Journal and queue one entry (on the caller's thread: one small write).
+        `later()`: more fields, worked out on the writer's thread."""
         if self._thread is None or not self._thread.is_alive():
             self.stats.dropped += 1
             self.stats.last_error = f"the audit writer for {self.path} is not running"
@@ -138,7 +145,7 @@ class AuditWriter:
         with self._lock:
             self._n += 1
             p = Pending(time.time() if when is None else when, kind, fields,
-                        f"{self._run_id}.{self._n}")  # fmt: skip
+                        f"{self._run_id}.{self._n}", later)  # fmt: skip
             try:
                 self._journal(p)
             except OSError as e:  # not lost yet: it is queued
@@ -176,6 +183,7 @@ class AuditWriter:
 
     def _write(self, batch: list[Pending], checkpoint: bool) -> None:
         assert self._log is not None
+        batch = [_complete(p) for p in batch]
         try:
             done = self._log.append(batch, checkpoint=checkpoint)
         except (OSError, AuditError) as e:
@@ -210,6 +218,17 @@ class AuditWriter:
                 self._on_written(self.stats)
             except Exception:  # a metrics callback must not stop the writer
                 log.exception("modgate: audit callback failed")
+
+
+def _complete(p: Pending) -> Pending:
+    if p.later is None:
+        return p
+    try:
+        more = p.later()
+    except Exception:  # the entry goes without them, never not at all
+        log.exception("modgate: audit: completing a %s entry failed", p.kind)
+        more = {}
+    return Pending(p.time, p.kind, p.fields | more, p.id)
 
 
 def _read_journal(path: Path) -> list[Pending]:

@@ -12,6 +12,7 @@
     Tracer     record every request, as it finishes, in the trace database
     Auditor    append what was served or refused to the hash-chained audit log (the
                Tracer tells it), and rules reloads, admin actions, start and stop
+    MetricsGate  /metrics, /healthz and /readyz on their own address, when asked for
 
 `all_addons()` builds them wired together, behind one mitmproxy addon that calls them
 in this order (pipeline.py: mitmproxy would otherwise send every event to each of them);
@@ -33,6 +34,7 @@ _REASONS = {code: reason.encode() for code, reason in status_codes.RESPONSES.ite
 def all_addons() -> list[object]:
     from modgate.addons.audit import Auditor
     from modgate.addons.cache import CacheGate
+    from modgate.addons.metrics import MetricsGate
     from modgate.addons.pipeline import Pipeline
     from modgate.addons.readahead import ReadAheadGate
     from modgate.addons.router import Router
@@ -45,12 +47,14 @@ def all_addons() -> list[object]:
     settings = Settings()
     router = Router(settings)
     auditor = Auditor()
-    tracer = Tracer(observers=[auditor.observe])
+    tracer = Tracer()
+    metrics = MetricsGate(settings, tracer, auditor)
+    tracer.observers = (auditor.observe, metrics.observe)
     transparent = TransparentGate(settings, tracer.record_connection)
     rules = RulesGate(settings)
     rules.on_reload = auditor.rules_reloaded
     stages = [settings, transparent, router, VcsGate(settings), rules,
-              ReadAheadGate(settings), CacheGate(settings), tracer, auditor]  # fmt: skip
+              ReadAheadGate(settings), CacheGate(settings), tracer, auditor, metrics]  # fmt: skip
     # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
     return [Pipeline(stages, gated=router.gated)]
 

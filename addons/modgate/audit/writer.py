@@ -128,6 +128,11 @@ class AuditWriter:
         """Running, and the last batch was written."""
         return self._thread is not None and self._thread.is_alive() and not self._failing
 
+    @property
+    def waiting(self) -> int:
+        """Entries kept for another try after a batch failed."""
+        return len(self._retry)
+
     def submit(
         self,
         kind: str,

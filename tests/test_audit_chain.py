@@ -217,3 +217,24 @@ def test_hostile_strings_stay_inside_their_field() -> None:
     assert line.count(b"\n") == 1 and line.isascii()
     entry = decode(line.rstrip(b"\n"))
     assert entry.fields == fields and entry.kind == "served" and entry.hash == digest
+
+
+@pytest.mark.parametrize(
+    "fields, when, id",
+    [
+        ({}, 1.0, ""),
+        ({"b": 1, "a": [1.5, None, True], "é": "\u2028\x00"}, 1765000000.1234567, "ab.12"),
+        ({"nested": {"z": {"y": "x"}, "a": -0.0}}, 5, "r.1"),
+    ],
+)
+def test_entries_built_from_pre_encoded_fields_are_the_canonical_json(
+    fields: dict[str, object], when: float, id: str
+) -> None:
+    from modgate.audit.chain import canonical, encode_raw
+
+    line, digest = encode_raw(3, when, "served", canonical(fields), GENESIS, id)
+    body = line[: -len(',"hash":"') - 64 - 3] + b"}"
+    whole = {"fields": fields, "id": id, "kind": "served", "prev": GENESIS, "seq": 3,
+             "time": round(float(when), 6)}  # fmt: skip
+    assert body == json.dumps(whole, sort_keys=True, separators=(",", ":")).encode()
+    assert decode(line.rstrip(b"\n")).hash == digest

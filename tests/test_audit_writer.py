@@ -187,3 +187,32 @@ def test_the_signing_key_is_private_and_checked(tmp_path: Path) -> None:
 
     with pytest.raises(AuditError, match="readable by others; chmod 600"):
         keys.signing_key(tmp_path)
+
+
+def test_a_write_cut_short_is_retried_without_doubling_what_got_in(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    log = tmp_path / "audit.log"
+    writer = AuditWriter(log, key, pace=0.5)  # the three go in one batch
+    real = os.write
+    cut = {"done": False}
+
+    def short(fd: int, data: bytes) -> int:
+        if not cut["done"] and data.startswith(b"{") and b'"n":3' in data:
+            cut["done"] = True
+            first_two = data.index(b'"n":3')  # lines for n=1 and n=2 whole, n=3 torn
+            return real(fd, data[: data.rindex(b"\n", 0, first_two) + 1] + b'{"fields":{"n":3')
+        return real(fd, data)
+
+    writer.start()
+    os.write = short  # type: ignore[assignment]
+    try:
+        for n in (1, 2, 3):
+            writer.submit("served", {"n": n})
+        wait_for(lambda: writer.stats.failures == 1 and writer.healthy, timeout=15)
+    finally:
+        os.write = real  # type: ignore[assignment]
+    writer.stop()
+    served = [e["fields"]["n"] for e in entries(log) if e["kind"] == "served"]
+    assert served == [1, 2, 3]
+    report = check(log, key)
+    assert report.ok and "torn write" in report.warnings[0]

@@ -69,16 +69,24 @@ def encode(
     seq: int, time: float, kind: str, fields: dict[str, Any], prev: str, id: str = ""
 ) -> tuple[bytes, str]:
     """The line (newline included) of an entry, and its hash."""
-    body = _CANONICAL.encode(
-        {
-            "fields": fields,
-            "id": id,
-            "kind": kind,
-            "prev": prev,
-            "seq": seq,
-            "time": round(time, 6),
-        }  # fmt: skip
-    ).encode()
+    return encode_raw(seq, time, kind, canonical(fields), prev, id)
+
+
+def canonical(value: object) -> bytes:
+    """`value` as canonical JSON (keys sorted, no spaces, ASCII)."""
+    return _CANONICAL.encode(value).encode()
+
+
+def encode_raw(
+    seq: int, time: float, kind: str, fields: bytes, prev: str, id: str = ""
+) -> tuple[bytes, str]:
+    """`encode`, with the fields already canonical JSON (`canonical(fields)`, made once
+    when the entry was submitted): the same bytes as the canonical JSON of the whole
+    entry, built without encoding the fields again on the writer's thread."""
+    body = b'{"fields":%s,"id":%s,"kind":%s,"prev":"%s","seq":%d,"time":%s}' % (
+        fields, canonical(id), canonical(kind), prev.encode(), seq,
+        repr(round(float(time), 6)).encode(),
+    )  # fmt: skip
     digest = hashlib.sha256(body).hexdigest()
     return b'%s%s%s"}\n' % (body[:-1], _HASH_AT, digest.encode()), digest
 

@@ -45,9 +45,11 @@ from modgate.audit.chain import (
     BadLine,
     Entry,
     Head,
+    canonical,
     checkpoint_fields,
     decode,
     encode,
+    encode_raw,
 )
 
 TAIL_CHUNK = 65536
@@ -68,6 +70,7 @@ class Pending:
     id: str = ""
     # More fields, worked out on the writer's thread (a zip's h1); not journalled.
     later: Callable[[], dict[str, Any]] | None = None
+    raw: bytes = b""  # `fields` as canonical JSON, when made already (chain.canonical)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,9 @@ class AuditLog:
             first = seq + 1
             for p in batch:
                 seq += 1
-                line, prev = encode(seq, p.time, p.kind, p.fields, prev, p.id)
+                line, prev = encode_raw(
+                    seq, p.time, p.kind, p.raw or canonical(p.fields), prev, p.id
+                )
                 out.append(line)
             head = self._head()
             since = seq - (head.checkpoint if head else 0)

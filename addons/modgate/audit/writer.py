@@ -31,6 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modgate.audit import AuditError
+from modgate.audit.chain import canonical
 from modgate.audit.log import AuditLog, Pending
 from modgate.trace import journal
 
@@ -40,7 +41,6 @@ PACE = 0.05  # seconds between batches at most once busy
 RETRY_WAIT = 1.0
 RETRY_MAX = 100_000  # entries kept in memory while writes fail (all are in the journal)
 REPLAY_WINDOW = 600.0  # seconds before a journal's oldest entry the log is searched back
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 _STOP = object()
 
 
@@ -149,8 +149,9 @@ class AuditWriter:
             return
         with self._lock:
             self._n += 1
+            # Encoded once, here: for the journal, and for the chain on the thread.
             p = Pending(time.time() if when is None else when, kind, fields,
-                        f"{self._run_id}.{self._n}", later)  # fmt: skip
+                        f"{self._run_id}.{self._n}", later, canonical(fields))  # fmt: skip
             try:
                 self._journal(p)
             except OSError as e:  # not lost yet: it is queued
@@ -159,11 +160,12 @@ class AuditWriter:
             self._queue.put(p)
 
     def _journal(self, p: Pending) -> None:
-        line = _ENCODER.encode([p.time, p.kind, p.fields, p.id])
-        os.write(self._journal_fd, line.encode() + b"\n")
+        raw = p.raw or canonical(p.fields)
+        line = b"[%s,%s,%s,%s]\n" % (repr(p.time).encode(), canonical(p.kind), raw, canonical(p.id))
+        os.write(self._journal_fd, line)
 
     def _run(self) -> None:
-        last_batch = 0.0
+        last_batch = time.monotonic()
         while True:
             try:
                 first = self._queue.get(timeout=RETRY_WAIT if self._retry else None)
@@ -190,8 +192,13 @@ class AuditWriter:
         assert self._log is not None
         batch = [_complete(p) for p in batch]
         try:
+            if self._failing and batch:
+                # The failed write may have got some lines in (a short write, or the head
+                # after the lines): those are not appended twice.
+                written = self._log.recent_ids(min(p.time for p in batch) - REPLAY_WINDOW)
+                batch = [p for p in batch if p.id not in written]
             done = self._log.append(batch, checkpoint=checkpoint)
-        except (OSError, AuditError) as e:
+        except Exception as e:  # OSError, AuditError, or a bug: the writer goes on
             error = f"cannot write the audit log {self.path}: {e}"
             self.stats.failures += 1
             self.stats.last_error = error

@@ -21,8 +21,10 @@ from mitmproxy.proxy.layers.http import (
 from mitmproxy.test import taddons, tflow
 
 from modgate.addons import all_addons
+from modgate.addons.audit import Auditor
 from modgate.addons.auth import AuthGate
 from modgate.addons.cache import CacheGate
+from modgate.addons.metrics import MetricsGate
 from modgate.addons.pipeline import Pipeline, hook_names
 from modgate.addons.readahead import ReadAheadGate
 from modgate.addons.router import Router
@@ -126,7 +128,7 @@ def test_modgate_runs_as_one_addon_with_its_stages_in_the_documented_order() -> 
     assert isinstance(pipeline, Pipeline)
     kinds = [type(s) for s in pipeline.stages]
     assert kinds == [Settings, AuthGate, TransparentGate, Router, VcsGate, RulesGate, ReadAheadGate,
-                     CacheGate, Tracer]  # fmt: skip
+                     CacheGate, Tracer, Auditor, MetricsGate]  # fmt: skip
     assert pipeline.stage(Settings) is pipeline.stages[0]
     with pytest.raises(LookupError, match="no int in the pipeline"):
         pipeline.stage(int)

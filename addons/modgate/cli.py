@@ -4,6 +4,7 @@
     modgate env    print the shell lines that point `go` at a running modgate
     modgate doctor find what keeps `go` from using modgate, and the fix
     modgate prefetch  fill the cache with what some builds need
+    modgate audit  verify and export the audit log
 
 Exit status: 0 success, 1 a check failed, 2 bad usage or configuration.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from modgate import (
     __version__,
+    audit_cli,
     cache_cli,
     doctor_cli,
     localcapture,
@@ -139,6 +141,16 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes sharing the ports, cache and trace (default: one per usable "
         "core, on Linux; 1: a single process, no supervisor; local mode: always 1)",
     )
+    run.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default="",
+        # Off by default: a port nobody asked for can collide with what runs there (9090
+        # is Prometheus' own), and one that fails to bind stops modgate; who scrapes
+        # says where. Loopback unless a host is given.
+        help="serve Prometheus /metrics, /healthz and /readyz here (PORT alone: on "
+        "127.0.0.1; default: off)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     run.add_argument(
         "--set",
@@ -185,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     cache_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
     prefetch_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
     return parser
 
 
@@ -240,9 +253,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     worker = workers.this_worker()
     # Local capture has one redirector per machine: one process takes it.
     count = 1 if args.mode == "local" else args.workers or workers.default_workers()
+    metrics = _metrics_listen(args.metrics_listen)
     if count > 1 and worker is None:
         ports = [args.listen_port, *([args.goproxy_port] if args.goproxy_port >= 0 else [])]
-        return workers.supervise(args.argv, count, args.listen_host, ports)
+        # The workers' metrics add up through files in a directory of this modgate's own.
+        multiproc = args.confdir.expanduser() / "metrics" if metrics else None
+        return workers.supervise(args.argv, count, args.listen_host, ports, metrics, multiproc)
     memory.lean_malloc()  # before any thread starts
     memory.without_mitmproxy_addon_index()
     confdir: Path = args.confdir.expanduser()
@@ -294,6 +310,7 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
             http2=args.http2,
             termlog_verbosity="warn" if args.quiet else "info",
             modgate_rules=str(rules or ""),
+            modgate_metrics_listen=args.metrics_listen,
             modgate_cache_dir=str(cache_dir),
             modgate_upstream_ca=str(args.upstream_ca.expanduser().absolute())
             if args.upstream_ca
@@ -311,6 +328,17 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
               file=sys.stderr)  # fmt: skip
         return 2
     return 0
+
+
+def _metrics_listen(text: str) -> tuple[str, int] | None:
+    from modgate.metrics import parse_listen
+
+    if not text:
+        return None
+    try:
+        return parse_listen(text)
+    except ValueError as e:
+        raise ModgateError(f"--metrics-listen {text}: not HOST:PORT or PORT ({e})") from e
 
 
 def _endpoint(host: str, port: int) -> list[object]:

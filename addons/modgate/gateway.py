@@ -145,6 +145,9 @@ class Gateway:
         self.validator: Validator | None = None
         self._flights: dict[str, _Flight] = {}
         self._refused: dict[str, tuple[float, ModgateError]] = {}  # key: (until, why)
+        # Told of each request that waits for another's fetch: "flight" (this process),
+        # "process" (another worker's, keylock.py): metrics.
+        self.on_wait: Callable[[str], None] | None = None
         spool.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def serve(self, chain: Chain, req: ModRequest) -> Served:
@@ -221,6 +224,8 @@ class Gateway:
             flight = self._flights[key] = _Flight()
             flight.task = asyncio.ensure_future(self._one_process(key, chain, req, flight))
             flight.task.add_done_callback(lambda f: self._landed(key, f))
+        elif self.on_wait is not None:
+            self.on_wait("flight")
         return flight
 
     def _landed(self, key: str, task: Landed) -> None:
@@ -260,7 +265,9 @@ class Gateway:
         lock is ours, unless another process stored the answer meanwhile."""
         if self.locks is None:
             return await self._fetch_and_store(key, chain, req, flight)
-        async with self.locks.held(key):
+        async with self.locks.held(key) as waited:
+            if waited and self.on_wait is not None:
+                self.on_wait("process")
             if isinstance(looked := self._lookup(key, req), Hit):
                 return looked.entry, ()
             return await self._fetch_and_store(key, chain, req, flight)

@@ -401,6 +401,11 @@ class DiskStore:
         with self._database():
             return len(self._cache)
 
+    def volume(self) -> int:
+        """Bytes the store holds on disk (diskcache's estimate: bodies and database)."""
+        with self._database():
+            return int(self._cache.volume())
+
 
 # diskcache's storage modes of the values `put` writes: inline bytes, or a file.
 _BODY_MODES = (diskcache.core.MODE_RAW, diskcache.core.MODE_BINARY)

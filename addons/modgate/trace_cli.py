@@ -64,9 +64,11 @@ def add_parser(sub: Any) -> None:
     p = command("show", cmd_show, "a session's requests in order, and a summary")
     session_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON document")
+    _audit_arg(p)
 
     p = command("last", cmd_show, "the latest session's requests (show last)")
     p.add_argument("--json", action="store_true", help="one JSON document")
+    _audit_arg(p)
     p.set_defaults(session="last")
 
     p = command("export", cmd_export, "write a session as HAR or as a mitmproxy flow file")
@@ -97,6 +99,31 @@ def add_parser(sub: Any) -> None:
     p = command("start", cmd_start, "begin a labelled session: everything until `stop`")
     p.add_argument("name")
     command("stop", cmd_stop, "end the labelled session")
+
+
+def _audit_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--audit-log", type=Path, metavar="FILE",
+        help="the audit log whose entries the AUDIT column names (default: audit.log in "
+        "--confdir, else beside the trace database)",
+    )  # fmt: skip
+
+
+def _audit_seqs(args: argparse.Namespace, records: list[Record]) -> list[int | None]:
+    """Each record's audit entry (`modgate audit export`), None where there is none."""
+    from modgate.audit.find import seqs_of_requests
+
+    path = getattr(args, "audit_log", None)
+    if path is None:
+        confdir = getattr(args, "confdir", None)
+        path = Path(confdir) / "audit.log" if confdir else db_path(args).parent / "audit.log"
+    if not records:
+        return []
+    keys = {(r.start, r.client_port) for r in records}
+    found = seqs_of_requests(
+        Path(path).expanduser(), keys, min(r.start for r in records), max(r.end for r in records)
+    )
+    return [found.get((r.start, r.client_port)) for r in records]
 
 
 def _where(p: argparse.ArgumentParser) -> None:
@@ -182,10 +209,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from modgate.trace.report import show_json, show_text
 
     session, records = _session(args)
+    audit = _audit_seqs(args, records)
     if args.json:
-        print(json.dumps(show_json(session, records), indent=2))
+        print(json.dumps(show_json(session, records, audit), indent=2))
     else:
-        sys.stdout.write(show_text(session, records))
+        sys.stdout.write(show_text(session, records, audit))
     return 0
 
 

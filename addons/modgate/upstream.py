@@ -23,6 +23,7 @@ import secrets
 import socket
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,8 @@ class HttpFetcher:
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None  # made on the loop it runs on
         self.redirects = redirects
+        # Told how long each fetch from an upstream took (its URL, seconds): metrics.
+        self.timed: Callable[[str, float], None] | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -182,15 +185,18 @@ class HttpFetcher:
         attempts: list[Attempt] = []
         for i, hop in enumerate(chain.hops):
             last = i == len(chain.hops) - 1
+            began = time.monotonic()
             try:
                 status, body, size, digest = await self._get(
                     hop, req, spool, chain.database, on_body
                 )
             except (aiohttp.ClientError, TimeoutError, ProtocolError, OSError) as e:
+                self._timed(hop.url, began)
                 attempts.append(Attempt(hop.url, error=_describe(e)))
                 if hop.any_error and not last:
                     continue
                 raise UpstreamError(_summary(req, attempts)) from e
+            self._timed(hop.url, began)
             if status == 200 or (status in (404, 410) and last):
                 return Fetched(
                     status, body, size, digest, hop.url, (*attempts, Attempt(hop.url, status))
@@ -201,6 +207,10 @@ class HttpFetcher:
                 continue
             raise UpstreamError(_summary(req, attempts))
         raise AssertionError("a chain has at least one hop")
+
+    def _timed(self, upstream: str, began: float) -> None:
+        if self.timed is not None:
+            self.timed(upstream, time.monotonic() - began)
 
     async def _get(
         self, hop: Hop, req: ModRequest, spool: Path, database: bool, on_body: OnBody | None

@@ -55,11 +55,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modgate.errors import ModgateError
 
 WORKER_ENV = "MODGATE_WORKER"  # "INDEX:FD" in a worker's environment
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multi-process mode
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0  # seconds before a dead worker starts again
 STEADY = 60.0  # a worker that ran this long before dying starts again at BACKOFF_FIRST
 STOP_GRACE = 30.0  # seconds workers have to drain after SIGTERM, then SIGKILL
@@ -203,6 +205,7 @@ class Supervisor:
     command: list[str]
     workers: int
     log: Callable[[str], None] = field(default=lambda line: _say(line))
+    multiproc: Path | None = None  # the workers' metrics files (PROMETHEUS_MULTIPROC_DIR)
     _slots: list[_Slot] = field(default_factory=list)
     _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     _stopping: int = 0  # signals received
@@ -306,6 +309,8 @@ class Supervisor:
         if proc is None or (code := proc.poll()) is None:
             return None
         slot.proc = None
+        if self.multiproc is not None:
+            dead_worker_files(self.multiproc, proc.pid)
         if slot.channel is not None:
             self._selector.unregister(slot.channel)
             slot.channel.close()
@@ -366,14 +371,23 @@ def _how(code: int) -> str:
     return f"exited with status {code}"
 
 
-def supervise(argv: list[str], workers: int, listen_host: str, ports: list[int]) -> int:
+def supervise(
+    argv: list[str],
+    workers: int,
+    listen_host: str,
+    ports: list[int],
+    metrics: tuple[str, int] | None = None,
+    multiproc: Path | None = None,
+) -> int:
     """Run `modgate ARGV` (a `run` command line) as `workers` workers on `ports` (the
-    proxy's, then the endpoint's if any; 0 for any free one). This process becomes the
-    supervisor: a fresh interpreter that loads this module alone (`main`), 21 MiB
+    proxy's, then the endpoint's if any; 0 for any free one), and `metrics` (host, port)
+    if given, its values shared through the directory `multiproc`. This process becomes
+    the supervisor: a fresh interpreter that loads this module alone (`main`), 21 MiB
     resident where `modgate run`'s imports took 50, for a process that only waits."""
     if sys.platform != "linux":
         raise ModgateError("--workers above 1 needs Linux (SO_REUSEPORT spreading connections)")
-    plan = {"argv": argv, "workers": workers, "host": listen_host, "ports": ports}
+    plan = {"argv": argv, "workers": workers, "host": listen_host, "ports": ports,
+            "metrics": metrics, "multiproc": str(multiproc) if multiproc else None}  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [*_python(), "-m", "modgate.workers", json.dumps(plan)])
@@ -386,19 +400,49 @@ def _python() -> list[str]:
 def main(args: list[str] | None = None) -> int:
     """`python -m modgate.workers PLAN`: the supervisor `supervise` starts."""
     plan = json.loads((sys.argv[1:] if args is None else args)[0])
+    claims: list[PortClaim] = []
     try:
-        claim = PortClaim(plan["host"], plan["ports"])
+        claims.append(claim := PortClaim(plan["host"], plan["ports"]))
+        if metrics := plan.get("metrics"):
+            claims.append(metrics_claim := PortClaim(metrics[0], [metrics[1]]))
     except ModgateError as e:
+        for c in claims:
+            c.close()
         print(f"modgate: {e}", file=sys.stderr)
         return 2
     try:
         fixed = ["--listen-port", str(claim.ports[0]), "--workers", "1"]
         if len(claim.ports) > 1:
             fixed += ["--goproxy-port", str(claim.ports[1])]
+        if metrics:
+            host = f"[{metrics[0]}]" if ":" in metrics[0] else metrics[0]
+            fixed += ["--metrics-listen", f"{host}:{metrics_claim.ports[0]}"]
+        multiproc = Path(plan["multiproc"]) if plan.get("multiproc") else None
+        if multiproc is not None:
+            _fresh_directory(multiproc)
+            os.environ[MULTIPROC_ENV] = str(multiproc)  # the workers inherit it
         command = [*_python(), "-m", "modgate", *plan["argv"], *fixed]
-        return Supervisor(command, int(plan["workers"])).run()
+        return Supervisor(command, int(plan["workers"]), multiproc=multiproc).run()
     finally:
-        claim.close()
+        for c in claims:
+            c.close()
+
+
+def _fresh_directory(path: Path) -> None:
+    """`path`, empty: the metrics files of an earlier run would add to this one's."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+
+
+def dead_worker_files(multiproc: Path, pid: int) -> None:
+    """A dead worker's live gauges leave the sums (its counters stay: they only grow).
+    What prometheus_client.multiprocess.mark_process_dead does, without importing it into
+    the supervisor."""
+    for path in multiproc.glob(f"gauge_live*_{pid}.db"):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@
     ReadAheadGate  on a client's first .info, fetch the others it will ask for next;
                on a go.mod served, fetch its requirements' go.mod files
     CacheGate  answer it from the store or the upstream chain
-    Tracer     record every request, as it finishes, in the trace database (last)
+    Tracer     record every request, as it finishes, in the trace database
+    Auditor    append what was served or refused to the hash-chained audit log (the
+               Tracer tells it), and rules reloads, admin actions, start and stop
+    MetricsGate  /metrics, /healthz and /readyz on their own address, when asked for
 
 `all_addons()` builds them wired together, behind one mitmproxy addon that calls them
 in this order (pipeline.py: mitmproxy would otherwise send every event to each of them);
@@ -30,8 +33,10 @@ _REASONS = {code: reason.encode() for code, reason in status_codes.RESPONSES.ite
 
 
 def all_addons() -> list[object]:
+    from modgate.addons.audit import Auditor
     from modgate.addons.auth import AuthGate
     from modgate.addons.cache import CacheGate
+    from modgate.addons.metrics import MetricsGate
     from modgate.addons.pipeline import Pipeline
     from modgate.addons.readahead import ReadAheadGate
     from modgate.addons.router import Router
@@ -43,11 +48,16 @@ def all_addons() -> list[object]:
 
     settings = Settings()
     router = Router(settings)
+    auditor = Auditor()
     tracer = Tracer()
+    metrics = MetricsGate(settings, tracer, auditor)
+    tracer.observers = (auditor.observe, metrics.observe)
     transparent = TransparentGate(settings, tracer.record_connection)
+    rules = RulesGate(settings)
+    rules.on_reload = auditor.rules_reloaded
     stages = [
-        *(settings, AuthGate(settings), transparent, router, VcsGate(settings)),
-        *(RulesGate(settings), ReadAheadGate(settings), CacheGate(settings), tracer),
+        *(settings, AuthGate(settings), transparent, router, VcsGate(settings), rules),
+        *(ReadAheadGate(settings), CacheGate(settings), tracer, auditor, metrics),
     ]
     # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
     return [Pipeline(stages, gated=router.gated)]

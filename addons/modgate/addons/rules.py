@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, assert_never
 
@@ -67,6 +68,8 @@ class RulesGate:
         self.settings = settings
         self._watch: asyncio.Task[None] | None = None
         self._applied: bytes | None = None  # SHA-256 of the rules file in force
+        # Told of each edit applied: (path, old SHA-256, new SHA-256); the audit log.
+        self.on_reload: Callable[[str, bytes, bytes], None] | None = None
 
     # --- hosts ----------------------------------------------------------------------
 
@@ -382,7 +385,10 @@ class RulesGate:
                           path, type(e).__name__, e, kept)  # fmt: skip
                 log.debug("modgate: reload of %s", path, exc_info=True)
             return False
+        before = self._applied
         self._applied = hashlib.sha256(data).digest() if data is not None else _digest(path)
+        if self.on_reload is not None:
+            self.on_reload(path, before or b"", self._applied or b"")
         if self.settings.runtime is not None:
             log.info("modgate: reloaded %s: %s", path, summary(self.settings.runtime.config.rules))
         return True

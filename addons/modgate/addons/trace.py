@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,16 @@ class _Tunnel:
     passthrough: bool = False
 
 
+Observer = Callable[[Record, dict[str, Any], bytes | None], None]
+"""Told of every finished request's record, its flow's metadata and the body to hash (see
+`record_of`), on the event loop: the audit log (addons/audit.py) and metrics watch here,
+the one place where both front ends' requests (mitmproxy's and the lean endpoint's) are
+known served or refused. It must be quick and must not raise."""
+
+
 class Tracer:
-    def __init__(self) -> None:
+    def __init__(self, observers: Sequence[Observer] = ()) -> None:
+        self.observers = tuple(observers)
         self.writer: TraceWriter | None = None
         self._config: tuple[Path, float, float | None] | None = None
         self._tunnels: dict[str, _Tunnel] = {}
@@ -168,7 +177,11 @@ class Tracer:
 
     def _finish(self, flow: http.HTTPFlow) -> None:
         writer = self.writer
-        if writer is None or flow.request.method == "CONNECT" or "modgate.traced" in flow.metadata:
+        if (
+            (writer is None and not self.observers)
+            or flow.request.method == "CONNECT"
+            or "modgate.traced" in flow.metadata
+        ):
             return
         handoff: Handoff | None = flow.metadata.get("modgate.handoff")
         if handoff is not None and handoff.transfer is None:
@@ -177,8 +190,17 @@ class Tracer:
         flow.metadata["modgate.traced"] = True
         origin, later = self._origin(flow.client_conn)
         record, body = record_of(flow, origin)
-        self._show(record)
-        writer.submit(record, body, origin=later)
+        self._observe(record, flow.metadata, body)
+        if writer is not None:
+            self._show(record)
+            writer.submit(record, body, origin=later)
+
+    def _observe(self, record: Record, meta: dict[str, Any], body: bytes | None) -> None:
+        for observe in self.observers:
+            try:
+                observe(record, meta, body)
+            except Exception:  # one observer's bug must not lose the trace
+                log.exception("modgate: %s failed on %s", observe, record.target)
 
     # --- who asked: the origin of a connection's records (trace/sessions.py) ---------------
 
@@ -241,10 +263,12 @@ class Tracer:
 
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         """A CONNECT answered with an error: refused by a rule, or the host unreachable."""
-        if self.writer is not None:
+        if self.writer is not None or self.observers:
             origin, later = self._origin(flow.client_conn)
             record = tunnel_record(flow, flow.client_conn, origin)
-            self._record_tunnel(self.writer, record, later)
+            self._observe(record, flow.metadata, None)
+            if self.writer is not None:
+                self._record_tunnel(self.writer, record, later)
 
     def _record_tunnel(
         self, writer: TraceWriter, record: Record, origin: Future[str] | None = None
@@ -254,6 +278,7 @@ class Tracer:
 
     def record_connection(self, record: Record) -> None:
         """A connection decided before any request in it (transparent.py)."""
+        self._observe(record, {}, None)
         if self.writer is not None:
             self._record_tunnel(self.writer, record)
 

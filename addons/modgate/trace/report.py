@@ -112,7 +112,10 @@ def summary_json(s: SessionSummary) -> dict[str, Any]:
 # --- modgate trace show ----------------------------------------------------------------
 
 
-def show_text(s: SessionSummary, records: Sequence[Record]) -> str:
+def show_text(
+    s: SessionSummary, records: Sequence[Record], audit: Sequence[int | None] = ()
+) -> str:
+    """`audit`: each record's audit entry (its seq), when one was found: an AUDIT column."""
     label = f' "{s.label}"' if s.label else ""
     lines = [
         terminal(
@@ -132,6 +135,10 @@ def show_text(s: SessionSummary, records: Sequence[Record]) -> str:
         ])  # fmt: skip
     header = ["#", "AT(ms)", "MS", "TTFB", "KIND", "MODULE@VERSION", "STATUS", "CACHE",
               "BYTES", "FROM", "NOTE"]  # fmt: skip
+    if any(seq is not None for seq in audit):
+        header.insert(-1, "AUDIT")
+        for row, seq in zip(rows, audit, strict=True):
+            row.insert(-1, f"#{seq}" if seq is not None else "-")
     lines += _table(header, rows, {0, 1, 2, 3, 6, 8})
     lines += ["", *(terminal(line) for line in _summary_lines(records))]
     return "\n".join(lines) + "\n"
@@ -189,5 +196,10 @@ def _summary_lines(records: Sequence[Record]) -> list[str]:
     return lines
 
 
-def show_json(s: SessionSummary, records: Sequence[Record]) -> dict[str, Any]:
-    return {"session": summary_json(s), "requests": [r.to_json() for r in records]}
+def show_json(
+    s: SessionSummary, records: Sequence[Record], audit: Sequence[int | None] = ()
+) -> dict[str, Any]:
+    requests = [r.to_json() for r in records]
+    for request, seq in zip(requests, audit, strict=False):
+        request["audit_seq"] = seq
+    return {"session": summary_json(s), "requests": requests}

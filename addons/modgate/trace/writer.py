@@ -91,6 +91,7 @@ class Stats:
     batches: int = 0
     busy: float = 0.0  # seconds the thread spent writing
     last_error: str = ""
+    lag: float = 0.0  # seconds from the last batch's earliest request end to its commit
 
 
 class TraceWriter:
@@ -163,6 +164,11 @@ class TraceWriter:
     def healthy(self) -> bool:
         """Running, and the last batch was written."""
         return self._thread is not None and self._thread.is_alive() and not self._failing
+
+    @property
+    def waiting(self) -> int:
+        """Records kept for another try after a batch failed."""
+        return len(self._retry)
 
     def submit(
         self,
@@ -253,6 +259,7 @@ class TraceWriter:
                 if seq:
                     self._db.set_journal_seq(seq, self._slot)
             self._committed = time.monotonic()
+            self.stats.lag = max(0.0, time.time() - min(r.end for r in records))
             self.stats.written += len(records)
             self._failing = False
             if self._journal is not None:

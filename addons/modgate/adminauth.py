@@ -159,17 +159,17 @@ class Verifier:
         target: str,
         headers: Iterable[tuple[str, str]],
         body: bytes,
-        scope: str,
+        scope: str | None,
     ) -> Accepted | Refused:
         """Whether the request `method target` with `headers` and `body` may do what
-        needs `scope`."""
+        needs `scope` (None: anything a valid key may do)."""
         signed = parse_headers(headers)
         if isinstance(signed, Refused):
             return signed
         return self.check_signed(signed, method, target, body, scope)
 
     def check_signed(
-        self, signed: Signed, method: str, target: str, body: bytes, scope: str
+        self, signed: Signed, method: str, target: str, body: bytes, scope: str | None
     ) -> Accepted | Refused:
         key = self.keys().get(signed.admin)
         if key is None:
@@ -191,7 +191,7 @@ class Verifier:
             return Refused(f"too many requests in {self.window}s to remember against replay")
         self._seen.add(signed.signature)
         heapq.heappush(self._expiry, (signed.timestamp + self.window, signed.signature))
-        if scope not in key.scopes:
+        if scope is not None and scope not in key.scopes:
             return Refused(f"{signed.admin!r} lacks the {scope!r} scope")
         return Accepted(key.name, key.scopes)
 

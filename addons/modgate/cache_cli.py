@@ -220,23 +220,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _hit_ratio(cache_dir: Path) -> float | None:
-    """Of the module requests traced, the share answered from the cache."""
-    import sqlite3
-
+    from modgate.cacheadmin import hit_ratio
     from modgate.trace.store import default_db
 
-    db = default_db(cache_dir)
-    if not db.is_file():
-        return None
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            served, cached = conn.execute(
-                "SELECT COUNT(*), SUM(cache IN ('hit', 'negative', 'stale')) FROM requests "
-                "WHERE kind IN ('list','info','mod','zip','latest')"
-            ).fetchone()
-    except sqlite3.Error:
-        return None
-    return (cached or 0) / served if served else None
+    return hit_ratio(default_db(cache_dir))
 
 
 def cmd_evict(args: argparse.Namespace) -> int:
@@ -311,33 +298,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _recheck(args: argparse.Namespace, store: DiskStore) -> list[str]:
     """Re-hash every entry; the keys of those that changed on disk."""
-    from modgate.verify import recheck
+    from modgate.cacheadmin import recheck_all
 
-    total = len(store)
-    checked = size = 0
-    bad: list[str] = []
-    for entry in store.entries():
-        checked += 1
-        size += entry.size
-        if sys.stderr.isatty() and checked % 200 == 0:
+    def progress(checked: int, total: int) -> None:
+        if sys.stderr.isatty():
             print(f"\rchecked {checked}/{total}", end="", file=sys.stderr, flush=True)
-        body = store.raw(entry)
-        problem = "unreadable" if body is None else recheck(entry, body)
-        if body is not None:
-            body.close()
-        if problem:
-            path = entry.key.rsplit(" ", 1)[1]
-            print(f"BAD {path}: {problem}")
-            bad.append(entry.key)
-    if sys.stderr.isatty() and checked >= 200:
+
+    done = recheck_all(store, progress)
+    if sys.stderr.isatty() and done.checked >= 200:
         print(file=sys.stderr)
-    summary = f"checked {checked} entries ({size / (1 << 20):.1f} MiB): {len(bad)} bad"
-    if args.remove and bad:
-        for key in bad:
-            store.delete(key)
-        summary += f", removed {len(bad)} (fetched again on next request)"
+    for bad in done.bad:
+        print(f"BAD {bad.path}: {bad.problem}")
+    summary = (
+        f"checked {done.checked} entries ({done.size / (1 << 20):.1f} MiB): {len(done.bad)} bad"
+    )
+    if args.remove and done.bad:
+        for bad in done.bad:
+            store.delete(bad.key)
+        summary += f", removed {len(done.bad)} (fetched again on next request)"
     print(summary)
-    return bad
+    return [bad.key for bad in done.bad]
 
 
 def _date_arg(text: str) -> float:

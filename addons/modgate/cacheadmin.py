@@ -14,9 +14,11 @@ version is fetched and checked again at its next request.
 from __future__ import annotations
 
 import fnmatch
+import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modgate.errors import ModgateError, ProtocolError
 from modgate.goproxy import parse_request
@@ -159,3 +161,54 @@ def prune_plan(
                 chosen[i.key] = i
                 size -= i.size
     return sorted(chosen.values(), key=lambda i: (i.used_at, i.key))
+
+
+def hit_ratio(trace_db: Path) -> float | None:
+    """Of the module requests traced in `trace_db`, the share answered from the cache."""
+    if not trace_db.is_file():
+        return None
+    try:
+        with sqlite3.connect(f"file:{trace_db}?mode=ro", uri=True) as conn:
+            served, cached = conn.execute(
+                "SELECT COUNT(*), SUM(cache IN ('hit', 'negative', 'stale')) FROM requests "
+                "WHERE kind IN ('list','info','mod','zip','latest')"
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    return (cached or 0) / served if served else None
+
+
+@dataclass(frozen=True)
+class Bad:
+    key: str
+    path: str  # the protocol path it answers
+    problem: str
+
+
+@dataclass(frozen=True)
+class Rechecked:
+    checked: int
+    size: int
+    bad: tuple[Bad, ...]
+
+
+def recheck_all(store: DiskStore, progress: Callable[[int, int], None] | None = None) -> Rechecked:
+    """Re-hash every stored answer (verify.recheck): those that changed on disk.
+    `progress(checked, total)` is called every 200 entries."""
+    from modgate.verify import recheck
+
+    total = len(store)
+    checked = size = 0
+    bad: list[Bad] = []
+    for entry in store.entries():
+        checked += 1
+        size += entry.size
+        if progress is not None and checked % 200 == 0:
+            progress(checked, total)
+        body = store.raw(entry)
+        problem = "unreadable" if body is None else recheck(entry, body)
+        if body is not None:
+            body.close()
+        if problem:
+            bad.append(Bad(entry.key, entry.key.rsplit(" ", 1)[-1], problem))
+    return Rechecked(checked, size, tuple(bad))

@@ -15,12 +15,14 @@ import argparse
 import contextlib
 import logging
 import shlex
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modgate import (
     __version__,
+    admin_cli,
     audit_cli,
     cache_cli,
     doctor_cli,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8080
 DEFAULT_GOPROXY_PORT = 8081
+DEFAULT_ADMIN_PORT = 8082
 # What mitmproxy's reverse mode would forward the GOPROXY endpoint to, for the bench's
 # bare mitmproxy (scripts/benchlib): never contacted, a name that cannot resolve. modgate
 # itself serves the endpoint with its own server (modgate/endpoint.py).
@@ -110,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_GOPROXY_PORT,
         help="port of the plain GOPROXY= endpoint, -1 for none (default: %(default)s)",
+    )
+    run.add_argument(
+        "--admin-listen",
+        default=f"127.0.0.1:{DEFAULT_ADMIN_PORT}",
+        metavar="HOST:PORT",
+        help="the signed admin API and dashboard, started when CONFDIR has admin keys "
+        "(`modgate admin keygen`); 'off' for none (default: %(default)s)",
     )
     run.add_argument("--cache-dir", type=Path, default=None, help="default: CONFDIR/cache")
     run.add_argument(
@@ -198,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor_cli.add_parser(sub)
     prefetch_cli.add_parser(sub)
     audit_cli.add_parser(sub)
+    admin_cli.add_parser(sub)
     return parser
 
 
@@ -296,7 +307,10 @@ async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: 
     master = lean_master(opts)
     with _home(confdir):
         master.addons.add(
-            *all_addons(), *_endpoint(args.listen_host, args.goproxy_port), _Banner(confdir, probe)
+            *all_addons(),
+            *_endpoint(args.listen_host, args.goproxy_port),
+            *_admin(args.admin_listen, confdir),
+            _Banner(confdir, probe),
         )
     # The first error of an update is the one to show: the rollback that follows applies
     # the defaults again, and may fail for reasons of its own.
@@ -355,6 +369,30 @@ def _endpoint(host: str, port: int) -> list[object]:
         return [Endpoint(bind(host, port, reuse_port=this_worker() is not None))]
     except OSError as e:
         raise ModgateError(str(e.strerror or e)) from e
+
+
+def _admin(listen: str, confdir: Path) -> list[object]:
+    """The admin API's addon, its port bound now, in one process per modgate (the single
+    one, or worker 0 of several), and only when there are admin keys to check requests
+    against: without them every request would be refused."""
+    from modgate import adminauth
+    from modgate.workers import this_worker
+
+    worker = this_worker()
+    if listen == "off" or (worker is not None and worker.index != 0):
+        return []
+    if not adminauth.load_keys(adminauth.keys_path(confdir)):
+        return []
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ModgateError(f"--admin-listen {listen}: give HOST:PORT, or off")
+    from modgate.addons.admin import Admin
+
+    try:
+        sock = socket.create_server((host.strip("[]"), int(port)), backlog=128)
+    except OSError as e:
+        raise ModgateError(f"admin API {listen}: {e.strerror or e}") from e
+    return [Admin(sock, confdir, workers=worker is not None)]
 
 
 PROBE_PATIENCE = 15.0  # seconds local capture may take to start capturing
@@ -500,6 +538,8 @@ class _Banner:
             )
         if goproxy:
             line += f"; GOPROXY endpoint {goproxy}"
+        if (admin := ctx.master.addons.get("modgate_admin")) is not None:
+            line += f"; admin API {admin.url}"
         line = f"{line}; gating {gated}; {_verifies(settings)}"
         teams = settings.runtime.config.teams if settings.runtime else None
         if teams is not None:

@@ -70,6 +70,7 @@ class RulesGate:
         self._applied: bytes | None = None  # SHA-256 of the rules file in force
         # Told of each edit applied: (path, old SHA-256, new SHA-256); the audit log.
         self.on_reload: Callable[[str, bytes, bytes], None] | None = None
+        self.problem = ""  # why the last reload applied nothing ("" when it did): the admin API's
 
     # --- hosts ----------------------------------------------------------------------
 
@@ -361,11 +362,15 @@ class RulesGate:
         broken, when it would drop every rule by accident (`rulesfile.may_replace`), or
         when applying it fails. Never raises: the watcher must go on."""
         runtime = self.settings.runtime
+        self.problem = ""
         try:
             edited = config_from_bytes(Path(path).read_bytes() if data is None else data, path)
             verdict = may_replace(runtime.config, edited) if runtime else Replace()
             match verdict:
                 case Keep(reason):
+                    self.problem = (
+                        f"{path}: edit not applied, the previous rules stay in force: {reason}"
+                    )
                     log.error("modgate: %s: edit not applied, the previous rules stay in force: %s",
                               path, reason)  # fmt: skip
                     return False
@@ -378,6 +383,7 @@ class RulesGate:
             kept = "the previous rules stay in force"
             if self.settings.runtime is not runtime:
                 kept = "the new rules are in force, but not all of the edit could be applied"
+            self.problem = f"{e}; {kept}"
             if isinstance(e, ModgateError):
                 log.error("modgate: %s; %s", e, kept)
             else:

@@ -1,0 +1,93 @@
+"""Serve the admin API (modgate/admin.py) and the dashboard (modgate/dashboard.py) on
+their own address; `modgate run` adds it, its socket bound already, to one process
+only: the single one, or worker 0 of several (workers.py): one admin API per modgate.
+
+It lends the API what only the running modgate has: the rules in force and their
+reload (RulesGate.reload, what the file watcher calls), the cache directory and the
+trace database. Everything else the API does as `modgate cache` and `modgate trace` do.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from mitmproxy import ctx
+
+from modgate import adminauth
+from modgate.admin import Action, AdminServer, RulesState
+
+
+class _Backend:
+    @property
+    def cache_dir(self) -> Path:
+        return Path(ctx.options.modgate_cache_dir).expanduser()
+
+    @property
+    def trace_db(self) -> Path:
+        from modgate.trace.store import default_db
+
+        return Path(ctx.options.modgate_trace_db or default_db(self.cache_dir))
+
+    def rules(self) -> RulesState:
+        from modgate.addons.rules import summary
+        from modgate.addons.settings import Settings
+
+        path = ctx.options.modgate_rules
+        runtime = ctx.master.addons.get("modgate").stage(Settings).runtime
+        text = None
+        if path:
+            try:
+                text = Path(path).read_text(errors="replace")
+            except OSError:
+                text = None
+        return RulesState(path, text, summary(runtime.config.rules) if runtime else "no rules")
+
+    def reload_rules(self) -> tuple[bool, str]:
+        from modgate.addons.rules import RulesGate, summary
+        from modgate.addons.settings import Settings
+
+        path = ctx.options.modgate_rules
+        if not path:
+            return False, "modgate runs with no rules file (--rules): nothing to reload"
+        pipeline = ctx.master.addons.get("modgate")
+        gate = pipeline.stage(RulesGate)
+        if not gate.reload(path):
+            return False, gate.problem
+        runtime = pipeline.stage(Settings).runtime
+        workers = ""
+        if ctx.master.addons.get("modgate_admin").workers:
+            workers = "; the other workers apply the file within a second (their own watch)"
+        return True, f"reloaded {path}: {summary(runtime.config.rules)}{workers}"
+
+
+class Admin:
+    name = "modgate_admin"  # what ctx.master.addons.get() finds it by
+
+    def __init__(self, sock: socket.socket, confdir: Path, workers: bool = False) -> None:
+        self.sock = sock
+        self.confdir = confdir
+        self.workers = workers
+        self.server: AdminServer | None = None
+        self.subscribers: list[Callable[[Action], None]] = []  # the audit log, at merge
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def _on_action(self, action: Action) -> None:
+        for subscriber in self.subscribers:
+            subscriber(action)
+
+    async def running(self) -> None:
+        keys = adminauth.KeysFile(adminauth.keys_path(self.confdir))
+        self.server = AdminServer(_Backend(), keys, self._on_action)
+        await self.server.start(self.sock)
+
+    async def done(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        self.sock.close()

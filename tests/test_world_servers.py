@@ -42,7 +42,7 @@ def test_s3_needs_its_credentials_stores_objects_and_stops_cleanly(tmp_path: Pat
         client = server.client()
         client.put_object(Bucket=server.bucket, Key="a", Body=b"hello")
         assert client.get_object(Bucket=server.bucket, Key="a")["Body"].read() == b"hello"
-        assert server.keys() == ["a"]
+        assert server.objects() == ["a"]
         wrong = server.client()
         wrong._request_signer._credentials.secret_key = "wrong"  # noqa: SLF001
         with pytest.raises(

@@ -168,6 +168,6 @@ class S3Server(_Process):
                           connect_timeout=2, read_timeout=10),
         )  # fmt: skip
 
-    def keys(self) -> list[str]:
+    def objects(self) -> list[str]:
         listed = self.client().list_objects_v2(Bucket=self.bucket)
         return [o["Key"] for o in listed.get("Contents", [])]

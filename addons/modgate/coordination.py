@@ -116,8 +116,8 @@ class ClusterLocks:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             import redis.asyncio
+            from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.retry import Retry
 
             self._client = redis.asyncio.Redis.from_url(
                 self.settings.url, password=self._password, socket_connect_timeout=1.0,
@@ -214,3 +214,16 @@ class ClusterLocks:
 
 def open_locks(settings: RedisSettings, lock_dir: Path) -> ClusterLocks:
     return ClusterLocks(settings, KeyLocks(lock_dir), password(settings))
+
+
+def status(locks: object, tier: object) -> dict[str, str]:
+    """What a replica's readiness check reports of its shared parts: "ok", or why it is
+    degraded (single-flight local only; object store failing). Parts not configured
+    are left out."""
+    out = {}
+    if isinstance(locks, ClusterLocks):
+        out["coordination"] = locks.status()
+    tier_status = getattr(tier, "status", None)
+    if callable(tier_status):
+        out["object_store"] = str(tier_status())
+    return out

@@ -107,6 +107,7 @@ class ClusterLocks:
         self._down_since = 0.0
         self._retry_at = 0.0
         self.reason = ""  # why Redis is not used now; "" when it is
+        self._probe: asyncio.Task[None] | None = None
         self.fallbacks = self.takeovers = 0
 
     def __repr__(self) -> str:
@@ -140,6 +141,22 @@ class ClusterLocks:
             log.warning("modgate: %s; falling back to local single-flight", reason)
         self.reason = reason
         self._retry_at = time.monotonic() + RETRY_AFTER
+        if self._probe is None or self._probe.done():
+            with contextlib.suppress(RuntimeError):  # no loop: the next lock tries again
+                self._probe = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Ask Redis every RETRY_AFTER seconds until it answers: a replica that takes no
+        lock for a while (all hits) still sees it come back, and says so."""
+        while self.reason:
+            await asyncio.sleep(RETRY_AFTER)
+            try:
+                await self.client().ping()
+            except Exception as e:
+                self.reason = f"redis at {self.where} unreachable: {' '.join(str(e).split())[:200]}"
+                continue
+            self._retry_at = 0.0
+            self._up()
 
     def _up(self) -> None:
         if self.reason:
@@ -206,6 +223,8 @@ class ClusterLocks:
                 return
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):

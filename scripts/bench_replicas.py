@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import resource
@@ -40,7 +39,7 @@ sys.path[:0] = [str(REPO / "tests")]
 
 from modgate.config import S3Settings  # noqa: E402
 from modgate.objectstore import Credentials, S3Tier  # noqa: E402
-from modgate.store import Entry  # noqa: E402
+from modgate.store import Entry, sha256_file  # noqa: E402
 from world.gate import Gate  # noqa: E402
 from world.gocmd import go_env, run_go  # noqa: E402
 from world.modules import MainModule, graph, write_main_module  # noqa: E402
@@ -127,7 +126,7 @@ def s3_throughput(here: Path, size_mb: int) -> dict[str, Any]:
         with body.open("wb") as f:
             for _ in range(size_mb):
                 f.write(os.urandom(1 << 20))
-        digest = hashlib.sha256(body.read_bytes()).hexdigest()
+        digest = sha256_file(body)
         entry = Entry(
             key="v2 bench/@v/v1.0.0.zip", status=200, content_type="application/zip",
             size=body.stat().st_size, sha256=digest, stored_at=time.time(), expires_at=None,

@@ -142,6 +142,31 @@ class ChecksumSettings:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """An S3-compatible bucket shared by replicas (objectstore.py). No secret here: the
+    keys come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or `credentials_file`."""
+
+    endpoint: str
+    bucket: str
+    region: str = "us-east-1"
+    prefix: str = "modgate/"
+    credentials_file: Path | None = None  # AWS shared-credentials format (INI)
+    profile: str = "default"
+    part_size: int = 16 << 20  # multipart above this; each part held once in memory
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where replicas coordinate (coordination.py). A password is never in rules.yaml: it
+    comes from MODGATE_REDIS_PASSWORD or `password_file`."""
+
+    url: str
+    password_file: Path | None = None
+    lock_ttl: float = 10.0  # a dead holder's lock frees after this; renewed while held
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything rules.yaml says. `proxies` is None when the file names none: then the
     proxies of `go env GOPROXY` apply (see `proxies_from_goproxy`)."""
@@ -154,6 +179,8 @@ class Config:
     # `teams:` (modgate.teams): who may authenticate, and as which team. None: no
     # authentication by modgate (anyone who reaches it is the same anonymous client).
     teams: Teams | None = None
+    s3: S3Settings | None = None  # `store: {s3: …}`: the shared tier behind the local cache
+    redis: RedisSettings | None = None  # `coordination: {redis: …}`
 
 
 def _rules_module() -> Any:
@@ -195,7 +222,7 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
         return Config(source=source)
     rules = _rules_module()
     top = _Node(source, root, "").mapping(
-        {"proxies", "cache", "checksum", "teams", *rules.TOP_LEVEL_KEYS}
+        {"proxies", "cache", "checksum", "teams", "store", "coordination", *rules.TOP_LEVEL_KEYS}
     )
     proxies = None
     if "proxies" in top:
@@ -214,9 +241,68 @@ def parse_config(text: str, source: str = "rules.yaml") -> Config:
         from modgate.teams import parse_teams  # imported late: it builds on _Node
 
         teams = parse_teams(top["teams"], base)
+    s3 = _store(top["store"], base) if "store" in top else None
+    redis = _coordination(top["coordination"], base) if "coordination" in top else None
     return Config(source=source, proxies=proxies, cache=cache, checksum=checksum,
                   rules=rules.parse_rules(top, teams.names if teams else None),
-                  teams=teams)  # fmt: skip
+                  teams=teams, s3=s3, redis=redis)  # fmt: skip
+
+
+def _store(node: _Node, base: Path) -> S3Settings | None:
+    s3 = node.mapping({"s3"}).get("s3")
+    if s3 is None:
+        return None
+    fields = s3.mapping(
+        {"endpoint", "bucket", "region", "prefix", "credentials_file", "profile", "part_size",
+         "timeout"}, required={"endpoint", "bucket"},
+    )  # fmt: skip
+    endpoint = fields["endpoint"].convert(lambda v: _http_url(_text(v)))
+    if urlsplit(endpoint).username or urlsplit(endpoint).password:
+        raise fields["endpoint"].error(
+            "credentials do not belong in rules.yaml: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or name a credentials_file"
+        )
+    default = S3Settings(endpoint, "")
+    part_size = fields["part_size"].convert(parse_size) if "part_size" in fields else 0
+    if part_size and part_size < 5 << 20:  # S3's own minimum for all parts but the last
+        raise fields["part_size"].error(f"{part_size} bytes is below S3's minimum part (5MiB)")
+    return S3Settings(
+        endpoint=endpoint,
+        bucket=fields["bucket"].convert(_text),
+        region=fields["region"].convert(_text) if "region" in fields else default.region,
+        prefix=fields["prefix"].convert(_text) if "prefix" in fields else default.prefix,
+        credentials_file=base / fields["credentials_file"].convert(_text)
+        if "credentials_file" in fields else None,
+        profile=fields["profile"].convert(_text) if "profile" in fields else default.profile,
+        part_size=part_size or default.part_size,
+        timeout=fields["timeout"].convert(parse_duration) if "timeout" in fields
+        else default.timeout,
+    )  # fmt: skip
+
+
+def _coordination(node: _Node, base: Path) -> RedisSettings | None:
+    redis = node.mapping({"redis"}).get("redis")
+    if redis is None:
+        return None
+    fields = redis.mapping({"url", "password_file", "lock_ttl"}, required={"url"})
+    url = fields["url"].convert(_text)
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise fields["url"].error(f"{url!r} is not a Redis URL (redis://host:port/db)")
+    if parts.password:
+        raise fields["url"].error(
+            "a password does not belong in rules.yaml: set MODGATE_REDIS_PASSWORD or name "
+            "a password_file"
+        )
+    lock_ttl = fields["lock_ttl"].convert(parse_duration) if "lock_ttl" in fields else 10.0
+    if lock_ttl < 1:
+        raise fields["lock_ttl"].error("a lock must live at least 1s (it is renewed at a third)")
+    return RedisSettings(
+        url=url,
+        password_file=base / fields["password_file"].convert(_text)
+        if "password_file" in fields else None,
+        lock_ttl=lock_ttl,
+    )  # fmt: skip
 
 
 def _proxy(node: _Node) -> Proxy:

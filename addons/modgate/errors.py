@@ -5,6 +5,7 @@
      ├── ProtocolError      a request is not a valid GOPROXY/sumdb request (answered 400/404)
      ├── UpstreamError      no upstream gave a usable answer (answered 502)
      ├── CacheError         the cache directory cannot be opened or written
+     ├── ObjectStoreError   the shared S3 tier cannot be reached or used (objectstore.py)
      ├── ZipError           a module zip breaks the module zip rules (modgate.dirhash)
      ├── GoModError         a go.mod or go.sum line cannot be read (modgate.gomod)
      ├── PatternError       a module path pattern or glob is malformed (modgate.patterns)
@@ -42,3 +43,8 @@ class UpstreamError(ModgateError):
 
 class CacheError(ModgateError):
     """The cache cannot be opened, read or written."""
+
+
+class ObjectStoreError(ModgateError):
+    """The shared object store (S3) cannot be reached, read or written: replicas go on
+    with their local tier and the upstream."""

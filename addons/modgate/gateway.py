@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Protocol
 
 from modgate.config import CacheSettings, Chain
-from modgate.errors import CacheError, ModgateError, UpstreamError
+from modgate.errors import CacheError, ModgateError, ObjectStoreError, UpstreamError
 from modgate.goproxy import Kind, ModRequest
 from modgate.growing import GrowingFile
-from modgate.keylock import KeyLocks
-from modgate.store import MEMORY_MAX, Body, Entry, Hit, Lookup, Miss, Stale, Store
+from modgate.keylock import Lease, Locks
+from modgate.store import MEMORY_MAX, Body, Entry, Hit, Lookup, Miss, Stale, Store, Tier
 from modgate.upstream import Attempt, Fetched, Fetcher
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,14 @@ class Gateway:
         spool: Path,
         settings: CacheSettings,
         clock: Callable[[], float] = time.time,
-        locks: KeyLocks | None = None,
+        locks: Locks | None = None,
+        tier: Tier | None = None,
     ) -> None:
-        """`locks`: where processes sharing `store` take turns fetching a key (keylock.py);
-        None when this is the store's only user."""
+        """`locks`: where processes sharing `store` (or `tier`) take turns fetching a key
+        (keylock.py, coordination.py); None when this is the store's only user. `tier`:
+        a store shared by replicas behind the local one (objectstore.py)."""
         self.store, self.fetcher, self.spool = store, fetcher, spool
-        self.locks = locks
+        self.locks, self.tier = locks, tier
         self.settings, self.clock = settings, clock
         self.validator: Validator | None = None
         self._flights: dict[str, _Flight] = {}
@@ -264,16 +266,83 @@ class Gateway:
         """Single-flight across the processes sharing the store: fetch once this key's
         lock is ours, unless another process stored the answer meanwhile."""
         if self.locks is None:
-            return await self._fetch_and_store(key, chain, req, flight)
-        async with self.locks.held(key) as waited:
+            return await self._fill(key, chain, req, flight, None)
+        async with self.locks.held(key) as held:
+            # A flock yields whether it waited; a cluster lock its lease, which knows.
+            cluster = isinstance(held, Lease)
+            waited = held.waited if isinstance(held, Lease) else held is True
             if waited and self.on_wait is not None:
-                self.on_wait("process")
+                self.on_wait("cluster" if cluster else "process")
             if isinstance(looked := self._lookup(key, req), Hit):
                 return looked.entry, ()
-            return await self._fetch_and_store(key, chain, req, flight)
+            lease = held if isinstance(held, Lease) else None
+            return await self._fill(key, chain, req, flight, lease)
+
+    async def _fill(
+        self, key: str, chain: Chain, req: ModRequest, flight: _Flight, lease: Lease | None
+    ) -> tuple[Entry, tuple[Attempt, ...]]:
+        """The shared tier's answer, checked again and kept locally; else the upstream's,
+        published to the tier. When both fail, the error says so of both."""
+        tier_error = None
+        if self.tier is not None:
+            try:
+                if (entry := await self._from_tier(key, req)) is not None:
+                    return entry, ()
+            except ObjectStoreError as e:
+                tier_error = e
+        try:
+            return await self._fetch_and_store(key, chain, req, flight, lease)
+        except UpstreamError as e:
+            if tier_error is not None:
+                raise UpstreamError(f"{e}; and {tier_error}") from e
+            raise
+
+    async def _from_tier(self, key: str, req: ModRequest) -> Entry | None:
+        """A fresh answer from the shared tier, stored locally; None when it has none.
+        A .mod or .zip is checked again as an upstream's would be (checksum database,
+        pins), not trusted for the hash the bucket holds beside it: whoever can write
+        the bucket can write both."""
+        assert self.tier is not None
+        for k in filter(None, (artifact_key(req), key)):
+            got = await self.tier.get(k, self.spool)
+            if got is None:
+                continue
+            entry, body = got
+            try:
+                if not entry.fresh(self.clock()):
+                    continue
+                if entry.status == 200 and entry.h1 and self.validator is not None:
+                    verdict = await self.validator.validate(req, body)
+                    if verdict is None or verdict.h1 != entry.h1:
+                        raise ModgateError(f"its hash is not {entry.h1}")
+                await asyncio.to_thread(self.store.put, entry, body)
+                return entry
+            except (ModgateError, ValueError) as e:
+                if isinstance(e, UpstreamError | CacheError):
+                    raise  # could not check it now: not a verdict on the object
+                log.error("modgate: the object store's %s is refused (%s): fetching it", req, e)
+            finally:
+                body.unlink(missing_ok=True)
+        return None
+
+    async def _publish(self, entry: Entry, body: Path, lease: Lease | None) -> None:
+        """Put a stored answer in the shared tier, unless this replica's lock was taken
+        over meanwhile (fencing: the new holder publishes). A tier that fails is logged;
+        the answer stays served from the local tier."""
+        assert self.tier is not None
+        if lease is not None and not await lease.valid():
+            log.warning(
+                "modgate: lost the cluster lock of %s (token %d superseded): its new holder "
+                "publishes it, not this replica", entry.key, lease.token,
+            )  # fmt: skip
+            return
+        try:
+            await self.tier.put(entry, body)
+        except ObjectStoreError as e:
+            log.error("modgate: %s; kept in this replica's cache only", e)
 
     async def _fetch_and_store(
-        self, key: str, chain: Chain, req: ModRequest, flight: _Flight
+        self, key: str, chain: Chain, req: ModRequest, flight: _Flight, lease: Lease | None = None
     ) -> tuple[Entry, tuple[Attempt, ...]]:
         if self.validator is not None:
             self.validator.prefetch(req)  # overlaps the checksum lookup with the download
@@ -288,6 +357,8 @@ class Gateway:
                 if hashlib.sha256(data).hexdigest() == fetched.sha256:  # as it was checked
                     flight.checked.set_result((entry, fetched.attempts, data))
             await asyncio.to_thread(self.store.put, entry, fetched.body)
+            if self.tier is not None:
+                await self._publish(entry, fetched.body, lease)
         except BaseException as e:
             if growing is not None and growing.entry is None:
                 # A check failed: the same bytes would fail again. (A download that broke

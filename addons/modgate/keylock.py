@@ -25,9 +25,29 @@ import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Protocol
 
 POLL_FIRST, POLL_MAX = 0.002, 0.05  # seconds between attempts, doubling
+
+
+class Lease:
+    """A held lock's right to publish what its holder fetched. A flock is the kernel's
+    and cannot be lost while held: always valid. A cluster lock (coordination.py) can
+    expire under a holder that stalled; its lease then says so (fencing)."""
+
+    token = 0
+    waited = False  # whether another holder had the lock first
+
+    async def valid(self) -> bool:
+        return True
+
+
+class Locks(Protocol):
+    def held(self, key: str) -> AbstractAsyncContextManager[object]:
+        """Hold `key`'s lock for the block; yields a Lease, or whether it waited."""
+        ...
 
 
 class KeyLocks:

@@ -3,7 +3,8 @@
 A lookup is a value: `Hit(entry)` (fresh), `Stale(entry)` (past its TTL, still
 servable when the upstream fails) or `Miss()`. Bodies go in and out as files, so
 a 500 MiB zip is never held in memory. `DiskStore` keeps them in a diskcache
-directory; the interface is what an S3-backed store will implement later.
+directory; a `Tier` (objectstore.S3Tier: an S3 bucket several replicas share) can stand
+behind it, asked by the gateway after a local miss.
 
 `DiskStore` also keeps the small immutable answers it has served (a canonical
 version's .info and .mod: "GOPROXY protocol", they never change) in a bounded
@@ -150,6 +151,22 @@ diskcache.core.EVICTION_POLICY.setdefault(
         " ORDER BY access_time LIMIT ?",
     },
 )
+
+
+class Tier(Protocol):
+    """A store shared by replicas behind each one's local Store (objectstore.S3Tier):
+    asynchronous, bodies in and out as files. Raises ObjectStoreError when unusable."""
+
+    async def get(self, key: str, spool: Path) -> tuple[Entry, Path] | None:
+        """The answer stored under `key`, its body in a new file in `spool` (the caller
+        removes it), checked against its entry; None when there is none."""
+        ...
+
+    async def put(self, entry: Entry, body: Path) -> None: ...
+
+    def status(self) -> str: ...
+
+    async def close(self) -> None: ...
 
 
 class DiskStore:
@@ -414,6 +431,11 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "stored_at": (int, float), "expires_at": (int, float, type(None)), "upstream": str,
     "h1": str, "verdict": str, "checked_by": str,
 }  # fmt: skip
+
+
+def entry_from_json(text: str) -> Entry | None:
+    """The Entry a JSON text describes (a shared tier's metadata), or None."""
+    return _entry_from_tag(text)
 
 
 def _entry_from_tag(tag: object) -> Entry | None:

@@ -18,7 +18,7 @@ import sqlite3
 import ssl
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,10 +42,14 @@ from modgate.config import (
     parse_gosumdb,
     proxies_from_goproxy,
 )
+from modgate.coordination import ClusterLocks
+from modgate.coordination import password as redis_password
 from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Gateway
 from modgate.home import default_home
-from modgate.keylock import KeyLocks
+from modgate.keylock import KeyLocks, Locks
+from modgate.objectstore import S3Tier
+from modgate.objectstore import credentials as s3_credentials
 from modgate.rules import Deny
 from modgate.rulesfile import check
 from modgate.store import DiskStore
@@ -156,12 +160,19 @@ class Settings:
                 checker = _open_checker(config, pins, databases, cache_dir, gateway)
                 undo.callback(checker.close)
                 _resize(store, config, kept.config)
+                if (config.s3, config.redis) != (kept.config.s3, kept.config.redis):
+                    log.warning(
+                        "modgate: %s: store and coordination changes take effect when "
+                        "modgate restarts; the running ones stay", config.source,
+                    )  # fmt: skip
+                    config = replace(config, s3=kept.config.s3, redis=kept.config.redis)
             else:
                 store = DiskStore(cache_dir / "artifacts", config.cache.size_limit)
                 undo.callback(store.close)
+                locks, tier = _replicas(config, cache_dir)
                 gateway = Gateway(
                     store, self.fetcher, cache_dir / "spool", config.cache,
-                    locks=KeyLocks(cache_dir / "locks"),
+                    locks=locks, tier=tier,
                 )  # fmt: skip
                 checker = _open_checker(config, pins, databases, cache_dir, gateway)
                 undo.callback(checker.close)
@@ -306,7 +317,11 @@ class Settings:
 
     async def done(self) -> None:
         if self.runtime is not None:
-            await self.runtime.gateway.drain(timeout=10)
+            gateway = self.runtime.gateway
+            await gateway.drain(timeout=10)
+            for shared in (gateway.tier, gateway.locks):
+                if isinstance(shared, S3Tier | ClusterLocks):
+                    await shared.close()
         self.blobs.stop()
         await self.fetcher.close()
         self._close_resources()
@@ -319,6 +334,22 @@ class Settings:
         if self._lock is not None:  # after the store: nothing of ours is in flight
             self._lock.close()
             self._lock = None
+
+
+def _replicas(config: Config, cache_dir: Path) -> tuple[Locks, S3Tier | None]:
+    """Single-flight and the shared tier of a replica (issue 17): Redis locks when
+    `coordination.redis` is set (this machine's flock ones otherwise, and while Redis is
+    away), and the S3 bucket of `store.s3` behind the local cache."""
+    local = KeyLocks(cache_dir / "locks")
+    locks: Locks = local
+    if config.redis is not None:
+        locks = ClusterLocks(config.redis, local, redis_password(config.redis))
+        log.info("modgate: single-flight across replicas through redis at %s", locks.where)
+    tier = None
+    if config.s3 is not None:
+        tier = S3Tier(config.s3, s3_credentials(config.s3))
+        log.info("modgate: shared object store %s", tier.where)
+    return locks, tier
 
 
 def _open_checker(

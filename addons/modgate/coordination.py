@@ -1,0 +1,250 @@
+"""Single-flight across replicas: one Redis lock per cache key, so replicas sharing a
+bucket (objectstore.py) fetch each answer from upstream once between them.
+
+    acquire   a Lua script: if nobody holds the key, take the next fencing token
+              (INCR, per key, never reused) and SET the lock to it with a TTL
+    renew     every ttl/3 while held: PEXPIRE, only if the lock still holds our token
+    valid()   before publishing: does the lock still hold our token? A holder that
+              stalled past its TTL lost it to another replica, which publishes instead
+    release   DEL, only if the lock still holds our token
+
+A replica killed mid-download (kill -9) stops renewing; its lock expires after
+`lock_ttl` and a waiting replica takes it (with a higher token).
+
+When Redis cannot be reached the replica says so once (log, `status()`), falls back to
+local single-flight (the flock KeyLocks its workers share), and tries Redis again
+RETRY_AFTER seconds later: it recovers by itself and says that too. Fencing then rests
+on what is published: verified bytes under a key naming them, the same whoever writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from modgate.config import RedisSettings
+from modgate.errors import ConfigError
+from modgate.keylock import KeyLocks, Lease
+
+log = logging.getLogger("modgate")
+
+PREFIX = "modgate:"
+RETRY_AFTER = 2.0  # seconds of local single-flight before Redis is tried again
+POLL_FIRST, POLL_MAX = 0.005, 0.1  # seconds between attempts at a held lock, doubling
+
+# KEYS: lock, fence counter; ARGV: ttl ms. The new token, or 0 when the lock is held.
+ACQUIRE = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+local token = redis.call('incr', KEYS[2])
+redis.call('set', KEYS[1], token, 'px', ARGV[1])
+return token
+"""
+# KEYS: lock; ARGV: token, ttl ms. 1 when renewed, 0 when the lock is someone else's.
+RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def password(settings: RedisSettings, environ: dict[str, str] | None = None) -> str | None:
+    """Redis's password: `password_file`, else MODGATE_REDIS_PASSWORD, else none."""
+    if settings.password_file is not None:
+        try:
+            return settings.password_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"coordination.redis.password_file {settings.password_file}: cannot read it: {e}"
+            ) from None
+    return (os.environ if environ is None else environ).get("MODGATE_REDIS_PASSWORD") or None
+
+
+def where(url: str) -> str:
+    """The URL without user or password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+class RedisLease(Lease):
+    def __init__(self, locks: ClusterLocks, name: str, token: int) -> None:
+        self.locks, self.name, self.token = locks, name, token
+        self.lost = False
+
+    async def valid(self) -> bool:
+        """False only when Redis says another holder has the lock now; True when it
+        cannot be asked (see the module docstring)."""
+        if self.lost:
+            return False
+        try:
+            held = await self.locks.client().get(self.name)
+        except Exception as e:
+            self.locks.down(e)
+            return True
+        self.lost = held is None or int(held) != self.token
+        return not self.lost
+
+
+class ClusterLocks:
+    """Locks (keylock.Locks) in Redis, with `fallback` (this machine's) while it is away."""
+
+    def __init__(self, settings: RedisSettings, fallback: KeyLocks, password: str | None) -> None:
+        self.settings, self.fallback, self._password = settings, fallback, password
+        self.where = where(settings.url)
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._down_since = 0.0
+        self._retry_at = 0.0
+        self.reason = ""  # why Redis is not used now; "" when it is
+        self._probe: asyncio.Task[None] | None = None
+        self.fallbacks = self.takeovers = 0
+
+    def __repr__(self) -> str:
+        return f"ClusterLocks({self.where})"
+
+    def client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            self._client = redis.asyncio.Redis.from_url(
+                self.settings.url, password=self._password, socket_connect_timeout=1.0,
+                socket_timeout=2.0, retry=Retry(NoBackoff(), 0), decode_responses=True,
+            )  # fmt: skip
+            self._loop = loop
+        return self._client
+
+    def status(self) -> str:
+        """ "ok", or why single-flight is local only (for /readyz)."""
+        if not self.reason:
+            return "ok"
+        since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
+        return f"degraded since {since}: {self.reason}; single-flight is local to this replica"
+
+    def down(self, e: BaseException) -> None:
+        reason = f"redis at {self.where} unreachable: {' '.join(str(e).split())[:200]}"
+        if not self.reason:
+            self._down_since = time.time()
+            log.warning("modgate: %s; falling back to local single-flight", reason)
+        self.reason = reason
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        if self._probe is None or self._probe.done():
+            with contextlib.suppress(RuntimeError):  # no loop: the next lock tries again
+                self._probe = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Ask Redis every RETRY_AFTER seconds until it answers: a replica that takes no
+        lock for a while (all hits) still sees it come back, and says so."""
+        while self.reason:
+            await asyncio.sleep(RETRY_AFTER)
+            try:
+                await self.client().ping()
+            except Exception as e:
+                self.reason = f"redis at {self.where} unreachable: {' '.join(str(e).split())[:200]}"
+                continue
+            self._retry_at = 0.0
+            self._up()
+
+    def _up(self) -> None:
+        if self.reason:
+            log.warning(
+                "modgate: redis at %s is reachable again after %.0fs: cluster single-flight "
+                "resumed", self.where, time.time() - self._down_since,
+            )  # fmt: skip
+            self.reason = ""
+
+    @contextlib.asynccontextmanager
+    async def held(self, key: str) -> AsyncIterator[object]:
+        """Hold `key`'s cluster lock for the block; yields its RedisLease. While Redis is
+        away, this machine's lock instead (yields what KeyLocks yields)."""
+        lease = None
+        if time.monotonic() >= self._retry_at:
+            try:
+                lease = await self._acquire(key)
+            except Exception as e:  # redis-py's errors, OSError, timeouts: all "away"
+                self.down(e)
+        if lease is None:
+            self.fallbacks += 1
+            async with self.fallback.held(key) as waited:
+                yield waited
+            return
+        renewing = asyncio.ensure_future(self._renew(lease))
+        try:
+            yield lease
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(Exception):
+                await self.client().eval(RELEASE, 1, lease.name, str(lease.token))
+
+    async def _acquire(self, key: str) -> RedisLease:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        name, fence = f"{PREFIX}lock:{digest}", f"{PREFIX}fence:{digest}"
+        ttl_ms = str(int(self.settings.lock_ttl * 1000))
+        wait, waited = POLL_FIRST, False
+        while True:
+            token = int(await self.client().eval(ACQUIRE, 2, name, fence, ttl_ms))
+            self._up()
+            if token:
+                if waited and token > 1:
+                    self.takeovers += 1
+                lease = RedisLease(self, name, token)
+                lease.waited = waited
+                return lease
+            waited = True
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, POLL_MAX)
+
+    async def _renew(self, lease: RedisLease) -> None:
+        ttl_ms = str(int(self.settings.lock_ttl * 1000))
+        while True:
+            await asyncio.sleep(self.settings.lock_ttl / 3)
+            try:
+                renewed = await self.client().eval(RENEW, 1, lease.name, str(lease.token), ttl_ms)
+            except Exception as e:
+                self.down(e)
+                continue
+            if not renewed:
+                lease.lost = True
+                log.warning(
+                    "modgate: the cluster lock %s (token %d) expired while held: another "
+                    "replica may fetch it too", lease.name, lease.token,
+                )  # fmt: skip
+                return
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def open_locks(settings: RedisSettings, lock_dir: Path) -> ClusterLocks:
+    return ClusterLocks(settings, KeyLocks(lock_dir), password(settings))
+
+
+def status(locks: object, tier: object) -> dict[str, str]:
+    """What a replica's readiness check reports of its shared parts: "ok", or why it is
+    degraded (single-flight local only; object store failing). Parts not configured
+    are left out."""
+    out = {}
+    if isinstance(locks, ClusterLocks):
+        out["coordination"] = locks.status()
+    tier_status = getattr(tier, "status", None)
+    if callable(tier_status):
+        out["object_store"] = str(tier_status())
+    return out

@@ -446,7 +446,15 @@ def test_the_json_schema_for_editors_agrees_with_the_parser() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((ROOT / "rules.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert set(schema["properties"]) == {"proxies", "cache", "checksum", "teams", *TOP_LEVEL_KEYS}
+    assert set(schema["properties"]) == {
+        "proxies",
+        "cache",
+        "checksum",
+        "teams",
+        "store",
+        "coordination",
+        *TOP_LEVEL_KEYS,
+    }
     validator = jsonschema.Draft202012Validator(schema)
     for text in ((ROOT / "rules.yaml").read_text(), commented_examples(), ORDERED, HOSTS):
         validator.validate(yaml.safe_load(text))

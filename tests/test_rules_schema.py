@@ -23,6 +23,8 @@ TOP = (
     "default",
     "teams",
     "owners",
+    "store",
+    "coordination",
 )
 
 

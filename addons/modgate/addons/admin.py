@@ -82,8 +82,11 @@ class Admin:
             subscriber(action)
 
     async def running(self) -> None:
+        from modgate.dashboard import Dashboard
+
         keys = adminauth.KeysFile(adminauth.keys_path(self.confdir))
         self.server = AdminServer(_Backend(), keys, self._on_action)
+        Dashboard(self.server).install()
         await self.server.start(self.sock)
 
     async def done(self) -> None:

@@ -140,7 +140,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     adminauth.write_private(out, f"{key.name}:{key.secret}\n")
     print(
         f"admin {key.name} ({', '.join(sorted(key.scopes))}): key written to {out} (mode 600); "
-        f"a running modgate accepts it at once (start one with admin keys to serve the API)"
+        "a modgate serving the admin API accepts it at once; one started without keys "
+        "serves the API after a restart"
     )
     return 0
 

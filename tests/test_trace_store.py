@@ -175,6 +175,7 @@ def test_a_journal_line_written_before_the_origin_field_still_reads() -> None:
     before_teams = journal.decode(json.dumps(json.loads(line)[:-2]).encode())
     assert (before_teams.origin, before_teams.identity, before_teams.team) == ("tag ci", "", "")
     assert journal.decode(line).team == "team-a"
+    assert journal.decode(line).origin == "tag ci"
 
 
 def test_a_version_2_database_gains_identity_and_team_and_ls_filters_by_team(
@@ -206,3 +207,33 @@ def test_a_version_2_database_gains_identity_and_team_and_ls_filters_by_team(
     assert summary.teams == "team-a" and sorted(summary.identities.split(",")) == ["alice", "ci"]
     assert [r.identity for r in again.records(second)] == ["alice", "ci"]
     again.close()
+
+
+def test_a_reader_opened_beside_the_writer_leaves_its_commits_visible(tmp_path: Path) -> None:
+    """The admin API and the dashboard open the database in the writer's own process.
+    Opening it must not drop the writer's POSIX locks (closing any descriptor of a file
+    does), or the next connection to close elsewhere deletes the WAL under the writer,
+    and what it commits afterwards reaches no reader until it stops."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "trace.db"
+    writer = TraceDB(path)
+    with writer.transaction():
+        writer.insert([rec(T0)], [writer.new_session("127.0.0.1", T0)])
+    TraceDB(path, create=False).close()  # a reader, in this process
+
+    def count_elsewhere() -> int:
+        code = f"import sqlite3; c = sqlite3.connect({str(path)!r}); print(c.execute('SELECT count(*) FROM requests').fetchone()[0]); c.close()"
+        return int(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+
+    assert count_elsewhere() == 1
+    with writer.transaction():
+        writer.insert([rec(T0 + 1)], [1])
+    assert count_elsewhere() == 2
+    assert path.with_name("trace.db-wal").exists()
+    writer.close()

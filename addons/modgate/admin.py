@@ -40,6 +40,7 @@ from aiohttp import web
 from modgate import adminauth, cacheadmin
 from modgate.adminauth import Accepted, AdminKey, Refused, Verifier
 from modgate.errors import ModgateError
+from modgate.trace.escape import terminal
 from modgate.trace.store import TraceError
 
 log = logging.getLogger("modgate")
@@ -151,6 +152,7 @@ class AdminServer:
             "no dashboard"
         )
         self._runner: web.AppRunner | None = None
+        self.stopping = False  # long answers (the dashboard's live view) end when set
 
     def add_routes(self, routes: Iterable[Route]) -> None:
         """Add routes (the teams module adds /v1/teams/..., the dashboard its pages)."""
@@ -162,11 +164,16 @@ class AdminServer:
         return app
 
     async def start(self, sock: socket.socket) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self.stopping = False
+        # A live view still open must not hold modgate's stop up for long.
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 
     async def stop(self) -> None:
+        self.stopping = True
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -205,12 +212,7 @@ class AdminServer:
                 request.method, request.raw_path, request.headers.items(), body, scope
             )
         if isinstance(verdict, Refused):
-            log.warning(
-                "modgate: admin API: refused %s %s from %s: %s",
-                request.method, request.raw_path, request.remote, verdict.reason,
-            )  # fmt: skip
-            self._report(who, f"{request.method} {request.path}", {}, f"refused: {verdict.reason}")
-            return envelope(Answer(401, UNAUTHORIZED))
+            return self.refuse(request, who, verdict)
         if route is None:
             if allowed:
                 return envelope(
@@ -240,6 +242,15 @@ class AdminServer:
             self._report(verdict.admin, route.name, arguments, result)
         return envelope(answer) if isinstance(answer, Answer) else answer
 
+    def refuse(self, request: web.Request, who: str, verdict: Refused) -> web.Response:
+        """The one answer to every refused request; the reason goes to the log and the hook."""
+        log.warning(
+            "modgate: admin API: refused %s %s from %s: %s",
+            request.method, terminal(request.raw_path), request.remote, verdict.reason,
+        )  # fmt: skip
+        self._report(who, f"{request.method} {request.path}", {}, f"refused: {verdict.reason}")
+        return envelope(Answer(401, UNAUTHORIZED))
+
     def _report(self, who: str, what: str, arguments: Mapping[str, Any], result: str) -> None:
         action = Action(who, what, dict(arguments), result, time.time())
         log.info("modgate: admin %s: %s %s: %s", who or "?", what, _args(arguments), result)
@@ -251,8 +262,6 @@ class AdminServer:
 
 
 def _args(arguments: Mapping[str, Any]) -> str:
-    from modgate.trace.escape import terminal
-
     return terminal(json.dumps(arguments, sort_keys=True)) if arguments else ""
 
 

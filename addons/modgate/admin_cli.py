@@ -9,6 +9,7 @@ running modgate's admin API (modgate/admin.py; the signature: modgate/adminauth.
     modgate admin rules show | reload
     modgate admin trace ls | show ID
     modgate admin call METHOD PATH [JSON]                        any endpoint, signed
+    modgate admin dashboard                                      a one-time browser login link
 
 The client's key: --key-file FILE, else $MODGATE_ADMIN_KEY (NAME:KEY), else the one key
 file in CONFDIR/admin/. Exit status: 0 the API did it, 1 it answered with an error
@@ -123,6 +124,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     q.add_argument("body", nargs="?", default=None, help="a JSON body")
     q.set_defaults(func=cmd_call)
 
+    q = commands.add_parser(
+        "dashboard", parents=[client], help="print a one-time link that logs a browser in"
+    )
+    q.set_defaults(func=cmd_dashboard)
+
 
 # --- keys ------------------------------------------------------------------------------------
 
@@ -134,7 +140,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     adminauth.write_private(out, f"{key.name}:{key.secret}\n")
     print(
         f"admin {key.name} ({', '.join(sorted(key.scopes))}): key written to {out} (mode 600); "
-        f"a running modgate accepts it at once (start one with admin keys to serve the API)"
+        "a modgate serving the admin API accepts it at once; one started without keys "
+        "serves the API after a restart"
     )
     return 0
 
@@ -231,3 +238,11 @@ def cmd_call(args: argparse.Namespace) -> int:
             print(json.dumps(answer["data"], indent=2, sort_keys=True))
         print(f"{status} {answer.get('message', '')}", file=sys.stderr if method == "GET" else None)
     return 0 if status < 400 else 1
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from modgate.dashboard import LOGIN_WINDOW, login_link
+
+    print(login_link(args.url, client_key(args)))
+    print(f"open it within {LOGIN_WINDOW}s; it works once", file=sys.stderr)
+    return 0

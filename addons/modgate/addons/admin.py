@@ -16,7 +16,8 @@ from pathlib import Path
 from mitmproxy import ctx
 
 from modgate import adminauth
-from modgate.admin import Action, AdminServer, RulesState
+from modgate.admin import Action, AdminServer, Route, RulesState
+from modgate.dashboard import Panel
 
 
 class _Backend:
@@ -63,6 +64,11 @@ class _Backend:
 
 
 class Admin:
+    """The seams, for the parts of issue 15 built beside it: `routes` (the teams
+    module's /v1/teams/... endpoints: admin.Route, scope "teams"), `subscribers` (the
+    audit log: called with every admin.Action), and the dashboard's `teams` and `audit`
+    panels (dashboard.Panel: rows of name and detail, or None while not configured)."""
+
     name = "modgate_admin"  # what ctx.master.addons.get() finds it by
 
     def __init__(self, sock: socket.socket, confdir: Path, workers: bool = False) -> None:
@@ -70,7 +76,10 @@ class Admin:
         self.confdir = confdir
         self.workers = workers
         self.server: AdminServer | None = None
-        self.subscribers: list[Callable[[Action], None]] = []  # the audit log, at merge
+        self.routes: list[Route] = []
+        self.subscribers: list[Callable[[Action], None]] = []
+        self.teams: Panel | None = None
+        self.audit: Panel | None = None
 
     @property
     def url(self) -> str:
@@ -82,8 +91,12 @@ class Admin:
             subscriber(action)
 
     async def running(self) -> None:
+        from modgate.dashboard import Dashboard
+
         keys = adminauth.KeysFile(adminauth.keys_path(self.confdir))
         self.server = AdminServer(_Backend(), keys, self._on_action)
+        self.server.add_routes(self.routes)
+        Dashboard(self.server, teams=self.teams, audit=self.audit).install()
         await self.server.start(self.sock)
 
     async def done(self) -> None:

@@ -156,8 +156,13 @@ class TraceDB:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Private whatever the umask (mitmdump sets none): SQLite gives its -wal and
-            # -shm files the database file's mode.
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            # -shm files the database file's mode. Only when it is new: closing any
+            # descriptor of a file drops all of this process's POSIX locks on it, so in a
+            # process whose writer has it open (the admin API, the dashboard) the next
+            # connection to close, in any process, would take itself for the last and
+            # delete the WAL under the writer: its commits then reach no reader.
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
             self.conn = sqlite3.connect(
                 path, timeout=5.0, isolation_level=None, check_same_thread=not threaded
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mitmproxy import ctx
 
@@ -90,9 +91,31 @@ class Admin:
         for subscriber in self.subscribers:
             subscriber(action)
 
+    def _wire(self) -> None:
+        """Join the parts of the running pipeline the API serves: the teams in force
+        (their /v1/teams routes and panel) and the audit log (every Action, its panel)."""
+        from modgate import teams_api
+        from modgate.addons.audit import Auditor
+        from modgate.addons.settings import Settings
+
+        pipeline = ctx.master.addons.get("modgate")
+        if pipeline is None:  # loaded without modgate's pipeline (a test's own master)
+            return
+        settings = pipeline.stage(Settings)
+
+        def teams() -> Any:
+            return settings.runtime.config.teams if settings.runtime else None
+
+        self.routes.extend(teams_api.routes(teams))
+        self.teams = self.teams or teams_api.panel(teams)
+        auditor = pipeline.stage(Auditor)
+        self.subscribers.append(auditor.admin_action)
+        self.audit = self.audit or auditor.panel
+
     async def running(self) -> None:
         from modgate.dashboard import Dashboard
 
+        self._wire()
         keys = adminauth.KeysFile(adminauth.keys_path(self.confdir))
         self.server = AdminServer(_Backend(), keys, self._on_action)
         self.server.add_routes(self.routes)

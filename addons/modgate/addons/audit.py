@@ -115,6 +115,33 @@ class Auditor:
             self.writer.stop()
         self.writer, self._path = None, None
 
+    def panel(self) -> list[tuple[str, str]] | None:
+        """The dashboard's audit panel: where the log is, its signed head (the newest
+        entry and checkpoint), and this process's writer. None while the log is off."""
+        import time
+
+        from modgate.audit.log import read_head
+
+        if self.writer is None or self._path is None:
+            return None
+        stats = self.writer.stats
+        rows = [("log", str(self._path))]
+        try:
+            head = read_head(self._path)
+        except AuditError as e:
+            rows.append(("head", f"unreadable: {e}; run modgate audit verify"))
+            head = None
+        if head is not None:
+            rows.append(("newest entry", f"#{head.seq} {head.hash[:16]}…"))
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(head.checkpoint_time))
+            rows.append(("last checkpoint", f"#{head.checkpoint} at {when}" if head.checkpoint
+                         else "none yet"))  # fmt: skip
+        problems = f"{stats.failures} failed batches, {stats.dropped} entries lost"
+        rows.append(("this worker", f"{stats.written} written, {problems}, lag {stats.lag:.3f}s"))
+        if stats.last_error:
+            rows.append(("last error", stats.last_error))
+        return rows
+
     def _written(self, stats: Stats) -> None:
         if self.on_written is not None:
             self.on_written(stats)

@@ -76,6 +76,13 @@ class AuthGate:
         self.auth = Authenticator(teams) if teams is not None else None
         if teams is not None:
             log.info("modgate: teams: %d teams, %d members", len(teams.teams), len(teams.members))
+            if getattr(ctx.options, "proxyauth", None):
+                # Only a reload gets here (configure refuses it at start): mitmproxy's
+                # proxyauth takes the header first, and every request is then refused.
+                log.error(
+                    "modgate: proxyauth and rules.yaml's teams both ask for credentials: "
+                    "every request is refused until one goes (restart without --set proxyauth)"
+                )
 
     def configure(self, updated: set[str]) -> None:
         if "proxyauth" in updated or "modgate_rules" in updated:

@@ -137,6 +137,7 @@ class Teams:
     teams: dict[str, Team] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     file: Path | None = None
+    digest: str = field(default="", compare=False)  # SHA-256 of the teams file as read
     # Every token by its id: one lookup per request, however many tokens there are.
     _tokens: dict[str, tuple[Member, Token]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -178,10 +179,11 @@ def load_teams_file(path: Path) -> Teams:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if root is None:
-        return Teams(source=str(path), file=path)
+        return Teams(source=str(path), file=path, digest=digest)
     top = _Node(str(path), root, "").mapping({"teams"}, required={"teams"})
-    return _teams(top["teams"], path.parent, path)
+    return replace(_teams(top["teams"], path.parent, path), digest=digest)
 
 
 def _teams(node: _Node, base: Path, file: Path | None) -> Teams:

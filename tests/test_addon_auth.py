@@ -181,3 +181,23 @@ def test_without_teams_nothing_is_asked_or_removed(tmp_path: Path) -> None:
         assert "Proxy-Authorization" in flow.request.headers
 
     run(tmp_path, test, rules=RULES.replace("teams: teams.yaml\n", ""))
+
+
+def test_a_remembered_password_is_forgotten_when_the_teams_file_changes(tmp_path: Path) -> None:
+    async def test(pipeline: Pipeline, gate: AuthGate, teams: Path) -> None:
+        await pipeline.running()  # type: ignore[attr-defined]
+        first = proxied(basic("alice", PW))
+        await pipeline.requestheaders(first)  # type: ignore[attr-defined]
+        assert first.metadata["modgate.identity"] == "alice"
+        assert gate.auth is not None and gate.auth.authenticate_fast([basic("alice", PW)])
+        teams.write_text(TEAMS.replace(HASH, hash_password("a new password")))
+        for _ in range(40):
+            later = proxied(basic("alice", PW))
+            await pipeline.requestheaders(later)  # type: ignore[attr-defined]
+            if later.response is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert later.response is not None and later.response.status_code == 407
+        assert later.response.text == "modgate: wrong user name or password: not served\n"
+
+    run(tmp_path, test)

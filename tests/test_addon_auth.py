@@ -181,3 +181,70 @@ def test_without_teams_nothing_is_asked_or_removed(tmp_path: Path) -> None:
         assert "Proxy-Authorization" in flow.request.headers
 
     run(tmp_path, test, rules=RULES.replace("teams: teams.yaml\n", ""))
+
+
+def test_a_remembered_password_is_forgotten_when_the_teams_file_changes(tmp_path: Path) -> None:
+    async def test(pipeline: Pipeline, gate: AuthGate, teams: Path) -> None:
+        await pipeline.running()  # type: ignore[attr-defined]
+        first = proxied(basic("alice", PW))
+        await pipeline.requestheaders(first)  # type: ignore[attr-defined]
+        assert first.metadata["modgate.identity"] == "alice"
+        assert gate.auth is not None and gate.auth.authenticate_fast([basic("alice", PW)])
+        teams.write_text(TEAMS.replace(HASH, hash_password("a new password")))
+        for _ in range(40):
+            later = proxied(basic("alice", PW))
+            await pipeline.requestheaders(later)  # type: ignore[attr-defined]
+            if later.response is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert later.response is not None and later.response.status_code == 407
+        assert later.response.text == "modgate: wrong user name or password: not served\n"
+
+    run(tmp_path, test)
+
+
+def test_transparent_mode_asks_for_authorization_with_401(tmp_path: Path) -> None:
+    async def test(pipeline: Pipeline, gate: AuthGate, teams: Path) -> None:
+        flow = tflow.tflow()
+        flow.client_conn.proxy_mode = mode_specs.ProxyMode.parse("transparent")
+        flow.request.headers["Authorization"] = basic("alice", PW)
+        await pipeline.requestheaders(flow)  # type: ignore[attr-defined]
+        assert flow.response is None and flow.metadata["modgate.team"] == "team-a"
+        assert "Authorization" not in flow.request.headers
+        bare = tflow.tflow()
+        bare.client_conn.proxy_mode = mode_specs.ProxyMode.parse("transparent")
+        await pipeline.requestheaders(bare)  # type: ignore[attr-defined]
+        assert bare.response is not None and bare.response.status_code == 401
+
+    run(tmp_path, test)
+
+
+def test_the_team_reaches_the_host_rules_of_a_connect(tmp_path: Path) -> None:
+    from modgate.addons.rules import RulesGate
+
+    (tmp_path / "rules.yaml").write_text(
+        RULES + "hosts:\n  allow:\n    - {host: git.corp.example, teams: [team-a]}\n"
+    )
+    (tmp_path / "teams.yaml").write_text(TEAMS + "  team-b: {}\n")
+
+    async def main() -> None:
+        settings = Settings()
+        pipeline = Pipeline([settings, AuthGate(settings), RulesGate(settings)])
+        with taddons.context(pipeline) as tctx:
+            tctx.configure(pipeline, modgate_rules=str(tmp_path / "rules.yaml"),
+                           modgate_cache_dir=str(tmp_path / "cache"), modgate_goproxy="off",
+                           modgate_gosumdb="off")  # fmt: skip
+            secret, _ = create_token(tmp_path / "teams.yaml", "team-a", "ci")
+            settings.reload()  # the new token, as the watcher would
+            for auth, allowed in ((f"Bearer {secret}", True), (basic("alice", "nope"), False)):
+                flow = proxied(auth)
+                flow.request.method, flow.request.host, flow.request.port = (
+                    "CONNECT",
+                    "git.corp.example",
+                    443,
+                )
+                await pipeline.http_connect(flow)  # type: ignore[attr-defined]
+                assert (flow.response is None) == allowed, flow.response
+            await settings.done()
+
+    asyncio.run(main())

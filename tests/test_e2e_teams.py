@@ -433,3 +433,64 @@ def test_the_trace_says_who_asked(setup: Setup) -> None:
     ls = subprocess.run(modgate_command("trace", "ls", "--all", *where),
                         capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
     assert ls.splitlines()[0].split()[:4] == ["ID", "STARTED", "CLIENT", "TEAM"]
+
+
+def test_every_worker_forgets_a_revoked_token(tmp_path: Path) -> None:
+    world = World([ModuleVersion(B_LIB, "v1.0.0")], workdir=tmp_path / "world")
+    with world, Upstream(world) as upstream:
+        gate = Gate(tmp_path / "gate", RULES.format(upstream=upstream.url), workers=2)
+        gate.home.mkdir(parents=True)
+        (gate.home / "teams.yaml").write_text(TEAMS)
+        gate.rules.write_text(gate.rules_text or "")
+        with gate:
+            setup = Setup(gate, upstream, "", tmp_path)
+            token = token_for(setup, "erin")  # waits for one worker's reload
+            deadline = time.monotonic() + 10
+            while gate.output().count("reloaded") < 2:  # and the other's
+                assert time.monotonic() < deadline, gate.output()
+                time.sleep(0.05)
+            for _ in range(3):  # new connections, spread over the workers by the kernel
+                assert (
+                    downloaded(setup.go("proxy", "erin", token, f"{B_LIB}@v1.0.0"))[B_LIB] == "ok"
+                )
+            subprocess.run(
+                modgate_command("teams", "token", "revoke", "--rules", str(gate.rules), token[4:16]),
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            while gate.output().count("reloaded") < 4:
+                assert time.monotonic() < deadline + 10, gate.output()
+                time.sleep(0.05)
+            for _ in range(3):
+                refused = downloaded(setup.go("proxy", "erin", token, f"{B_LIB}@v1.0.0"))
+                assert "modgate: unknown or revoked token" in refused[B_LIB]
+
+
+def test_doctor_finds_the_tls_endpoint_and_uses_or_asks_for_netrc(setup: Setup) -> None:
+    gate = setup.gate
+
+    def doctor(netrc: str) -> dict[str, dict[str, str]]:
+        home = setup.tmp / f"doctor{len(netrc)}"
+        (home / "home").mkdir(parents=True)
+        env = {**go_env(home, gate.goproxy_url), "SSL_CERT_FILE": str(gate.bundle)}
+        if netrc:
+            (home / "home" / ".netrc").write_text(netrc)
+        done = subprocess.run(
+            modgate_command("doctor", "--json", "--listen-port", str(urlsplit(gate.proxy_url).port),
+                            "--goproxy-port", str(urlsplit(gate.goproxy_url).port),
+                            "--confdir", str(gate.confdir), "--cache-dir", str(gate.cache_dir),
+                            "--rules", str(gate.rules), "--probe", PUB),
+            env=env, capture_output=True, text=True, timeout=120, cwd=gate.home,
+        )  # fmt: skip
+        assert done.stdout, done.stderr
+        return {f["check"]: f for f in json.loads(done.stdout)["findings"]}
+
+    found = doctor(f"machine {urlsplit(gate.goproxy_url).netloc} login alice password {ALICE_PW}\n")
+    assert (
+        found["route"]["status"] == "ok"
+        and "GOPROXY endpoint https://" in found["route"]["message"]
+    )
+    assert found["probe"]["status"] == "ok", found["probe"]
+    found = doctor("")
+    assert found["probe"]["status"] == "fail"
+    assert "401: modgate: authentication required" in found["probe"]["message"]
+    assert "~/.netrc" in found["probe"]["fix"]

@@ -4,13 +4,18 @@ management."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
 import bcrypt
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modgate.config import parse_config
 from modgate.errors import ConfigError
@@ -252,3 +257,37 @@ def test_rules_yaml_names_a_teams_file_or_holds_them_inline(tmp_path: Path, path
     assert inline.teams is not None and inline.teams.file is None
     assert inline.teams.members["alice"].team == "a"
     assert parse_config("", "rules.yaml").teams is None
+
+
+# --- whatever arrives, only modgate's own answers and errors come out --------------------
+
+_AUTH = Authenticator(Teams(source="x"))
+_SCALARS = st.one_of(st.text(max_size=20), st.integers(), st.booleans(), st.none(),
+                     st.sampled_from(["$argon2id$x", "$2b$04$" + "a" * 53, "mgt_", "alice", "members", "tokens", "password", "htpasswd", "id", "sha256"]))  # fmt: skip
+_YAML = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(_SCALARS, inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.lists(st.text(max_size=200), max_size=3))
+def test_any_header_gives_an_identity_or_a_reason_never_an_exception(values: list[str]) -> None:
+    got = _AUTH.authenticate(values)
+    assert isinstance(got, Unauthenticated)  # nobody is a member here
+
+
+@given(st.binary(max_size=120).map(lambda b: "Basic " + base64.b64encode(b).decode()))
+def test_any_basic_credentials_decode_safely(value: str) -> None:
+    assert isinstance(_AUTH.authenticate([value]), Unauthenticated)
+
+
+@given(_YAML)
+def test_any_teams_file_is_read_or_refused_with_a_config_error(document: object) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "teams.yaml"
+        path.write_text(yaml.safe_dump({"teams": document}))
+        with contextlib.suppress(ConfigError):
+            load_teams_file(path)

@@ -146,3 +146,21 @@ def test_env_for_a_tls_endpoint_also_points_go_at_modgates_ca(
         capsys, "env", "--goproxy", "http://127.0.0.1:8081", "--confdir", str(tmp_path)
     )
     assert out.splitlines() == ["export GOPROXY=http://127.0.0.1:8081"]
+
+
+def test_rules_check_team_with_a_go_mod(rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gomod = rules.parent / "go.mod"
+    gomod.write_text(
+        "module corp.example/team-a/app\n\ngo 1.21\n\nrequire (\n\tcorp.example/team-a/lib v1.2.0\n\texample.com/old v0.3.0\n)\n"
+    )
+    code, out, err = run(
+        capsys, "rules", "check", "--rules", str(rules), "--team", "team-b", str(gomod)
+    )
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["MODULE", "VERSION", "VERDICT", "RULE"]
+    assert lines[1].split()[:4] == ["corp.example/team-a/lib", "v1.2.0", "deny", "owners[0]"]
+    code, out, err = run(
+        capsys, "rules", "check", "--rules", str(rules), "--team", "team-a", str(gomod)
+    )
+    assert code == 0 and "2 checked (as team team-a), 0 refused" in err

@@ -86,11 +86,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     rules = args.rules if args.rules is not None else Path("rules.yaml")
     here = "127.0.0.1" if args.listen_host in ("0.0.0.0", "::", "") else args.listen_host
     proxy = f"http://{_bracket(here)}:{args.listen_port}"
-    endpoint = f"http://{_bracket(here)}:{args.goproxy_port}" if args.goproxy_port >= 0 else ""
     items: list[Finding] = []
     goenv = read_goenv(items)
     client = Client.from_env(os.environ, goenv)
     config = _rules(items, rules, explicit=args.rules is not None)
+    # With teams the endpoint serves HTTPS: go sends .netrc credentials over TLS only.
+    scheme = "https" if getattr(config, "teams", None) is not None else "http"
+    endpoint = f"{scheme}://{_bracket(here)}:{args.goproxy_port}" if args.goproxy_port >= 0 else ""
     gate = Gate(proxy, endpoint, _gated(config, client, endpoint), args.transparent)
     env_fix = _env_command(args, here)
     goproxy_fix = f"export GOPROXY={endpoint}" if endpoint else ""
@@ -278,9 +280,14 @@ def _opener(proxy: str = "", cafile: str = "") -> urllib.request.OpenerDirector:
     )
 
 
-def _get(opener: urllib.request.OpenerDirector, url: str, timeout: float) -> tuple[int, str, bytes]:
+def _get(
+    opener: urllib.request.OpenerDirector, url: str, timeout: float, auth: str = ""
+) -> tuple[int, str, bytes]:
     """(status, X-Modgate-Cache, first bytes of the body); raises OSError on no answer."""
-    request = urllib.request.Request(url, headers={"User-Agent": f"modgate-doctor/{__version__}"})
+    headers = {"User-Agent": f"modgate-doctor/{__version__}"}
+    if auth:
+        headers["Authorization"] = auth
+    request = urllib.request.Request(url, headers=headers)
     try:
         with opener.open(request, timeout=timeout) as r:
             return r.status, r.headers.get("X-Modgate-Cache", ""), r.read(200)
@@ -305,8 +312,9 @@ def _live_probe(
         "transparent": "redirected by the network",
     }[found.route]
     opener = _client_opener(client, url)
+    auth = netrc_auth(url) if found.route != "proxy" else ""
     try:
-        status, cache, head = _get(opener, url, timeout)
+        status, cache, head = _get(opener, url, timeout, auth)
     except (OSError, ValueError) as e:
         reason = str(getattr(e, "reason", e)) or type(e).__name__
         items.append(
@@ -314,9 +322,14 @@ def _live_probe(
                 "probe",
                 "fail",
                 f"GET {url} {how} got no answer: {reason}",
+                TEAMS_FIX if " 407 " in f" {reason} " else
                 "see the findings above; `modgate trace ls` on modgate's side",
             )
-        )
+        )  # fmt: skip
+        return
+    if status in (401, 407):
+        said = head.decode(errors="replace").strip()[:160]
+        items.append(Finding("probe", "fail", f"GET {url} {how}: {status}: {said}", TEAMS_FIX))
         return
     if cache or head.startswith(b"modgate:"):
         said = f" ({cache})" if cache else f": {head.decode(errors='replace').strip()[:160]}"
@@ -338,6 +351,35 @@ def _live_probe(
             "check that HTTPS_PROXY/GOPROXY name this modgate",
         )
     )
+
+
+TEAMS_FIX = (
+    "modgate asks who you are (rules.yaml teams): HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT "
+    "for the proxy; for the endpoint, ~/.netrc lines 'machine HOST:PORT login USER password "
+    "…' and 'machine HOST …' (go 1.24+ matches the port, earlier go the host)"
+)
+
+
+def netrc_auth(url: str) -> str:
+    """The Basic credentials go would send to `url` from .netrc (NETRC, else ~/.netrc):
+    the machine `host:port` (go 1.24+, GOAUTH=netrc), else `host`; only over https."""
+    import base64
+    import netrc
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return ""
+    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    try:
+        entries = netrc.netrc(path)
+    except (OSError, netrc.NetrcParseError):
+        return ""
+    for machine in (parts.netloc, parts.hostname):
+        found = entries.authenticators(machine)
+        if found is not None:
+            login, _, password = found
+            return "Basic " + base64.b64encode(f"{login}:{password or ''}".encode()).decode()
+    return ""
 
 
 def _client_sumdb(items: list[Finding], found: Findings, client: Client, timeout: float) -> None:

@@ -4,8 +4,9 @@
     modgate rules check [--rules FILE] MODULE@VERSION…   verdict, rule and reason of each
     modgate rules check --gomod go.mod [--gosum go.sum]  every requirement of a build, and
                                                          with go.sum every version it uses
-    modgate rules check --team T ...                     as team T sees it (rules naming
-                                                         teams, `owners`)
+    modgate rules check --team T go.mod                  as team T sees it (rules naming
+                                                         teams, `owners`); a go.mod alone
+                                                         is --gomod
 
 Exit status: 0 nothing refused, 1 something refused (in enforce mode; audit mode only
 reports), 2 bad usage or an invalid rules file. The check runs offline: rules that
@@ -53,7 +54,8 @@ def add_parser(sub: Any) -> None:
     check.add_argument(
         "--rules", type=Path, default=Path("rules.yaml"), help="default: %(default)s"
     )
-    check.add_argument("modules", nargs="*", metavar="MODULE@VERSION")
+    check.add_argument("modules", nargs="*", metavar="MODULE@VERSION",
+                       help="module versions to check, or one go.mod file")  # fmt: skip
     check.add_argument("--gomod", type=Path, help="check every requirement of this go.mod")
     check.add_argument("--gosum", type=Path, help="with --gomod: also every version in go.sum")
     check.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -89,6 +91,8 @@ class Row:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if len(args.modules) == 1 and "@" not in args.modules[0] and not args.gomod:
+        args.gomod, args.modules = Path(args.modules[0]), []  # `rules check go.mod`
     if bool(args.modules) == bool(args.gomod):
         raise ConfigError("rules check: give MODULE@VERSION arguments or --gomod go.mod")
     if args.gosum and not args.gomod:

@@ -58,13 +58,14 @@ from modgate.config import _Node
 from modgate.errors import ConfigError
 
 __all__ = [
+    "Authentication",
+    "Authenticator",
     "Identity",
     "Member",
     "Team",
     "Teams",
     "Token",
     "Unauthenticated",
-    "Authenticator",
     "create_token",
     "hash_password",
     "list_tokens",
@@ -137,6 +138,7 @@ class Teams:
     teams: dict[str, Team] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     file: Path | None = None
+    digest: str = field(default="", compare=False)  # SHA-256 of the teams file as read
     # Every token by its id: one lookup per request, however many tokens there are.
     _tokens: dict[str, tuple[Member, Token]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -178,10 +180,11 @@ def load_teams_file(path: Path) -> Teams:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if root is None:
-        return Teams(source=str(path), file=path)
+        return Teams(source=str(path), file=path, digest=digest)
     top = _Node(str(path), root, "").mapping({"teams"}, required={"teams"})
-    return _teams(top["teams"], path.parent, path)
+    return replace(_teams(top["teams"], path.parent, path), digest=digest)
 
 
 def _teams(node: _Node, base: Path, file: Path | None) -> Teams:
@@ -466,8 +469,16 @@ class Authenticator:
 # --- managing tokens (the CLI, and the admin API) ---------------------------------------
 
 
-def new_token() -> str:
-    return f"{TOKEN_PREFIX}{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+def _mint(teams: Teams, label: str) -> tuple[str, Token]:
+    """A new token (`mgt_<12 hex id>_<256 random bits>`) and what is stored of it; its id
+    differs from every token's in `teams`."""
+    while True:
+        token_id = secrets.token_hex(6)
+        if teams.token_owner(token_id) is None:
+            break
+    secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return secret, Token(token_id, digest, _now(), " ".join(label.split())[:60])
 
 
 def _now() -> str:
@@ -491,13 +502,7 @@ def create_token(path: Path, team: str, member: str, label: str = "") -> tuple[s
                 f"{known.where}: {member!r} comes from an htpasswd file: give tokens to a "
                 "member of the teams file"
             )
-        secret = new_token()
-        token = Token(
-            secret[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 12],
-            hashlib.sha256(secret.encode()).hexdigest(),
-            _now(),
-            " ".join(label.split())[:60],
-        )
+        secret, token = _mint(teams, label)
         base = known or Member(member, team, where=str(path))
         _write(path, teams, replace(base, tokens=(*base.tokens, token)))
     return secret, token
@@ -524,13 +529,7 @@ def rotate_token(path: Path, token_id: str) -> tuple[str, Token]:
         if owner is None:
             raise ConfigError(f"{path}: no token {token_id!r}")
         member, old = owner
-        secret = new_token()
-        token = Token(
-            secret[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 12],
-            hashlib.sha256(secret.encode()).hexdigest(),
-            _now(),
-            old.label,
-        )
+        secret, token = _mint(teams, old.label)
         kept = tuple(t for t in member.tokens if t.id != token_id)
         _write(path, teams, replace(member, tokens=(*kept, token)))
     return secret, token
@@ -601,9 +600,9 @@ def _member_doc(member: Member) -> dict[str, Any]:
     if member.password:
         out["password"] = member.password
     if member.tokens:
-        out["tokens"] = [{k: v for k, v in vars_of(t).items() if v} for t in member.tokens]
+        out["tokens"] = [{k: v for k, v in _token_doc(t).items() if v} for t in member.tokens]
     return out
 
 
-def vars_of(token: Token) -> dict[str, str]:
+def _token_doc(token: Token) -> dict[str, str]:
     return {"id": token.id, "sha256": token.sha256, "created": token.created, "label": token.label}

@@ -76,6 +76,13 @@ class AuthGate:
         self.auth = Authenticator(teams) if teams is not None else None
         if teams is not None:
             log.info("modgate: teams: %d teams, %d members", len(teams.teams), len(teams.members))
+            if getattr(ctx.options, "proxyauth", None):
+                # Only a reload gets here (configure refuses it at start): mitmproxy's
+                # proxyauth takes the header first, and every request is then refused.
+                log.error(
+                    "modgate: proxyauth and rules.yaml's teams both ask for credentials: "
+                    "every request is refused until one goes (restart without --set proxyauth)"
+                )
 
     def configure(self, updated: set[str]) -> None:
         if "proxyauth" in updated or "modgate_rules" in updated:
@@ -110,11 +117,15 @@ class AuthGate:
                     seen = None
                     continue
                 now = _signature(file)
-                if seen is None or now == seen:
-                    seen = now
+                if now == seen:
                     continue
+                # Read at the first poll too: the file may have changed between the
+                # rules file's load and this watcher's start (a token made at once).
                 seen = now
                 teams = await asyncio.to_thread(load_teams_file, file)
+                current = self.auth.teams if self.auth is not None else None
+                if current is not None and teams.digest == current.digest:
+                    continue  # touched, not changed
                 if self._from_config is not None and self._from_config.file == file:
                     self._use(teams)
                     log.info("modgate: reloaded %s", file)

@@ -79,7 +79,7 @@ def go_as(gate: Gate, home: Path, user: str, secret: str) -> subprocess.Complete
 def until(check: Any, timeout: float = 15) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out: {check.__closure__ and [c.cell_contents for c in check.__closure__]}"
+        assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
     return result
 
@@ -108,7 +108,7 @@ def test_a_token_made_and_revoked_through_the_api_works_then_stops_and_is_audite
     assert revoked["code"] == 200, revoked
     refused = until(lambda: (d := go_as(gate, tmp_path / f"r{time.monotonic()}", "carol", secret))
                     .returncode != 0 and d)  # fmt: skip
-    assert "407" in refused.stdout + refused.stderr
+    assert "modgate: unknown or revoked token" in refused.stdout + refused.stderr
 
     log = (gate.confdir / "audit.log").read_text()
     assert secret not in log
@@ -140,5 +140,5 @@ def test_the_dashboard_shows_the_teams_and_the_audit_log(gate: Gate) -> None:
     )
     with opener.open(link, timeout=30) as page:
         html = page.read().decode()
-    assert "team-b" in html and "1 members" in html or "2 members" in html, html
+    assert "team-b" in html and "members, " in html and " tokens" in html, html
     assert "newest entry" in html and "audit.log" in html, html

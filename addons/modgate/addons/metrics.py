@@ -47,7 +47,7 @@ class MetricsGate:
         self._on = False
         for name, check in (("store", self._store), ("rules", self._rules),
                             ("checksum", self._checksum), ("trace", self._trace),
-                            ("audit", self._audit)):  # fmt: skip
+                            ("audit", self._audit), ("replicas", self._replicas)):  # fmt: skip
             self.readiness.register(name, check)
 
     def load(self, loader: Any) -> None:
@@ -139,6 +139,18 @@ class MetricsGate:
         except OSError as e:
             return Check(False, f"{directory}: not writable: {e.strerror or e}")
         return Check(True, f"{directory}: writable")
+
+    def _replicas(self) -> Check:
+        """The shared parts of a replica (issue 17): Redis single-flight and the object
+        store. Degraded is still ready: the replica serves from its own cache and locks,
+        and taking every replica out when Redis or the bucket is away would stop all."""
+        from modgate.coordination import status
+
+        runtime = self.settings.runtime
+        parts = status(runtime.gateway.locks, runtime.gateway.tier) if runtime else {}
+        if not parts:
+            return Check(True, "one machine: no shared object store or coordination")
+        return Check(True, "; ".join(f"{name}: {state}" for name, state in parts.items()))
 
     def _rules(self) -> Check:
         runtime = self.settings.runtime

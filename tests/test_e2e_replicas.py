@@ -253,3 +253,55 @@ def test_an_unreachable_object_store_leaves_the_local_tier_serving_and_fails_cle
         if db.exists():
             dump = "\n".join(sqlite3.connect(db).iterdump())
             assert SECRET_KEY not in dump
+
+
+def test_a_fork_one_replica_never_saw_is_caught_through_the_shared_tree_head(
+    tmp_path: Path, servers: tuple[S3Server, RedisServer]
+) -> None:
+    """Replica A verifies a download against the database's tree. The database then
+    rewrites its history and grows on: replica B, which never saw the old tree, would
+    find the new one consistent in itself; the head A shared in Redis shows the fork."""
+    from world.modules import UPPER, graph
+    from world.sumdb import TestSumdb
+
+    s3, redis = servers
+    with (
+        graph(n_modules=6, workdir=tmp_path / "world") as world,
+        TestSumdb("sumdb.modgate.test") as db,
+        Upstream(world) as upstream,
+    ):
+        db.add_world(world)
+        text = (
+            f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
+            f"checksum:\n  databases:\n    - key: {db.verifier_key}\n      upstream: {db.url}\n"
+            + rules(upstream.url, s3, redis).split("checksum:\n  private: example.modgate.test\n")[
+                1
+            ]
+        )
+        with ExitStack() as stack:
+            a, b = (stack.enter_context(_replica(tmp_path / n, text)) for n in ("a", "b"))
+            env = {"GOSUMDB": "off", "GONOSUMDB": "*", "GOINSECURE": "*"}
+            first = run_go(
+                ["mod", "download", "-json", f"{UPPER}@v1.2.1"],
+                a.client_env(go_env(tmp_path / "ca", f"https://{HOST}", **env)), tmp_path,
+                check=False,
+            )  # fmt: skip
+            assert first.returncode == 0, first.stderr
+            db.fork(db.size - 1)
+            db.grow(3)
+            module = next(m for m in world.modules() if m != UPPER)
+            other = f"{module}@{world.list_versions(module)[-1]}"
+            forked = run_go(
+                ["mod", "download", "-json", other],
+                b.client_env(go_env(tmp_path / "cb", f"https://{HOST}", **env)), tmp_path,
+                check=False,
+            )  # fmt: skip
+        assert forked.returncode != 0
+        assert "SECURITY ERROR: checksum database" in forked.stdout + forked.stderr
+        assert "another replica verified" in b.output()
+
+
+def _replica(home: Path, text: str) -> Gate:
+    gate = Gate(home, text)
+    gate.env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    return gate

@@ -15,6 +15,9 @@ When Redis cannot be reached the replica says so once (log, `status()`), falls b
 local single-flight (the flock KeyLocks its workers share), and tries Redis again
 RETRY_AFTER seconds later: it recovers by itself and says that too. Fencing then rests
 on what is published: verified bytes under a key naming them, the same whoever writes.
+
+`SharedHeads` keeps, beside the locks, the newest checksum-database tree head any
+replica verified, so a fork is detected across replicas (verify.Checker merges it).
 """
 
 from __future__ import annotations
@@ -229,6 +232,46 @@ class ClusterLocks:
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+# KEYS: the database's hash; ARGV: size, note. Kept only when larger than the one there.
+PUT_HEAD = """
+local size = tonumber(redis.call('hget', KEYS[1], 'size') or '-1')
+if tonumber(ARGV[1]) > size then
+  redis.call('hset', KEYS[1], 'size', ARGV[1], 'note', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class SharedHeads:
+    """verify.Heads in Redis, beside the locks: the newest tree head each checksum
+    database has shown any replica. Skipped (each replica keeps its own) while Redis is
+    away: a head is only ever merged after its signature and consistency are checked."""
+
+    def __init__(self, locks: ClusterLocks) -> None:
+        self.locks = locks
+
+    async def get(self, name: str) -> bytes:
+        if self.locks.reason:
+            return b""
+        try:
+            note = await self.locks.client().hget(f"{PREFIX}sumdb:{name}", "note")
+        except Exception as e:
+            self.locks.down(e)
+            return b""
+        return note.encode() if isinstance(note, str) else b""
+
+    async def put(self, name: str, note: bytes, size: int) -> None:
+        if self.locks.reason:
+            return
+        try:
+            await self.locks.client().eval(
+                PUT_HEAD, 1, f"{PREFIX}sumdb:{name}", str(size), note.decode()
+            )
+        except Exception as e:
+            self.locks.down(e)
 
 
 def open_locks(settings: RedisSettings, lock_dir: Path) -> ClusterLocks:

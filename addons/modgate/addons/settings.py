@@ -42,7 +42,7 @@ from modgate.config import (
     parse_gosumdb,
     proxies_from_goproxy,
 )
-from modgate.coordination import ClusterLocks
+from modgate.coordination import ClusterLocks, SharedHeads
 from modgate.coordination import password as redis_password
 from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Gateway
@@ -358,7 +358,10 @@ def _open_checker(
 ) -> Checker:  # fmt: skip
     state = cache_dir / "state"
     try:
-        return Checker(config.checksum, pins, databases, state, gateway)
+        checker = Checker(config.checksum, pins, databases, state, gateway)
+        if isinstance(gateway.locks, ClusterLocks):
+            checker.heads = SharedHeads(gateway.locks)
+        return checker
     except (OSError, sqlite3.Error) as e:
         raise CacheError(
             f"{config.source}: cannot open modgate's state in {state}: {e}; the cache "

@@ -130,6 +130,14 @@ class ClusterLocks:
             self._loop = loop
         return self._client
 
+    async def open(self) -> None:
+        """Connect now, at start: an unreachable Redis is said at once (and probed until it
+        answers), and the first miss pays no connection."""
+        try:
+            await self.client().ping()
+        except Exception as e:
+            self.down(e)
+
     def status(self) -> str:
         """ "ok", or why single-flight is local only (for /readyz)."""
         if not self.reason:

@@ -314,6 +314,11 @@ class Settings:
             self.reload()
             self._limit_interception()
         self.blobs.start(loopback_tls())
+        if self.runtime is not None:
+            gateway = self.runtime.gateway
+            for shared in (gateway.tier, gateway.locks):
+                if isinstance(shared, S3Tier | ClusterLocks):
+                    await shared.open()  # set up at start, not at the first miss; said if down
 
     async def done(self) -> None:
         if self.runtime is not None:

@@ -69,14 +69,18 @@ def servers(tmp_path: Path) -> Iterator[tuple[S3Server, RedisServer]]:
 
 def cluster(
     stack: ExitStack, world: World, tmp_path: Path, servers: tuple[S3Server, RedisServer],
-    n: int = 3, delay: float = 0.05, lock_ttl: str = "3s",
+    n: int = 3, delay: float = 0.05, lock_ttl: str = "3s", workers: int = 1,
 ) -> Cluster:  # fmt: skip
+    """n replicas; the first with `workers` worker processes."""
     s3, redis = servers
     # The delay widens the window in which replicas would fetch the same answer twice.
     upstream = stack.enter_context(Upstream(world, delay=delay))
     replicas = []
     for i in range(n):
-        gate = Gate(tmp_path / f"replica{i}", rules(upstream.url, s3, redis, lock_ttl))
+        gate = Gate(
+            tmp_path / f"replica{i}", rules(upstream.url, s3, redis, lock_ttl),
+            workers=workers if i == 0 else 1,
+        )  # fmt: skip
         gate.env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         replicas.append(stack.enter_context(gate))
     return Cluster(upstream, s3, redis, replicas)
@@ -144,12 +148,12 @@ def test_three_replicas_cold_warm_offline_fetch_each_artifact_once(
         assert "falling back to local single-flight" not in c.logs()
 
 
-def test_32_clients_over_3_replicas_cold_fetch_each_artifact_once(
+def test_32_clients_over_3_replicas_one_with_2_workers_cold_fetch_each_artifact_once(
     world: World, tmp_path: Path, servers: tuple[S3Server, RedisServer]
 ) -> None:
     app = write_main_module(world, tmp_path / "app")
     with ExitStack() as stack:
-        c = cluster(stack, world, tmp_path, servers)
+        c = cluster(stack, world, tmp_path, servers, workers=2)  # 4 processes in all
         sums = tidy_all(c, tmp_path, app, "c", 32)
         assert len(sums) == 1
         assert fetched_once(c.upstream) == {}

@@ -234,22 +234,26 @@ def test_an_unreachable_object_store_leaves_the_local_tier_serving_and_fails_cle
 ) -> None:
     app = write_main_module(world, tmp_path / "app")
     with ExitStack() as stack:
-        c = cluster(stack, world, tmp_path, servers, n=2)
-        warm, fresh = c.replicas
+        c = cluster(stack, world, tmp_path, servers, n=3)
+        warm, later, fresh = c.replicas
         c.replicas = [warm]
         tidy_all(c, tmp_path, app, "cold", 1)
         c.s3.stop()
+        c.replicas = [later]  # the bucket down, the upstream up: fetched and kept locally
+        tidy_all(c, tmp_path, app, "nobucket", 1)
+        later.wait_for("kept in this replica's cache only")
         c.upstream.stop()
-        tidy_all(c, tmp_path, app, "local", 2)  # from warm's own cache
+        c.replicas = [warm, later]
+        tidy_all(c, tmp_path, app, "local", 4)  # each from its own cache
         c.replicas = [fresh]
         copy = apps(app, tmp_path, "nothing", 1)[0]
         done = run_go(["mod", "tidy"], c.client(0, tmp_path / "nothing-home"), copy.dir,
                       check=False)  # fmt: skip
         assert done.returncode != 0
         assert "object store" in done.stderr and c.s3.endpoint in done.stderr, done.stderr
-        logs = warm.output() + fresh.output()
+        logs = warm.output() + later.output() + fresh.output()
         assert "object store" in logs
-    for where in (warm.home, fresh.home):  # logs, traces: no secret anywhere
+    for where in (warm.home, later.home, fresh.home):  # logs, traces: no secret anywhere
         for f in where.rglob("*"):
             if f.is_file() and f.stat().st_size < 50_000_000:
                 assert SECRET_KEY.encode() not in f.read_bytes(), f

@@ -313,3 +313,20 @@ def _replica(home: Path, text: str) -> Gate:
     gate = Gate(home, text)
     gate.env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     return gate
+
+
+def test_a_replica_whose_rules_differ_is_reported_by_every_replica(
+    world: World, tmp_path: Path, servers: tuple[S3Server, RedisServer]
+) -> None:
+    with ExitStack() as stack:
+        c = cluster(stack, world, tmp_path, servers, n=2)
+        a, b = c.replicas
+        same = b.rules.read_text()
+        b.rules.write_text(
+            same + "modules:\n  - deny: example.modgate.test/zzz\n    reason: blocked here\n"
+        )
+        b.wait_for("rules differ across replicas: 1 of 2 processes run rules")
+        a.wait_for("rules differ across replicas: 1 of 2 processes run rules", timeout=25)
+        a.rules.write_text(b.rules.read_text())  # the edit reaches the other replica too
+        a.wait_for("rules agree again across replicas")
+        b.wait_for("rules agree again across replicas", timeout=25)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import ipaddress
 import logging
 import os
@@ -187,6 +188,8 @@ class Settings:
             self._lock = lock
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
+        if isinstance(gateway.locks, ClusterLocks):
+            gateway.locks.announce_rules(_rules_digest(config))
 
     def apply(self, config: Config) -> None:
         """Apply a rules file the watcher read (RulesGate), as setting the option again does."""
@@ -339,6 +342,15 @@ class Settings:
         if self._lock is not None:  # after the store: nothing of ours is in flight
             self._lock.close()
             self._lock = None
+
+
+def _rules_digest(config: Config) -> str:
+    """What replicas compare to see they run the same rules: the rules file's SHA-256
+    ("" for none)."""
+    try:
+        return hashlib.sha256(Path(config.source).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _replicas(config: Config, cache_dir: Path) -> tuple[Locks, S3Tier | None]:

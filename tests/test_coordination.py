@@ -177,3 +177,35 @@ def test_the_password_comes_from_a_file_or_the_environment(tmp_path: Path) -> No
     file.write_text("fromfile\n")
     assert password(RedisSettings(s.url, password_file=file), {}) == "fromfile"
     assert where("redis://user:secret@r.test:6380/2") == "redis://r.test:6380/2"
+
+
+def test_replicas_running_different_rules_are_told_and_told_again_when_they_agree(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = replica(redis_server, tmp_path, "a"), replica(redis_server, tmp_path, "b")
+    b.replica = "host-b:1"  # another machine (in this test, the same process)
+    seen: list[tuple[str, str]] = []
+
+    async def settle(*told: tuple[ClusterLocks, str]) -> None:
+        for locks, digest in told:
+            locks.announce_rules(digest)
+            await asyncio.sleep(0.3)
+
+    async def go() -> None:
+        await settle((a, "a" * 64), (b, "b" * 64), (a, "a" * 64))
+        seen.append((a.status(), b.status()))
+        await settle((b, "a" * 64), (a, "a" * 64))
+        seen.append((a.status(), b.status()))
+        await a.close()
+        await b.close()
+
+    caplog.set_level(logging.WARNING, "modgate")
+    asyncio.run(go())
+    (a1, b1), (a2, b2) = seen
+    assert (
+        a1
+        == "ok; rules differ across replicas: 1 of 2 processes run rules bbbbbbbbbbbb, this one aaaaaaaaaaaa"
+    )
+    assert b1.startswith("ok; rules differ across replicas: 1 of 2")
+    assert (a2, b2) == ("ok", "ok")
+    assert "rules agree again across replicas" in caplog.text

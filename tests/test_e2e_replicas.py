@@ -69,14 +69,18 @@ def servers(tmp_path: Path) -> Iterator[tuple[S3Server, RedisServer]]:
 
 def cluster(
     stack: ExitStack, world: World, tmp_path: Path, servers: tuple[S3Server, RedisServer],
-    n: int = 3, delay: float = 0.05, lock_ttl: str = "3s",
+    n: int = 3, delay: float = 0.05, lock_ttl: str = "3s", workers: int = 1,
 ) -> Cluster:  # fmt: skip
+    """n replicas; the first with `workers` worker processes."""
     s3, redis = servers
     # The delay widens the window in which replicas would fetch the same answer twice.
     upstream = stack.enter_context(Upstream(world, delay=delay))
     replicas = []
     for i in range(n):
-        gate = Gate(tmp_path / f"replica{i}", rules(upstream.url, s3, redis, lock_ttl))
+        gate = Gate(
+            tmp_path / f"replica{i}", rules(upstream.url, s3, redis, lock_ttl),
+            workers=workers if i == 0 else 1,
+        )  # fmt: skip
         gate.env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         replicas.append(stack.enter_context(gate))
     return Cluster(upstream, s3, redis, replicas)
@@ -144,12 +148,12 @@ def test_three_replicas_cold_warm_offline_fetch_each_artifact_once(
         assert "falling back to local single-flight" not in c.logs()
 
 
-def test_32_clients_over_3_replicas_cold_fetch_each_artifact_once(
+def test_32_clients_over_3_replicas_one_with_2_workers_cold_fetch_each_artifact_once(
     world: World, tmp_path: Path, servers: tuple[S3Server, RedisServer]
 ) -> None:
     app = write_main_module(world, tmp_path / "app")
     with ExitStack() as stack:
-        c = cluster(stack, world, tmp_path, servers)
+        c = cluster(stack, world, tmp_path, servers, workers=2)  # 4 processes in all
         sums = tidy_all(c, tmp_path, app, "c", 32)
         assert len(sums) == 1
         assert fetched_once(c.upstream) == {}
@@ -230,22 +234,26 @@ def test_an_unreachable_object_store_leaves_the_local_tier_serving_and_fails_cle
 ) -> None:
     app = write_main_module(world, tmp_path / "app")
     with ExitStack() as stack:
-        c = cluster(stack, world, tmp_path, servers, n=2)
-        warm, fresh = c.replicas
+        c = cluster(stack, world, tmp_path, servers, n=3)
+        warm, later, fresh = c.replicas
         c.replicas = [warm]
         tidy_all(c, tmp_path, app, "cold", 1)
         c.s3.stop()
+        c.replicas = [later]  # the bucket down, the upstream up: fetched and kept locally
+        tidy_all(c, tmp_path, app, "nobucket", 1)
+        later.wait_for("kept in this replica's cache only")
         c.upstream.stop()
-        tidy_all(c, tmp_path, app, "local", 2)  # from warm's own cache
+        c.replicas = [warm, later]
+        tidy_all(c, tmp_path, app, "local", 4)  # each from its own cache
         c.replicas = [fresh]
         copy = apps(app, tmp_path, "nothing", 1)[0]
         done = run_go(["mod", "tidy"], c.client(0, tmp_path / "nothing-home"), copy.dir,
                       check=False)  # fmt: skip
         assert done.returncode != 0
         assert "object store" in done.stderr and c.s3.endpoint in done.stderr, done.stderr
-        logs = warm.output() + fresh.output()
+        logs = warm.output() + later.output() + fresh.output()
         assert "object store" in logs
-    for where in (warm.home, fresh.home):  # logs, traces: no secret anywhere
+    for where in (warm.home, later.home, fresh.home):  # logs, traces: no secret anywhere
         for f in where.rglob("*"):
             if f.is_file() and f.stat().st_size < 50_000_000:
                 assert SECRET_KEY.encode() not in f.read_bytes(), f
@@ -253,3 +261,72 @@ def test_an_unreachable_object_store_leaves_the_local_tier_serving_and_fails_cle
         if db.exists():
             dump = "\n".join(sqlite3.connect(db).iterdump())
             assert SECRET_KEY not in dump
+
+
+def test_a_fork_one_replica_never_saw_is_caught_through_the_shared_tree_head(
+    tmp_path: Path, servers: tuple[S3Server, RedisServer]
+) -> None:
+    """Replica A verifies a download against the database's tree. The database then
+    rewrites its history and grows on: replica B, which never saw the old tree, would
+    find the new one consistent in itself; the head A shared in Redis shows the fork."""
+    from world.modules import UPPER, graph
+    from world.sumdb import TestSumdb
+
+    s3, redis = servers
+    with (
+        graph(n_modules=6, workdir=tmp_path / "world") as world,
+        TestSumdb("sumdb.modgate.test") as db,
+        Upstream(world) as upstream,
+    ):
+        db.add_world(world)
+        text = (
+            f"proxies:\n  - url: https://{HOST}\n    upstream: {upstream.url}\n"
+            f"checksum:\n  databases:\n    - key: {db.verifier_key}\n      upstream: {db.url}\n"
+            + rules(upstream.url, s3, redis).split("checksum:\n  private: example.modgate.test\n")[
+                1
+            ]
+        )
+        with ExitStack() as stack:
+            a, b = (stack.enter_context(_replica(tmp_path / n, text)) for n in ("a", "b"))
+            env = {"GOSUMDB": "off", "GONOSUMDB": "*", "GOINSECURE": "*"}
+            first = run_go(
+                ["mod", "download", "-json", f"{UPPER}@v1.2.1"],
+                a.client_env(go_env(tmp_path / "ca", f"https://{HOST}", **env)), tmp_path,
+                check=False,
+            )  # fmt: skip
+            assert first.returncode == 0, first.stderr
+            db.fork(db.size - 1)
+            db.grow(3)
+            module = next(m for m in world.modules() if m != UPPER)
+            other = f"{module}@{world.list_versions(module)[-1]}"
+            forked = run_go(
+                ["mod", "download", "-json", other],
+                b.client_env(go_env(tmp_path / "cb", f"https://{HOST}", **env)), tmp_path,
+                check=False,
+            )  # fmt: skip
+        assert forked.returncode != 0
+        assert "SECURITY ERROR: checksum database" in forked.stdout + forked.stderr
+        assert "another replica verified" in b.output()
+
+
+def _replica(home: Path, text: str) -> Gate:
+    gate = Gate(home, text)
+    gate.env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    return gate
+
+
+def test_a_replica_whose_rules_differ_is_reported_by_every_replica(
+    world: World, tmp_path: Path, servers: tuple[S3Server, RedisServer]
+) -> None:
+    with ExitStack() as stack:
+        c = cluster(stack, world, tmp_path, servers, n=2)
+        a, b = c.replicas
+        same = b.rules.read_text()
+        b.rules.write_text(
+            same + "modules:\n  - deny: example.modgate.test/zzz\n    reason: blocked here\n"
+        )
+        b.wait_for("rules differ across replicas: 1 of 2 processes run rules")
+        a.wait_for("rules differ across replicas: 1 of 2 processes run rules", timeout=25)
+        a.rules.write_text(b.rules.read_text())  # the edit reaches the other replica too
+        a.wait_for("rules agree again across replicas")
+        b.wait_for("rules agree again across replicas", timeout=25)

@@ -83,6 +83,9 @@ def test_every_example_the_project_shows_is_valid(validator: Any, example: Any) 
         {"checksum": {"databases": [{"key": "k", "url": "ftp://x"}]}},
         {"checksum": {"pins": "m v1.0.0 h1:x="}},
         {"checksum": {"sums": []}},
+        {"store": {"s3": {"endpoint": "http://AK:secret@s3.example", "bucket": "b"}}},
+        {"store": {"s3": {"bucket": "b"}}},  # no endpoint
+        {"coordination": {"redis": {"url": "redis://r.example", "password": "p"}}},
     ],
 )
 def test_the_schema_still_refuses_what_the_parser_refuses(validator: Any, bad: Any) -> None:

@@ -15,6 +15,12 @@ When Redis cannot be reached the replica says so once (log, `status()`), falls b
 local single-flight (the flock KeyLocks its workers share), and tries Redis again
 RETRY_AFTER seconds later: it recovers by itself and says that too. Fencing then rests
 on what is published: verified bytes under a key naming them, the same whoever writes.
+
+Each replica also says which rules it runs (`announce_rules`); one that runs other rules
+than the rest is logged and reported by `status()` ("rules differ across replicas").
+
+`SharedHeads` keeps, beside the locks, the newest checksum-database tree head any
+replica verified, so a fork is detected across replicas (verify.Checker merges it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,6 +46,7 @@ log = logging.getLogger("modgate")
 PREFIX = "modgate:"
 RETRY_AFTER = 2.0  # seconds of local single-flight before Redis is tried again
 POLL_FIRST, POLL_MAX = 0.005, 0.1  # seconds between attempts at a held lock, doubling
+RULES_EVERY = 10.0  # seconds between a replica's reports of the rules it runs
 
 # KEYS: lock, fence counter; ARGV: ttl ms. The new token, or 0 when the lock is held.
 ACQUIRE = """
@@ -109,6 +117,12 @@ class ClusterLocks:
         self.reason = ""  # why Redis is not used now; "" when it is
         self._probe: asyncio.Task[None] | None = None
         self.fallbacks = self.takeovers = 0
+        # Rules drift: each process says which rules it runs; all of them compared.
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.drift = ""  # "" while every live replica runs the same rules
+        self._rules: str | None = None
+        self._beating: asyncio.Task[None] | None = None
+        self._beat_now = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"ClusterLocks({self.where})"
@@ -127,10 +141,58 @@ class ClusterLocks:
             self._loop = loop
         return self._client
 
+    def announce_rules(self, digest: str) -> None:
+        """The rules this process runs now (the SHA-256 of its rules file): told to the
+        other replicas at once and every RULES_EVERY seconds, and compared with theirs
+        (`drift`, in `status()`). A replica that missed an edit is seen within seconds."""
+        self._rules = digest
+        self._beat_now.set()
+        if self._beating is None or self._beating.done():
+            with contextlib.suppress(RuntimeError):  # no loop yet: `open` starts it
+                self._beating = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while True:
+            self._beat_now.clear()
+            if self._rules is not None and not self.reason:
+                try:
+                    await self._compare_rules(self._rules)
+                except Exception as e:
+                    self.down(e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), RULES_EVERY)
+
+    async def _compare_rules(self, mine: str) -> None:
+        client = self.client()
+        await client.set(f"{PREFIX}rules:{self.replica}", mine, ex=int(RULES_EVERY * 3))
+        keys = [key async for key in client.scan_iter(f"{PREFIX}rules:*", count=1000)]
+        running = [v for v in await client.mget(keys) if v] if keys else []
+        others = sorted({v for v in running if v != mine})
+        drift = ""
+        if others:
+            differ = sum(v != mine for v in running)
+            drift = (
+                f"rules differ across replicas: {differ} of {len(running)} processes run "
+                f"rules {', '.join(o[:12] for o in others)}, this one {mine[:12]}"
+            )
+        if drift != self.drift:
+            log.warning("modgate: %s", drift or "rules agree again across replicas")
+        self.drift = drift
+
+    async def open(self) -> None:
+        """Connect now, at start: an unreachable Redis is said at once (and probed until it
+        answers), and the first miss pays no connection."""
+        try:
+            await self.client().ping()
+        except Exception as e:
+            self.down(e)
+        if self._rules is not None and (self._beating is None or self._beating.done()):
+            self._beating = asyncio.get_running_loop().create_task(self._beat())
+
     def status(self) -> str:
         """ "ok", or why single-flight is local only (for /readyz)."""
         if not self.reason:
-            return "ok"
+            return f"ok; {self.drift}" if self.drift else "ok"
         since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
         return f"degraded since {since}: {self.reason}; single-flight is local to this replica"
 
@@ -225,12 +287,53 @@ class ClusterLocks:
                 return
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        for task in (self._probe, self._beating):
+            if task is not None:
+                task.cancel()
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+# KEYS: the database's hash; ARGV: size, note. Kept only when larger than the one there.
+PUT_HEAD = """
+local size = tonumber(redis.call('hget', KEYS[1], 'size') or '-1')
+if tonumber(ARGV[1]) > size then
+  redis.call('hset', KEYS[1], 'size', ARGV[1], 'note', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class SharedHeads:
+    """verify.Heads in Redis, beside the locks: the newest tree head each checksum
+    database has shown any replica. Skipped (each replica keeps its own) while Redis is
+    away: a head is only ever merged after its signature and consistency are checked."""
+
+    def __init__(self, locks: ClusterLocks) -> None:
+        self.locks = locks
+
+    async def get(self, name: str) -> bytes:
+        if self.locks.reason:
+            return b""
+        try:
+            note = await self.locks.client().hget(f"{PREFIX}sumdb:{name}", "note")
+        except Exception as e:
+            self.locks.down(e)
+            return b""
+        return note.encode() if isinstance(note, str) else b""
+
+    async def put(self, name: str, note: bytes, size: int) -> None:
+        if self.locks.reason:
+            return
+        try:
+            await self.locks.client().eval(
+                PUT_HEAD, 1, f"{PREFIX}sumdb:{name}", str(size), note.decode()
+            )
+        except Exception as e:
+            self.locks.down(e)
 
 
 def open_locks(settings: RedisSettings, lock_dir: Path) -> ClusterLocks:

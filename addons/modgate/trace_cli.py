@@ -96,6 +96,13 @@ def add_parser(sub: Any) -> None:
     session_arg(p)
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: standard output")
 
+    p = command("merge", cmd_merge, "several replicas' trace databases into one (read with --db)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                   help="the new database (must not exist)")  # fmt: skip
+    p.add_argument("sources", nargs="+", metavar="[NAME=]DB",
+                   help="a replica's trace.db; NAME (default: its directory's name) prefixes "
+                        "its requests' origin")  # fmt: skip
+
     p = command("start", cmd_start, "begin a labelled session: everything until `stop`")
     p.add_argument("name")
     command("stop", cmd_stop, "end the labelled session")
@@ -270,6 +277,22 @@ def _emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
     else:
         output.write_text(text)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from modgate.trace.merge import merge
+
+    sources = []
+    for text in args.sources:
+        name, sep, path = text.partition("=")
+        db = Path(path if sep else name).expanduser()
+        sources.append((name if sep else db.resolve().parent.name, db))
+    merged = merge(args.output, sources)
+    print(
+        f"{args.output}: {merged.sessions} sessions, {merged.requests} requests from "
+        f"{len(sources)} databases; read it with `modgate trace ls --db {args.output}`"
+    )
+    return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -133,6 +133,16 @@ class Ledger:
         self._cache.close()
 
 
+class Heads(Protocol):
+    """The newest verified tree head of each database, shared by replicas
+    (coordination.SharedHeads): a fork one replica would miss alone, having never seen
+    the tree another verified, is detected across them."""
+
+    async def get(self, name: str) -> bytes: ...
+
+    async def put(self, name: str, note: bytes, size: int) -> None: ...
+
+
 class Checker:
     """Validates answers for the gateway before they are stored (see module docstring)."""
 
@@ -157,6 +167,7 @@ class Checker:
         self._touched = threading.local()
         self._prefetches: set[asyncio.Future[tuple[int, bytes]]] = set()  # kept alive
         self._proven: dict[tuple[str, str, str, bytes], list[str]] = {}
+        self.heads: Heads | None = None
 
     def close(self) -> None:
         self.ledger.close()
@@ -312,6 +323,7 @@ class Checker:
                 "checksum missing from sumdb response"
             )
         self._save_latest(name, verifier)
+        await self._share_latest(name, verifier)
         if name in self._offline:
             record_id, tree = lookup_record(data)
             await self._keep_tiles(name, tree, record_id)
@@ -329,7 +341,29 @@ class Checker:
         except SumdbError as e:
             raise IntegrityError(f"checksum database {name}: latest: {e}") from e
         self._save_latest(name, verifier)
+        await self._share_latest(name, verifier)
         await self._keep_tiles(name, tree)
+
+    async def _share_latest(self, name: str, verifier: SumdbVerifier) -> None:
+        """Merge the newest tree another replica verified (a fork between it and ours is
+        a SECURITY ERROR, as between two of our own), then offer ours as the newest."""
+        if self.heads is None:
+            return
+        shared = await self.heads.get(name)
+        if shared and shared != verifier.latest:
+            try:
+                await self._with_tiles(name, verifier.merge_latest, shared)
+            except InconsistentTreeError as e:
+                raise IntegrityError(
+                    f"SECURITY ERROR: checksum database {name}: the tree another replica "
+                    f"verified and this one contradict each other: {e}"
+                ) from e
+            except SumdbError as e:  # not signed by the database: not a head to adopt
+                log.error("modgate: checksum database %s: shared tree head refused: %s", name, e)
+                return
+            self._save_latest(name, verifier)
+        if verifier.latest:
+            await self.heads.put(name, verifier.latest, verifier.tree.n)
 
     async def _keep_tiles(self, name: str, tree: Tree, record_id: int | None = None) -> None:
         """Fetch (so store) the tiles any client may read to check `tree` and `record_id`

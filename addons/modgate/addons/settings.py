@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import ipaddress
 import logging
 import os
@@ -42,7 +43,7 @@ from modgate.config import (
     parse_gosumdb,
     proxies_from_goproxy,
 )
-from modgate.coordination import ClusterLocks
+from modgate.coordination import ClusterLocks, SharedHeads
 from modgate.coordination import password as redis_password
 from modgate.errors import CacheError, ModgateError
 from modgate.gateway import Gateway
@@ -187,6 +188,8 @@ class Settings:
             self._lock = lock
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
+        if isinstance(gateway.locks, ClusterLocks):
+            gateway.locks.announce_rules(_rules_digest(config))
 
     def apply(self, config: Config) -> None:
         """Apply a rules file the watcher read (RulesGate), as setting the option again does."""
@@ -314,6 +317,11 @@ class Settings:
             self.reload()
             self._limit_interception()
         self.blobs.start(loopback_tls())
+        if self.runtime is not None:
+            gateway = self.runtime.gateway
+            for shared in (gateway.tier, gateway.locks):
+                if isinstance(shared, S3Tier | ClusterLocks):
+                    await shared.open()  # set up at start, not at the first miss; said if down
 
     async def done(self) -> None:
         if self.runtime is not None:
@@ -334,6 +342,15 @@ class Settings:
         if self._lock is not None:  # after the store: nothing of ours is in flight
             self._lock.close()
             self._lock = None
+
+
+def _rules_digest(config: Config) -> str:
+    """What replicas compare to see they run the same rules: the rules file's SHA-256
+    ("" for none)."""
+    try:
+        return hashlib.sha256(Path(config.source).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _replicas(config: Config, cache_dir: Path) -> tuple[Locks, S3Tier | None]:
@@ -358,7 +375,10 @@ def _open_checker(
 ) -> Checker:  # fmt: skip
     state = cache_dir / "state"
     try:
-        return Checker(config.checksum, pins, databases, state, gateway)
+        checker = Checker(config.checksum, pins, databases, state, gateway)
+        if isinstance(gateway.locks, ClusterLocks):
+            checker.heads = SharedHeads(gateway.locks)
+        return checker
     except (OSError, sqlite3.Error) as e:
         raise CacheError(
             f"{config.source}: cannot open modgate's state in {state}: {e}; the cache "

@@ -1,4 +1,4 @@
-"""A replica's /readyz tells its shared parts' state (issue 15 §4 with issue 17): Redis
+"""A replica's /readyz and /metrics tell its shared parts' state (issue 15 §4 with issue 17): Redis
 and the object store "ok"; Redis stopped, go still served and /readyz still ready but
 saying single-flight is local; Redis back, "ok" again by itself."""
 
@@ -34,6 +34,27 @@ def ready(base: str) -> tuple[bool, str]:
     return check["ok"], check["detail"]
 
 
+def scraped(base: str) -> dict[tuple[str, str], float]:
+    """(metric name, its one label's value) -> value, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, body = get(f"{base}/metrics", timeout=30)
+    return {
+        (s.name, next(iter(s.labels.values()), "")): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def eventually(base: str, key: tuple[str, str], least: float = 1) -> float:
+    """A metric once a refresh (every 5 s) has brought it to at least `least`."""
+    deadline = time.monotonic() + 30
+    while (value := scraped(base).get(key, 0)) < least:
+        assert time.monotonic() < deadline, (key, scraped(base))
+        time.sleep(0.5)
+    return value
+
+
 def download(gate: Gate, home: Path, target: str) -> None:
     home.mkdir(parents=True)
     run_go(["mod", "download", "-json", target], gate.client_env(go_env(home, f"https://{HOST}")),
@@ -55,11 +76,14 @@ def test_readyz_reports_redis_away_and_back(world: World, tmp_path: Path) -> Non
         with gate:
             download(gate, tmp_path / "a", targets[0])
             assert ready(base) == (True, "coordination: ok; object_store: ok")
+            eventually(base, ("modgate_object_store_operations", "put"))
+            assert scraped(base).get(("modgate_cluster_lock_events", "fallback"), 0) == 0
             redis.stop()
             download(gate, tmp_path / "b", targets[1])  # served: local single-flight
             ok, detail = ready(base)
             assert ok and "coordination: degraded since" in detail, detail
             assert "single-flight is local to this replica" in detail
+            eventually(base, ("modgate_cluster_lock_events", "fallback"))
             redis.start()
             deadline = time.monotonic() + 60
             while "coordination: ok" not in ready(base)[1]:

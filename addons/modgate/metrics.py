@@ -113,7 +113,30 @@ class Metrics:
             "Records waiting to be written after failures, by log (all workers).",
             ["log"], registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
+        # A replica's shared parts (issue 17): counts kept by the tier and the cluster
+        # locks themselves, set here at each refresh; summed over workers (livesum).
+        self.object_store = Gauge(
+            "modgate_object_store_operations",
+            "Object-store reads and writes of this replica, and objects refused as read "
+            "(failed their check), by op.",
+            ["op"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.cluster_locks = Gauge(
+            "modgate_cluster_lock_events",
+            "Cross-replica single-flight: locks taken on this machine because Redis was "
+            "away (fallback), and locks taken over from a replica that stopped (takeover).",
+            ["event"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self._failures_seen: dict[str, int] = {}
+
+    def replicas(self, tier: object, locks: object) -> None:
+        """Copy the shared tier's and the cluster locks' own counts (absent parts: none)."""
+        for op in ("gets", "puts", "refused"):
+            if isinstance(n := getattr(tier, op, None), int):
+                self.object_store.labels(op.rstrip("s")).set(n)
+        for event in ("fallbacks", "takeovers"):
+            if isinstance(n := getattr(locks, event, None), int):
+                self.cluster_locks.labels(event.rstrip("s")).set(n)
 
     def observe(self, record: Record, meta: Mapping[str, Any], body: bytes | None) -> None:
         """A finished request (the Tracer's observer): ~10 us of label lookups and adds."""

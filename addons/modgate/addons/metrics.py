@@ -114,6 +114,7 @@ class MetricsGate:
             size, entries = await asyncio.to_thread(lambda: (store.volume(), len(store)))
             self.metrics.cache_bytes.set(size)
             self.metrics.cache_entries.set(entries)
+            self.metrics.replicas(runtime.gateway.tier, runtime.gateway.locks)
         if (trace := self.tracer.writer) is not None:
             s = trace.stats
             self.metrics.writer("trace", s.lag, s.failures, trace.waiting)

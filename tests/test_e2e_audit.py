@@ -64,17 +64,18 @@ def entries(gate: Gate) -> list[dict[str, Any]]:
 
 
 def wait_entries(gate: Gate, pred: Any, timeout: float = 15) -> list[dict[str, Any]]:
+    """The entries `pred` holds of, once there is one (the writer batches) or `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        found = (
-            [e for e in entries(gate) if pred(e)] if (gate.confdir / "audit.log").exists() else []
-        )
+        log_there = (gate.confdir / "audit.log").exists()
+        found = [e for e in entries(gate) if pred(e)] if log_there else []
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
 
 
 def wait_count(gate: Gate, kind: str, n: int, timeout: float = 15) -> None:
+    """Wait until the log holds at least `n` entries of `kind`."""
     deadline = time.monotonic() + timeout
     while sum(e["kind"] == kind for e in wait_entries(gate, lambda e: True)) < n:
         assert time.monotonic() < deadline, f"fewer than {n} {kind} entries"
@@ -105,7 +106,7 @@ def test_served_and_refused_through_both_front_ends_match_the_trace(
         for e in served:
             r, f = by_key[(e["fields"]["start"], e["fields"]["port"])], e["fields"]
             assert (f["kind"], f["module"], f["version"]) == (r["kind"], r["module"], r["version"])
-            assert f["h1"] and f["h1"] == (r["h1"] or f["h1"])
+            assert f["h1"] and f["h1"] == r["h1"]
             assert f["verified"] == (r["hash_verdict"] or "unverified")
             assert f["identity"] == "" and f["team"] == ""  # no teams here
         lib_zip = next(

@@ -195,3 +195,29 @@ def test_workers_share_one_chain(world: World, tmp_path: Path) -> None:
     assert sum(e["kind"] == "start" for e in all_entries) == 2
     assert sum(e["kind"] == "served" for e in all_entries) == len(rows)
     assert json.loads(audit(gate, "verify", "--json").stdout)["ok"]
+
+
+def test_kill_9_loses_no_entry(world: World, tmp_path: Path) -> None:
+    """modgate killed right after go finished, before its last batches were chained: the
+    next start appends them from the journal; verify passes and the log matches the
+    trace, one entry per artifact served."""
+    with Upstream(world) as upstream:
+        gate = Gate(tmp_path / "gate", rules(upstream.url)).start()
+        app = write_main_module(world, tmp_path / "app", imports=[OTHER])
+        env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}"), "goproxy")
+        run_go(["get", f"{LIB}@v1.1.0"], env, app.dir)
+        assert gate.proc is not None
+        gate.proc.kill()  # SIGKILL: no stop entry, no final batch
+        gate.proc.wait()
+        gate.proc = None
+        with gate:
+            rows = gate.traced("kind IN ('mod', 'zip') AND status = 200", (), lambda r: len(r) >= 4)
+            wait_count(gate, "served", len(rows))
+    log = entries(gate)
+    served = sorted(
+        (e["fields"]["start"], e["fields"]["port"]) for e in log if e["kind"] == "served"
+    )
+    assert served == sorted((r["start"], r["client_port"]) for r in rows)
+    assert [e["kind"] for e in log].count("start") == 2
+    assert [e["kind"] for e in log].count("stop") == 1  # the killed run has none
+    assert json.loads(audit(gate, "verify", "--json").stdout)["ok"]

@@ -4,9 +4,10 @@
               multi-process mode, where each value is an mmap'd file), and the Auditor's
               entry for an artifact served (`entry_of` and `AuditWriter.submit`: the
               journal line and the queue); medians of many
-    e2e       one `modgate run` per setting (audit off + metrics off; audit on; audit and
-              metrics on), a cached .mod asked again and again over one keep-alive
-              connection to the GOPROXY endpoint; rounds interleaved, median latency
+    e2e       one `modgate run` per setting (audit off + metrics off, twice: the noise
+              floor; audit on; audit and metrics on), a cached .mod asked again and again
+              over one keep-alive connection to the GOPROXY endpoint; rounds interleaved
+              in a new random order each, median latency
 
 It prints a table and one JSON line. Numbers from a shared 2-core machine are rough.
 """
@@ -17,6 +18,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import shlex
 import statistics
 import subprocess
@@ -90,14 +92,18 @@ def hooks_multiprocess(rounds: int) -> float:
 
 SETTINGS = {
     "baseline": ["--set", "modgate_audit=false"],
+    # The same again: how far two identical modgates differ here (the noise floor).
+    "baseline again": ["--set", "modgate_audit=false"],
     "audit": [],
     "audit+metrics": ["--metrics-listen", "0"],
 }
 
 
 def e2e(requests: int, rounds: int) -> dict[str, float]:
+    import psutil
+
     from world.gate import Gate
-    from world.modules import graph
+    from world.modules import graph, proxy_path
     from world.upstream import Upstream
 
     host = "proxy.modgate.test"
@@ -115,11 +121,19 @@ def e2e(requests: int, rounds: int) -> dict[str, float]:
                     gate.extra_args = [*extra, "--quiet"]
                     gates[name] = gate.start()
                 samples: dict[str, list[float]] = {n: [] for n in gates}
-                path = f"/{module}/@v/{version}.mod"
+                cpu: dict[str, float] = dict.fromkeys(gates, 0.0)
+                procs = {n: psutil.Process(g.proc.pid) for n, g in gates.items()}  # type: ignore[union-attr]
+                path = "/" + proxy_path(module, version, ".mod")
+                order = list(gates)
                 for _ in range(rounds):
-                    for name, gate in gates.items():
-                        samples[name].extend(_latencies(gate.goproxy_url, path, requests))
-                return {n: statistics.median(s) * 1e6 for n, s in samples.items()}
+                    random.shuffle(order)  # no setting always first, or always after another
+                    for name in order:
+                        before = sum(procs[name].cpu_times()[:2])
+                        samples[name].extend(_latencies(gates[name].goproxy_url, path, requests))
+                        cpu[name] += sum(procs[name].cpu_times()[:2]) - before
+                median = {n: statistics.median(s) * 1e6 for n, s in samples.items()}
+                per_request = {f"{n} cpu": c / (rounds * requests) * 1e6 for n, c in cpu.items()}
+                return median | per_request
             finally:
                 for gate in gates.values():
                     gate.stop()
@@ -155,13 +169,16 @@ def main() -> int:
     result["metrics_observe_multiprocess_us"] = hooks_multiprocess(50_000)
     print("bench_metrics: end to end ...", file=sys.stderr)
     latency = e2e(args.requests, args.rounds)
-    base = latency["baseline"]
+    base, base_cpu = latency["baseline"], latency["baseline cpu"]
     rows = {
         "Metrics.observe (one process)": f"{result['metrics_observe_us']:.1f} us",
         "Metrics.observe (multi-process)": f"{result['metrics_observe_multiprocess_us']:.1f} us",
         "audit entry (entry_of + submit)": f"{result['audit_entry_us']:.1f} us",
         **{f"cached .mod, {name}": f"{us:.0f} us median ({us - base:+.0f} us)"
-           for name, us in latency.items()},
+           for name, us in latency.items() if not name.endswith(" cpu")},
+        **{f"server CPU per request, {name.removesuffix(' cpu')}":
+           f"{us:.0f} us ({us - base_cpu:+.0f} us)"
+           for name, us in latency.items() if name.endswith(" cpu")},
     }  # fmt: skip
     width = max(map(len, rows))
     for key, value in rows.items():

@@ -238,3 +238,14 @@ def test_entries_built_from_pre_encoded_fields_are_the_canonical_json(
              "time": round(float(when), 6)}  # fmt: skip
     assert body == json.dumps(whole, sort_keys=True, separators=(",", ":")).encode()
     assert decode(line.rstrip(b"\n")).hash == digest
+
+
+def test_entries_longer_than_the_tail_read_chain_on(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log", KEY)
+    log.append([Pending(1.0, "admin", {"blob": "x" * 50_000})])
+    log.append([Pending(2.0, "admin", {"blob": "y" * 30_000})])
+    with (tmp_path / "audit.log").open("ab") as f:
+        f.write(b'{"fields":{"blob":"' + b"z" * 20_000)  # torn, and long
+    log.append([Pending(3.0, "start", {})])
+    report = check(tmp_path / "audit.log")
+    assert report.ok and report.warnings, report.problem

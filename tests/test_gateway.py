@@ -48,7 +48,8 @@ def upstream(world: World) -> Iterator[Upstream]:
 
 
 def serve_all(upstream: Upstream, tmp_path: Path, clock: Clock, *paths: str,
-              chain: Chain | None = None, validator: Any = None) -> list[Served]:  # fmt: skip
+              chain: Chain | None = None, validator: Any = None,
+              seen: list[tuple[str, Any]] | None = None) -> list[Served]:  # fmt: skip
     """Serve `paths` concurrently through one gateway; bodies are read and closed."""
 
     async def go() -> list[Served]:
@@ -58,6 +59,9 @@ def serve_all(upstream: Upstream, tmp_path: Path, clock: Clock, *paths: str,
             store, fetcher, tmp_path / "spool", CacheSettings(ttl=60, negative_ttl=10), clock
         )
         gateway.validator = validator
+        if seen is not None:  # what metrics are told
+            gateway.on_wait = lambda where: seen.append(("wait", where))
+            fetcher.timed = lambda url, seconds: seen.append((url, seconds))
         try:
             the_chain = chain or Chain((Hop(upstream.url),))
             served = await asyncio.gather(
@@ -95,6 +99,17 @@ def test_concurrent_requests_share_one_fetch(upstream: Upstream, tmp_path: Path)
     served = serve_all(upstream, tmp_path, Clock(), *[path] * 50)
     assert outcomes(served) == ["miss"] * 50
     assert upstream.count(f"/{path}") == 1
+
+
+def test_waits_on_another_s_fetch_and_upstream_times_are_told(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.fault("*", delay=0.2)
+    seen: list[tuple[str, Any]] = []
+    serve_all(upstream, tmp_path, Clock(), *[f"{MODULE}/@v/v1.1.0.mod"] * 10, seen=seen)
+    assert seen.count(("wait", "flight")) == 9  # one fetched, nine waited for it
+    [(url, seconds)] = [x for x in seen if x[0] != "wait"]
+    assert url == upstream.url and seconds >= 0.2
 
 
 def test_mutable_answers_expire_and_are_served_stale_when_the_upstream_fails(

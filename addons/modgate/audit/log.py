@@ -52,7 +52,7 @@ from modgate.audit.chain import (
     encode_raw,
 )
 
-TAIL_CHUNK = 65536
+TAIL_CHUNK = 8192  # an entry is well under 2 KiB; a longer one is read in more steps
 # A checkpoint is appended once this many entries or this many seconds have passed since
 # the last one (and at every clean stop): what a rewrite of the tail can get away with,
 # when the head is lost too.
@@ -218,7 +218,7 @@ class AuditLog:
         return ids
 
 
-def backwards(path: Path, chunk: int = TAIL_CHUNK) -> Iterator[Entry]:
+def backwards(path: Path, chunk: int = 65536) -> Iterator[Entry]:
     """The valid entries of `path` from the last to the first (lines that are not
     entries are passed over: verify is the judge of those)."""
     with path.open("rb") as f:

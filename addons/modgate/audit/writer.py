@@ -16,8 +16,8 @@ traffic it cannot record (addons/audit.py).
 
 from __future__ import annotations
 
-import json
 import logging
+import marshal
 import os
 import queue
 import secrets
@@ -31,7 +31,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modgate.audit import AuditError
-from modgate.audit.chain import canonical
 from modgate.audit.log import AuditLog, Pending
 from modgate.trace import journal
 
@@ -149,9 +148,8 @@ class AuditWriter:
             return
         with self._lock:
             self._n += 1
-            # Encoded once, here: for the journal, and for the chain on the thread.
             p = Pending(time.time() if when is None else when, kind, fields,
-                        f"{self._run_id}.{self._n}", later, canonical(fields))  # fmt: skip
+                        f"{self._run_id}.{self._n}", later)  # fmt: skip
             try:
                 self._journal(p)
             except OSError as e:  # not lost yet: it is queued
@@ -160,9 +158,11 @@ class AuditWriter:
             self._queue.put(p)
 
     def _journal(self, p: Pending) -> None:
-        raw = p.raw or canonical(p.fields)
-        line = b"[%s,%s,%s,%s]\n" % (repr(p.time).encode(), canonical(p.kind), raw, canonical(p.id))
-        os.write(self._journal_fd, line)
+        # marshal, not JSON: a third of the cost on the event loop (~4 us against ~12 for
+        # canonical JSON here); the entry's JSON is made on the thread. The journal is
+        # this modgate's own 0600 file, read back by the same code.
+        data = marshal.dumps((p.time, p.kind, p.fields, p.id))
+        os.write(self._journal_fd, b"%d\n%s" % (len(data), data))
 
     def _run(self) -> None:
         last_batch = time.monotonic()
@@ -244,17 +244,28 @@ def _complete(p: Pending) -> Pending:
 
 
 def _read_journal(path: Path) -> list[Pending]:
-    """The journal's entries; a torn last line (killed mid-write) is skipped: its
-    request was never answered (the entry is journalled before the answer goes out)."""
+    """The journal's entries: `<length>\\n<marshal of (time, kind, fields, id)>` each. A
+    torn last one (killed mid-write) is skipped: its request was never answered (the
+    entry is journalled before the answer goes out)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    out = []
-    for line in data.split(b"\n"):
+    out, at = [], 0
+    while at < len(data):
+        end = data.find(b"\n", at)
+        head = data[at:end] if end >= 0 else b""
+        size = int(head) if head.isdigit() else -1
+        if size < 0 or end + 1 + size > len(data):
+            if end >= 0 and size < 0:  # not a torn tail: something else wrote here
+                log.error("modgate: audit: %s: %d bytes at byte %d cannot be read: the "
+                          "entries there are lost", path, len(data) - at, at)  # fmt: skip
+            break  # else a torn last entry: its answer never went out
         try:
-            when, kind, fields, id = json.loads(line)
+            when, kind, fields, id = marshal.loads(data[end + 1 : end + 1 + size])
             out.append(Pending(float(when), str(kind), dict(fields), str(id)))
-        except (ValueError, TypeError):
-            continue
+        except (ValueError, TypeError, EOFError):
+            log.error("modgate: audit: %s: the entry at byte %d cannot be read: lost",
+                      path, at)  # fmt: skip
+        at = end + 1 + size
     return out

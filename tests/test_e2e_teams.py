@@ -494,3 +494,20 @@ def test_doctor_finds_the_tls_endpoint_and_uses_or_asks_for_netrc(setup: Setup) 
     assert found["probe"]["status"] == "fail"
     assert "401: modgate: authentication required" in found["probe"]["message"]
     assert "~/.netrc" in found["probe"]["fix"]
+
+
+def test_prefetch_standalone_runs_its_own_modgate_without_asking_itself_who_it_is(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """`prefetch --cache-dir` (and `cache import`, on the same helper) start a modgate of
+    their own with the user's rules: teams there must not lock their own client out."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(upstream=setup.upstream.url))
+    (tmp_path / "teams.yaml").write_text(TEAMS)
+    done = subprocess.run(
+        modgate_command("prefetch", "-", "--cache-dir", str(tmp_path / "cache"), "--rules", str(rules)),
+        input=f"{A_LIB}@v1.0.0\n{PUB}@v1.0.0\n", env=go_env(tmp_path / "p", "off"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 refused, 0 failed" in done.stdout

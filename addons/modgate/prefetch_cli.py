@@ -184,6 +184,8 @@ def standalone(cache_dir: Path, rules: Path | str | None, confdir: Path) -> Iter
     command = [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
                "--goproxy-port", str(port), "--cache-dir", str(cache_dir),
                "--confdir", str(confdir), "--quiet", "--workers", "1",
+               # Its only client is this process: rules.yaml's teams would ask it who it is.
+               "--set", "modgate_ignore_teams=true",
                *(["--rules", str(rules)] if rules is not None else [])]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     proc = subprocess.Popen(

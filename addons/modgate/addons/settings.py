@@ -18,7 +18,7 @@ import sqlite3
 import ssl
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,6 +60,7 @@ OPTIONS = (
     "modgate_goproxy",
     "modgate_gosumdb",
     "modgate_intercept_all",
+    "modgate_ignore_teams",
 )
 
 
@@ -105,6 +106,12 @@ class Settings:
             "a TLS-inspecting firewall's, an internal mirror's.",
         )  # fmt: skip
         loader.add_option(
+            "modgate_ignore_teams", bool, False,
+            "Ignore rules.yaml's teams and owners: no authentication. For modgate's own "
+            "helper processes (prefetch --cache-dir, cache import), on a loopback port of "
+            "their own; never on a shared modgate.",
+        )  # fmt: skip
+        loader.add_option(
             "modgate_intercept_all", bool, False,
             "Intercept TLS to every host, not only module proxies (to watch all traffic).",
         )  # fmt: skip
@@ -128,6 +135,10 @@ class Settings:
         if config is None:
             path = ctx.options.modgate_rules
             config = load_config(Path(path)) if path else Config()
+        if ctx.options.modgate_ignore_teams and config.teams is not None:
+            log.warning("modgate: %s: teams and owners ignored (modgate_ignore_teams): "
+                        "nobody is asked to authenticate", config.source)  # fmt: skip
+            config = replace(config, teams=None, rules=replace(config.rules, owners=()))
         cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
         try:
             proxies = config.proxies

@@ -511,3 +511,32 @@ def test_prefetch_standalone_runs_its_own_modgate_without_asking_itself_who_it_i
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 refused, 0 failed" in done.stdout
+
+
+def test_prefetch_through_a_modgate_with_teams_signs_in_with_netrc(
+    setup: Setup, tmp_path: Path
+) -> None:
+    url = urlsplit(setup.gate.goproxy_url)
+    env = {**go_env(tmp_path / "p", "off"), "SSL_CERT_FILE": str(setup.gate.bundle)}
+    Path(env["HOME"]).mkdir(parents=True)
+
+    def prefetch() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            modgate_command("prefetch", "-", "--goproxy", setup.gate.goproxy_url),
+            input=f"{A_LIB}@v1.0.0\n{B_LIB}@v1.0.0\n", env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+
+    anonymous = prefetch()
+    assert anonymous.returncode == 1
+    assert "2 failed" in anonymous.stdout and "modgate: authentication required" in anonymous.stdout
+    (Path(env["HOME"]) / ".netrc").write_text(
+        f"machine {url.netloc} login alice password {ALICE_PW}\n"
+    )
+    alice = prefetch()
+    assert alice.returncode == 1, alice.stdout + alice.stderr
+    problems = [line.strip() for line in alice.stdout.splitlines()[1:]]
+    # Signed in as alice: her module comes, team-b's is as absent as ever.
+    assert problems == [
+        f"failed {B_LIB}@v1.0.0: {B_LIB}/@v/v1.0.0.info: modgate: {B_LIB}: not found"
+    ]

@@ -540,3 +540,36 @@ def test_prefetch_through_a_modgate_with_teams_signs_in_with_netrc(
     assert problems == [
         f"failed {B_LIB}@v1.0.0: {B_LIB}/@v/v1.0.0.info: modgate: {B_LIB}: not found"
     ]
+
+
+def _outside_address() -> str:
+    """An IPv4 address of this machine that is not loopback, or "" when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: it picks the route's source
+            address = str(s.getsockname()[0])
+        except OSError:
+            return ""
+    return "" if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize("listen", ["address", "0.0.0.0"])
+def test_an_endpoint_for_other_machines_has_a_certificate_for_its_address(
+    setup: Setup, tmp_path: Path, listen: str
+) -> None:
+    """One modgate for many teams listens where other machines reach it (one address, or
+    all of them): the endpoint's certificate must name the address they use, not only
+    127.0.0.1."""
+    address = _outside_address()
+    if not address:
+        pytest.skip("no address but loopback here")
+    gate = Gate(tmp_path / "gate", RULES.format(upstream=setup.upstream.url))
+    gate.home.mkdir(parents=True)
+    (gate.home / "teams.yaml").write_text(TEAMS)
+    gate.extra_args = ["--listen-host", address if listen == "address" else listen]
+    with gate:
+        assert gate.goproxy_url.startswith("https://")
+        gate.goproxy_url = f"https://{address}:{urlsplit(gate.goproxy_url).port}"
+        remote = Setup(gate, setup.upstream, "", tmp_path)
+        done = remote.go("goproxy", "alice", ALICE_PW, f"{A_LIB}@v1.0.0")
+        assert downloaded(done)[A_LIB] == "ok", done.stderr

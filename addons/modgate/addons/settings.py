@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -359,6 +360,20 @@ def _resize(store: DiskStore, config: Config, in_force: Config) -> None:
         ) from e
 
 
+def _own_addresses() -> set[str]:
+    """This machine's addresses other machines may know it by: its host name's, and the
+    source address of its routes out (found with a UDP connect, which sends nothing)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        for *_, sockaddr in socket.getaddrinfo(socket.gethostname(), None):
+            found.add(str(sockaddr[0]))
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            found.add(str(s.getsockname()[0]))
+    return {a.split("%")[0] for a in found}
+
+
 def loopback_tls(address: str = "") -> ssl.SSLContext | None:
     """A TLS server context for 127.0.0.1 (and `address`, an IP address listened on) with
     a certificate from modgate's CA (mitmproxy's, in the confdir), which clients of the
@@ -368,9 +383,13 @@ def loopback_tls(address: str = "") -> ssl.SSLContext | None:
     if certstore is None:
         return None
     ips = {"127.0.0.1", "::1", *([address] if address else [])}
-    ips -= {"0.0.0.0", "::"}  # listening everywhere: clients name some address of the host
+    names = {"localhost"}
+    if address in ("0.0.0.0", "::"):  # everywhere: clients name some address of the host
+        ips -= {address}
+        ips |= _own_addresses()
+        names |= {n for n in (socket.gethostname(), socket.getfqdn()) if n}
     sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in sorted(ips)]
-    sans.append(x509.DNSName("localhost"))
+    sans += [x509.DNSName(n) for n in sorted(names)]
     entry = certstore.get_cert("127.0.0.1", sans)
     key = entry.privatekey.private_bytes(
         serialization.Encoding.PEM,

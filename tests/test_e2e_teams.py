@@ -494,3 +494,82 @@ def test_doctor_finds_the_tls_endpoint_and_uses_or_asks_for_netrc(setup: Setup) 
     assert found["probe"]["status"] == "fail"
     assert "401: modgate: authentication required" in found["probe"]["message"]
     assert "~/.netrc" in found["probe"]["fix"]
+
+
+def test_prefetch_standalone_runs_its_own_modgate_without_asking_itself_who_it_is(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """`prefetch --cache-dir` (and `cache import`, on the same helper) start a modgate of
+    their own with the user's rules: teams there must not lock their own client out."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(upstream=setup.upstream.url))
+    (tmp_path / "teams.yaml").write_text(TEAMS)
+    done = subprocess.run(
+        modgate_command("prefetch", "-", "--cache-dir", str(tmp_path / "cache"), "--rules", str(rules)),
+        input=f"{A_LIB}@v1.0.0\n{PUB}@v1.0.0\n", env=go_env(tmp_path / "p", "off"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 refused, 0 failed" in done.stdout
+
+
+def test_prefetch_through_a_modgate_with_teams_signs_in_with_netrc(
+    setup: Setup, tmp_path: Path
+) -> None:
+    url = urlsplit(setup.gate.goproxy_url)
+    env = {**go_env(tmp_path / "p", "off"), "SSL_CERT_FILE": str(setup.gate.bundle)}
+    Path(env["HOME"]).mkdir(parents=True)
+
+    def prefetch() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            modgate_command("prefetch", "-", "--goproxy", setup.gate.goproxy_url),
+            input=f"{A_LIB}@v1.0.0\n{B_LIB}@v1.0.0\n", env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+
+    anonymous = prefetch()
+    assert anonymous.returncode == 1
+    assert "2 failed" in anonymous.stdout and "modgate: authentication required" in anonymous.stdout
+    (Path(env["HOME"]) / ".netrc").write_text(
+        f"machine {url.netloc} login alice password {ALICE_PW}\n"
+    )
+    alice = prefetch()
+    assert alice.returncode == 1, alice.stdout + alice.stderr
+    problems = [line.strip() for line in alice.stdout.splitlines()[1:]]
+    # Signed in as alice: her module comes, team-b's is as absent as ever.
+    assert problems == [
+        f"failed {B_LIB}@v1.0.0: {B_LIB}/@v/v1.0.0.info: modgate: {B_LIB}: not found"
+    ]
+
+
+def _outside_address() -> str:
+    """An IPv4 address of this machine that is not loopback, or "" when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: it picks the route's source
+            address = str(s.getsockname()[0])
+        except OSError:
+            return ""
+    return "" if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize("listen", ["address", "0.0.0.0"])
+def test_an_endpoint_for_other_machines_has_a_certificate_for_its_address(
+    setup: Setup, tmp_path: Path, listen: str
+) -> None:
+    """One modgate for many teams listens where other machines reach it (one address, or
+    all of them): the endpoint's certificate must name the address they use, not only
+    127.0.0.1."""
+    address = _outside_address()
+    if not address:
+        pytest.skip("no address but loopback here")
+    gate = Gate(tmp_path / "gate", RULES.format(upstream=setup.upstream.url))
+    gate.home.mkdir(parents=True)
+    (gate.home / "teams.yaml").write_text(TEAMS)
+    gate.extra_args = ["--listen-host", address if listen == "address" else listen]
+    with gate:
+        assert gate.goproxy_url.startswith("https://")
+        gate.goproxy_url = f"https://{address}:{urlsplit(gate.goproxy_url).port}"
+        remote = Setup(gate, setup.upstream, "", tmp_path)
+        done = remote.go("goproxy", "alice", ALICE_PW, f"{A_LIB}@v1.0.0")
+        assert downloaded(done)[A_LIB] == "ok", done.stderr

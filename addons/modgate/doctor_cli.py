@@ -301,6 +301,7 @@ def _live_probe(
     """One module-proxy request the way go would send it; modgate traces it like any other
     (user agent modgate-doctor)."""
     from modgate.doctor import goproxy_entries
+    from modgate.teams import netrc_credentials
 
     entries = [e.value for e in goproxy_entries(client.goproxy)]
     if found.route not in ("proxy", "endpoint", "transparent") or not entries:
@@ -312,7 +313,7 @@ def _live_probe(
         "transparent": "redirected by the network",
     }[found.route]
     opener = _client_opener(client, url)
-    auth = netrc_auth(url) if found.route != "proxy" else ""
+    auth = netrc_credentials(url) if found.route != "proxy" else ""
     try:
         status, cache, head = _get(opener, url, timeout, auth)
     except (OSError, ValueError) as e:
@@ -358,28 +359,6 @@ TEAMS_FIX = (
     "for the proxy; for the endpoint, ~/.netrc lines 'machine HOST:PORT login USER password "
     "…' and 'machine HOST …' (go 1.24+ matches the port, earlier go the host)"
 )
-
-
-def netrc_auth(url: str) -> str:
-    """The Basic credentials go would send to `url` from .netrc (NETRC, else ~/.netrc):
-    the machine `host:port` (go 1.24+, GOAUTH=netrc), else `host`; only over https."""
-    import base64
-    import netrc
-
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        return ""
-    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
-    try:
-        entries = netrc.netrc(path)
-    except (OSError, netrc.NetrcParseError):
-        return ""
-    for machine in (parts.netloc, parts.hostname):
-        found = entries.authenticators(machine)
-        if found is not None:
-            login, _, password = found
-            return "Basic " + base64.b64encode(f"{login}:{password or ''}".encode()).decode()
-    return ""
 
 
 def _client_sumdb(items: list[Finding], found: Findings, client: Client, timeout: float) -> None:

@@ -170,18 +170,20 @@ async def fetch_all(
     jobs: int,
     progress: Callable[[int, int], None],
     available: Callable[[str], bool] = lambda path: True,
+    authorization: str = "",
 ) -> Outcome:
     """Ask `endpoint` for what each Want needs, `jobs` at a time; `progress(n, bytes)`
     after each version. `available(path)`: whether the source has that path at all (an
     import asks only for what its bundle carries: go fetched no .info for a version whose
-    go.mod alone it read)."""
+    go.mod alone it read). `authorization`: the header to send (a modgate with teams)."""
     import aiohttp
 
     outcome = Outcome()
     limit = asyncio.Semaphore(jobs)
     lists: set[str] = set()
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
-    async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+    headers = {"Authorization": authorization} if authorization else None
+    async with aiohttp.ClientSession(timeout=timeout, trust_env=False, headers=headers) as session:
 
         async def get(path: str) -> tuple[int, str, str, int]:
             async with session.get(f"{endpoint}/{path}") as r:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from modgate import goenv, prefetch
 from modgate.errors import ModgateError
+from modgate.teams import netrc_credentials
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -115,8 +116,11 @@ def _database(endpoint: str, gosumdb: str) -> str:
     if db is None:
         return ""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"{endpoint}/sumdb/{db.name}/supported")
+    if auth := netrc_credentials(endpoint):
+        request.add_header("Authorization", auth)
     try:
-        with opener.open(f"{endpoint}/sumdb/{db.name}/supported", timeout=10) as r:
+        with opener.open(request, timeout=10) as r:
             return db.name if r.status == 200 else ""
     except OSError:
         return ""
@@ -147,6 +151,8 @@ def _run(
                 lambda m: match_prefix_patterns(private, m),
                 max(1, jobs),
                 progress,
+                # A modgate with teams asks who is fetching: .netrc, as go reads it.
+                authorization=netrc_credentials(endpoint),
             )
         )
 
@@ -184,6 +190,8 @@ def standalone(cache_dir: Path, rules: Path | str | None, confdir: Path) -> Iter
     command = [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
                "--goproxy-port", str(port), "--cache-dir", str(cache_dir),
                "--confdir", str(confdir), "--quiet", "--workers", "1",
+               # Its only client is this process: rules.yaml's teams would ask it who it is.
+               "--set", "modgate_ignore_teams=true",
                *(["--rules", str(rules)] if rules is not None else [])]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     proc = subprocess.Popen(

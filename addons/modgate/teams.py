@@ -466,6 +466,30 @@ class Authenticator:
             self._cache[self._key(value)] = (self.clock() + CACHE_SECONDS, identity)
 
 
+def netrc_credentials(url: str) -> str:
+    """The Authorization go sends to `url` from .netrc (NETRC, else ~/.netrc): Basic for
+    the machine `host:port` (go 1.24+, GOAUTH=netrc), else `host`; only over https, as
+    go; "" when there is none. For modgate's own clients of its endpoint (doctor,
+    prefetch)."""
+    import netrc
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return ""
+    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    try:
+        entries = netrc.netrc(path)
+    except (OSError, netrc.NetrcParseError):
+        return ""
+    for machine in (parts.netloc, parts.hostname):
+        found = entries.authenticators(machine)
+        if found is not None:
+            login, _, password = found
+            return "Basic " + base64.b64encode(f"{login}:{password or ''}".encode()).decode()
+    return ""
+
+
 # --- managing tokens (the CLI, and the admin API) ---------------------------------------
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -65,6 +66,7 @@ OPTIONS = (
     "modgate_goproxy",
     "modgate_gosumdb",
     "modgate_intercept_all",
+    "modgate_ignore_teams",
 )
 
 
@@ -110,6 +112,12 @@ class Settings:
             "a TLS-inspecting firewall's, an internal mirror's.",
         )  # fmt: skip
         loader.add_option(
+            "modgate_ignore_teams", bool, False,
+            "Ignore rules.yaml's teams and owners: no authentication. For modgate's own "
+            "helper processes (prefetch --cache-dir, cache import), on a loopback port of "
+            "their own; never on a shared modgate.",
+        )  # fmt: skip
+        loader.add_option(
             "modgate_intercept_all", bool, False,
             "Intercept TLS to every host, not only module proxies (to watch all traffic).",
         )  # fmt: skip
@@ -133,6 +141,10 @@ class Settings:
         if config is None:
             path = ctx.options.modgate_rules
             config = load_config(Path(path)) if path else Config()
+        if ctx.options.modgate_ignore_teams and config.teams is not None:
+            log.warning("modgate: %s: teams and owners ignored (modgate_ignore_teams): "
+                        "nobody is asked to authenticate", config.source)  # fmt: skip
+            config = replace(config, teams=None, rules=replace(config.rules, owners=()))
         cache_dir = Path(ctx.options.modgate_cache_dir).expanduser()
         try:
             proxies = config.proxies
@@ -399,6 +411,20 @@ def _resize(store: DiskStore, config: Config, in_force: Config) -> None:
         ) from e
 
 
+def _own_addresses() -> set[str]:
+    """This machine's addresses other machines may know it by: its host name's, and the
+    source address of its routes out (found with a UDP connect, which sends nothing)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        for *_, sockaddr in socket.getaddrinfo(socket.gethostname(), None):
+            found.add(str(sockaddr[0]))
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            found.add(str(s.getsockname()[0]))
+    return {a.split("%")[0] for a in found}
+
+
 def loopback_tls(address: str = "") -> ssl.SSLContext | None:
     """A TLS server context for 127.0.0.1 (and `address`, an IP address listened on) with
     a certificate from modgate's CA (mitmproxy's, in the confdir), which clients of the
@@ -408,9 +434,13 @@ def loopback_tls(address: str = "") -> ssl.SSLContext | None:
     if certstore is None:
         return None
     ips = {"127.0.0.1", "::1", *([address] if address else [])}
-    ips -= {"0.0.0.0", "::"}  # listening everywhere: clients name some address of the host
+    names = {"localhost"}
+    if address in ("0.0.0.0", "::"):  # everywhere: clients name some address of the host
+        ips -= {address}
+        ips |= _own_addresses()
+        names |= {n for n in (socket.gethostname(), socket.getfqdn()) if n}
     sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in sorted(ips)]
-    sans.append(x509.DNSName("localhost"))
+    sans += [x509.DNSName(n) for n in sorted(names)]
     entry = certstore.get_cert("127.0.0.1", sans)
     key = entry.privatekey.private_bytes(
         serialization.Encoding.PEM,

@@ -12,7 +12,7 @@ it (modgate/addons/admin.py), and the cache work is cacheadmin's, as for `modgat
     POST /v1/rules/reload                      rules    apply the rules file now
     GET  /v1/trace/sessions?limit=N            read     `modgate trace ls`
     GET  /v1/trace/sessions/ID                 read     `modgate trace show ID`
-    /v1/teams/...                              teams    added with `add_routes` (teams)
+    /v1/teams/...                              teams    token management (teams_api.py)
 
 Every answer, errors included, is one envelope: {"code": HTTP status, "message": text,
 "data": value or null}. Authentication comes before routing: without a valid signature

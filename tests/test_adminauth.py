@@ -272,3 +272,39 @@ def test_a_client_key_must_be_name_colon_key(text: str) -> None:
 def test_unknown_scopes_are_refused_at_keygen(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown scope admin"):
         adminauth.add_key(tmp_path / "k.json", "x", ["read", "admin"])
+
+
+def test_the_same_request_twice_in_one_second_is_two_requests_not_a_replay() -> None:
+    # `modgate admin rules reload` run twice within a second sent the same method, path,
+    # body and whole-second timestamp: the same signature, so the second was taken for a
+    # replay (a flaky 401 in the e2e test). The client now signs with milliseconds.
+    clock = Clock(NOW + 0.2)
+    v = verifier(clock)
+    first = adminauth.signed_headers(ALICE, "POST", TARGET, BODY, now=NOW + 0.2)
+    second = adminauth.signed_headers(ALICE, "POST", TARGET, BODY, now=NOW + 0.7)
+    assert first[TIMESTAMP] != second[TIMESTAMP]
+    assert isinstance(v.check("POST", TARGET, first.items(), BODY, "cache"), Accepted)
+    assert isinstance(v.check("POST", TARGET, second.items(), BODY, "cache"), Accepted)
+    assert isinstance(v.check("POST", TARGET, second.items(), BODY, "cache"), Refused)  # replay
+
+
+@pytest.mark.parametrize("ts", ["1800000000", "1800000000.5", "1800000000.123456"])
+def test_whole_seconds_and_fractions_are_timestamps(ts: str) -> None:
+    hdrs = [
+        (ADMIN, "alice"),
+        (TIMESTAMP, ts),
+        (SIGNATURE, sign(ALICE.secret, "POST", TARGET, ts, BODY)),
+    ]
+    assert isinstance(verifier().check("POST", TARGET, hdrs, BODY, "cache"), Accepted)
+
+
+@pytest.mark.parametrize(
+    "ts", ["1800000000.", ".5", "1e9", "1800000000.1234567", "1_800_000_000", "0x1"]
+)
+def test_other_spellings_of_a_time_are_refused(ts: str) -> None:
+    hdrs = [
+        (ADMIN, "alice"),
+        (TIMESTAMP, ts),
+        (SIGNATURE, sign(ALICE.secret, "POST", TARGET, ts, BODY)),
+    ]
+    assert isinstance(verifier().check("POST", TARGET, hdrs, BODY, "cache"), Refused)

@@ -4,7 +4,7 @@ keys (no HTTP server here; modgate/admin.py is the server that asks).
 A request carries three headers, each exactly once:
 
     X-Modgate-Admin  the administrator's name: which key signed it
-    X-Timestamp      when it was signed, Unix seconds in decimal digits
+    X-Timestamp      when it was signed, Unix seconds in decimal digits (a fraction allowed)
     X-Signature      hex(HMAC-SHA256(key, canonical)), 64 lowercase hex digits
 
     canonical = METHOD "\\n" PATH-WITH-QUERY "\\n" TIMESTAMP "\\n" hex(sha256(BODY))
@@ -57,7 +57,10 @@ ENV = "MODGATE_ADMIN_KEY"  # NAME:KEY, for the `modgate admin` client
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_DIGITS = re.compile(r"[0-9]{1,12}")
+# Unix seconds, with an optional fraction: `modgate admin` signs with milliseconds, so
+# the same request sent twice within a second has two signatures (whole seconds made
+# the second one a "replay"); `date +%s` in a shell script still works.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
 _NOBODY = "0" * 64
 
 
@@ -84,8 +87,12 @@ class Signed:
     """The signing headers of one request, well formed (not yet checked)."""
 
     admin: str
-    timestamp: int
+    timestamp: str  # as sent: it is what was signed
     signature: str
+
+    @property
+    def at(self) -> float:
+        return float(self.timestamp)
 
 
 def body_digest(body: bytes) -> str:
@@ -93,6 +100,7 @@ def body_digest(body: bytes) -> str:
 
 
 def canonical(method: str, target: str, timestamp: int | str, body: bytes) -> bytes:
+    """What is signed (issue 15 §2): the timestamp exactly as the header carries it."""
     return f"{method}\n{target}\n{timestamp}\n{body_digest(body)}".encode()
 
 
@@ -105,10 +113,10 @@ def signed_headers(
     key: AdminKey, method: str, target: str, body: bytes = b"", now: float | None = None
 ) -> dict[str, str]:
     """The three headers that sign a request (the client's side)."""
-    ts = int(time.time() if now is None else now)
+    ts = f"{time.time() if now is None else now:.3f}"
     return {
         ADMIN: key.name,
-        TIMESTAMP: str(ts),
+        TIMESTAMP: ts,
         SIGNATURE: sign(key.secret, method, target, ts, body),
     }
 
@@ -127,11 +135,11 @@ def parse_headers(headers: Iterable[tuple[str, str]]) -> Signed | Refused:
     admin, timestamp, signature = (found[h.lower()][0] for h in HEADERS)
     if not _NAME.fullmatch(admin):
         return Refused(f"{ADMIN}: not an administrator's name")
-    if not _DIGITS.fullmatch(timestamp):
-        return Refused(f"{TIMESTAMP}: not Unix seconds in decimal digits")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        return Refused(f"{TIMESTAMP}: not Unix seconds in decimal digits (a fraction allowed)")
     if not _HEX64.fullmatch(signature):
         return Refused(f"{SIGNATURE}: not 64 lowercase hex digits")
-    return Signed(admin, int(timestamp), signature)
+    return Signed(admin, timestamp, signature)
 
 
 class Verifier:
@@ -179,11 +187,11 @@ class Verifier:
             return Refused(f"unknown administrator {signed.admin!r}")
         now = self.clock()
         self._forget(now)
-        if signed.timestamp < now - self.window:
-            return Refused(f"expired: signed {now - signed.timestamp:.0f}s ago")
-        if signed.timestamp > now + self.window:
-            return Refused(f"from the future: signed {signed.timestamp - now:.0f}s ahead")
-        if signed.timestamp < self.not_before:
+        if signed.at < now - self.window:
+            return Refused(f"expired: signed {now - signed.at:.0f}s ago")
+        if signed.at > now + self.window:
+            return Refused(f"from the future: signed {signed.at - now:.0f}s ahead")
+        if signed.at < self.not_before:
             return Refused("signed before this modgate started (replays are not remembered)")
         expected = sign(key.secret, method, target, signed.timestamp, body)
         if not hmac.compare_digest(expected, signed.signature):
@@ -193,7 +201,7 @@ class Verifier:
         if len(self._seen) >= self.max_remembered:
             return Refused(f"too many requests in {self.window}s to remember against replay")
         self._seen.add(signed.signature)
-        heapq.heappush(self._expiry, (signed.timestamp + self.window, signed.signature))
+        heapq.heappush(self._expiry, (signed.at + self.window, signed.signature))
         if scope is not None and scope not in key.scopes:
             return Refused(f"{signed.admin!r} lacks the {scope!r} scope")
         return Accepted(key.name, key.scopes)

@@ -109,7 +109,7 @@ class Dashboard:
                 verdict = Refused(f"login link older than {LOGIN_WINDOW}s")
             else:
                 verdict = self.server.verifier.check_signed(
-                    Signed(admin, ts, sig), "GET", target, b"", "read"
+                    Signed(admin, m.group(2), sig), "GET", target, b"", "read"
                 )
         if isinstance(verdict, Refused):
             return self.server.refuse(request, m.group(1) if m else "", verdict)

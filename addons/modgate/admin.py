@@ -322,18 +322,24 @@ def api_routes(server: AdminServer) -> list[Route]:
         items = await asyncio.to_thread(work)
         return Answer(200, f"{len(items)} items", items)
 
-    async def cache_evict(call: Call) -> Answer:
-        target = _string(call.body, "target")
+    async def remove(
+        choose: Callable[[list[cacheadmin.Item]], list[cacheadmin.Item]],
+    ) -> tuple[int, int]:
+        """Remove what `choose` picks of the stored items: (entries, bytes)."""
 
         def work() -> tuple[int, int]:
             s = store()
             try:
-                gone = cacheadmin.evictable(cacheadmin.items(s), target)
+                gone = choose(list(cacheadmin.items(s)))
                 return s.remove(i.key for i in gone), sum(i.size for i in gone)
             finally:
                 s.close()
 
-        removed, size = await asyncio.to_thread(work)
+        return await asyncio.to_thread(work)
+
+    async def cache_evict(call: Call) -> Answer:
+        target = _string(call.body, "target")
+        removed, size = await remove(lambda found: cacheadmin.evictable(found, target))
         if not removed:
             return Answer(404, f"nothing stored for {target}", {"removed": 0, "bytes": 0})
         return Answer(
@@ -345,16 +351,7 @@ def api_routes(server: AdminServer) -> list[Route]:
 
     async def cache_purge(call: Call) -> Answer:
         pattern = _string(call.body, "pattern")
-
-        def work() -> tuple[int, int]:
-            s = store()
-            try:
-                gone = cacheadmin.matching(cacheadmin.items(s), pattern)
-                return s.remove(i.key for i in gone), sum(i.size for i in gone)
-            finally:
-                s.close()
-
-        removed, size = await asyncio.to_thread(work)
+        removed, size = await remove(lambda found: cacheadmin.matching(found, pattern))
         return Answer(
             200,
             f"purged {removed} module answers matching {pattern} (checksum-database "

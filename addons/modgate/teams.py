@@ -47,7 +47,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -534,29 +534,33 @@ def create_token(path: Path, team: str, member: str, label: str = "") -> tuple[s
 
 def revoke_token(path: Path, token_id: str) -> Member:
     """Remove a token; returns its member. A reload of the teams file stops it."""
-    with _locked(path):
-        teams = load_teams_file(path)
-        owner = teams.token_owner(token_id)
-        if owner is None:
-            raise ConfigError(f"{path}: no token {token_id!r}")
-        member, _ = owner
-        kept = tuple(t for t in member.tokens if t.id != token_id)
-        _write(path, teams, replace(member, tokens=kept))
+    member, _ = _replace_token(path, token_id, lambda teams, old: None)
     return member
 
 
 def rotate_token(path: Path, token_id: str) -> tuple[str, Token]:
     """A new token for the member of `token_id`, which is revoked, in one write."""
+    _, minted = _replace_token(path, token_id, lambda teams, old: _mint(teams, old.label))
+    assert minted is not None
+    return minted
+
+
+def _replace_token(
+    path: Path, token_id: str, new: Callable[[Teams, Token], tuple[str, Token] | None]
+) -> tuple[Member, tuple[str, Token] | None]:
+    """Take `token_id` from its member, and give it what `new` mints instead (if anything),
+    in one locked rewrite of the teams file."""
     with _locked(path):
         teams = load_teams_file(path)
         owner = teams.token_owner(token_id)
         if owner is None:
             raise ConfigError(f"{path}: no token {token_id!r}")
         member, old = owner
-        secret, token = _mint(teams, old.label)
+        minted = new(teams, old)
         kept = tuple(t for t in member.tokens if t.id != token_id)
-        _write(path, teams, replace(member, tokens=(*kept, token)))
-    return secret, token
+        added = (minted[1],) if minted is not None else ()
+        _write(path, teams, replace(member, tokens=(*kept, *added)))
+    return member, minted
 
 
 def list_tokens(path: Path) -> list[tuple[str, str, Token]]:

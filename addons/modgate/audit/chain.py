@@ -95,14 +95,20 @@ class BadLine(ValueError):
     """A line that is not an entry, or whose content does not match its hash."""
 
 
-def decode(line: bytes) -> Entry:
-    """The entry on `line` (without its newline), its hash checked against its bytes."""
+def _checked(line: bytes) -> tuple[bytes, str]:
+    """The canonical body of the entry on `line` and its hash, checked against its bytes."""
     if len(line) < _SUFFIX + 2 or line[-_SUFFIX:-66] != _HASH_AT or not line.endswith(b'"}'):
         raise BadLine("not an audit entry (no hash at its end)")
     digest = line[-66:-2].decode("ascii", "replace")
     body = line[:-_SUFFIX] + b"}"
     if hashlib.sha256(body).hexdigest() != digest:
         raise BadLine("its content does not match its hash: the entry was edited")
+    return body, digest
+
+
+def decode(line: bytes) -> Entry:
+    """The entry on `line` (without its newline), its hash checked against its bytes."""
+    body, digest = _checked(line)
     try:
         obj = json.loads(body)
         entry = Entry(
@@ -125,12 +131,7 @@ _LINK = re.compile(
 
 def link(line: bytes) -> tuple[int, str, str, str]:
     """(seq, prev, kind, hash) of the entry on `line`, its hash checked; raises BadLine."""
-    if len(line) < _SUFFIX + 2 or line[-_SUFFIX:-66] != _HASH_AT or not line.endswith(b'"}'):
-        raise BadLine("not an audit entry (no hash at its end)")
-    digest = line[-66:-2].decode("ascii", "replace")
-    body = line[:-_SUFFIX] + b"}"
-    if hashlib.sha256(body).hexdigest() != digest:
-        raise BadLine("its content does not match its hash: the entry was edited")
+    body, digest = _checked(line)
     m = _LINK.search(body)
     if m is None or not body.startswith(b'{"fields":{'):
         raise BadLine("not an audit entry (not in canonical form)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import marshal
 import os
-import queue
 import secrets
 import threading
 import time
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modgate.audit import AuditError
 from modgate.audit.log import AuditLog, Pending
+from modgate.batchthread import STOP, BatchThread
 from modgate.trace import journal
 
 log = logging.getLogger("modgate")
@@ -40,7 +40,6 @@ PACE = 0.05  # seconds between batches at most once busy
 RETRY_WAIT = 1.0
 RETRY_MAX = 100_000  # entries kept in memory while writes fail (all are in the journal)
 REPLAY_WINDOW = 600.0  # seconds before a journal's oldest entry the log is searched back
-_STOP = object()
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Stats:
     last_error: str = ""
 
 
-class AuditWriter:
+class AuditWriter(BatchThread[Pending]):
     def __init__(
         self,
         path: Path,
@@ -65,20 +64,17 @@ class AuditWriter:
         checkpoint_every: int | None = None,
         on_written: Callable[[Stats], None] | None = None,
     ) -> None:
+        super().__init__("modgate-audit", "audit writer")
         self.path, self.key, self.pace = path, key, pace
         self.stats = Stats()
         self._on_written = on_written
         self._checkpoint_every = checkpoint_every
-        self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._log: AuditLog | None = None
         self._run_id = secrets.token_hex(4)
         self._n = 0
         self._lock = threading.Lock()
         self._journal_fd = -1
         self.journal_path = path.with_name(path.name + ".pending")
-        self._retry: list[Pending] = []
-        self._failing = False
 
     def start(self) -> None:
         """Open the log (an AuditError is raised here, not later), replay the journal,
@@ -105,32 +101,12 @@ class AuditWriter:
             for p in missing:
                 self._journal(p)
                 self._queue.put(p)
-        self._thread = threading.Thread(target=self._run, name="modgate-audit", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, and a checkpoint; then close."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error("modgate: audit writer did not finish within %.0fs", timeout)
-        else:
-            os.close(self._journal_fd)
-            if self._log is not None:
-                self._log.close()
-        self._thread = None
-
-    @property
-    def healthy(self) -> bool:
-        """Running, and the last batch was written."""
-        return self._thread is not None and self._thread.is_alive() and not self._failing
-
-    @property
-    def waiting(self) -> int:
-        """Entries kept for another try after a batch failed."""
-        return len(self._retry)
+    def _closed(self) -> None:
+        os.close(self._journal_fd)
+        if self._log is not None:
+            self._log.close()
 
     def submit(
         self,
@@ -167,19 +143,9 @@ class AuditWriter:
     def _run(self) -> None:
         last_batch = time.monotonic()
         while True:
-            try:
-                first = self._queue.get(timeout=RETRY_WAIT if self._retry else None)
-                items = [first]
-            except queue.Empty:
-                items = []
-            if items and first is not _STOP:
-                time.sleep(max(0.0, last_batch + self.pace - time.monotonic()))
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = _STOP in items
+            # At a stop, a checkpoint closes the chain of this run.
+            items = self._take(RETRY_WAIT if self._retry else None, last_batch)
+            stop = STOP in items
             batch = self._retry + [i for i in items if isinstance(i, Pending)]
             self._retry = []
             if batch or stop:

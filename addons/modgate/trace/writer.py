@@ -23,7 +23,6 @@ import io
 import logging
 import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modgate import dirhash
+from modgate.batchthread import STOP, BatchThread
 from modgate.trace import journal
 from modgate.trace.record import Record
 from modgate.trace.sessions import (
@@ -79,9 +79,6 @@ class _Item:
     until: float = 0.0  # time.monotonic() after which the record goes without it
 
 
-_STOP = object()
-
-
 @dataclass
 class Stats:
     written: int = 0
@@ -94,7 +91,7 @@ class Stats:
     lag: float = 0.0  # seconds from the last batch's earliest request end to its commit
 
 
-class TraceWriter:
+class TraceWriter(BatchThread["_Item"]):
     def __init__(
         self,
         path: Path,
@@ -105,21 +102,18 @@ class TraceWriter:
         pace: float = PACE,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__("modgate-trace", "trace writer")
         self.path, self.retention, self.batch, self.clock = path, retention, batch, clock
         self.pace = pace
         self._committed = -pace  # time.monotonic() of the last commit
         self.sessionizer = Sessionizer(gap)
         self.stats = Stats()
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._db: TraceDB | None = None
         self._next_prune = 0.0
-        self._failing = False
         self._pruned = 0
         self._cached_labels: list[Label] | None = None
         # Session keys whose latest session was read since another writer last wrote.
         self._synced: set[str] = set()
-        self._retry: list[_Item] = []
         self.journal_path = path.with_name(path.name + ".pending")  # slot 0's: see start
         self._slot = 0
         self._journal: journal.Journal | None = None
@@ -145,30 +139,12 @@ class TraceWriter:
             )  # fmt: skip
         last = max([committed, *(s for s, _ in pending)])
         self._journal = journal.Journal(self.journal_path, last, fd)
-        self._thread = threading.Thread(target=self._run, name="modgate-trace", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then close the database and the journal."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error("modgate: trace writer did not finish within %.0fs", timeout)
-        elif self._journal is not None:
+    def _closed(self) -> None:
+        # The database is closed by the thread itself, as it ends (_run).
+        if self._journal is not None:
             self._journal.close()
-        self._thread = None
-
-    @property
-    def healthy(self) -> bool:
-        """Running, and the last batch was written."""
-        return self._thread is not None and self._thread.is_alive() and not self._failing
-
-    @property
-    def waiting(self) -> int:
-        """Records kept for another try after a batch failed."""
-        return len(self._retry)
 
     def submit(
         self,
@@ -200,25 +176,15 @@ class TraceWriter:
         try:
             while True:
                 wait = RETRY_WAIT if self._retry else self._until_prune()
-                try:
-                    items = [self._queue.get(timeout=wait)]
-                except queue.Empty:
-                    items = []
-                    if not self._retry:
-                        self._prune()
-                        continue
-                if items and items[0] is not _STOP:
-                    time.sleep(max(0.0, self._committed + self.pace - time.monotonic()))
-                while items and len(items) < self.batch:
-                    try:
-                        items.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+                items = self._take(wait, self._committed, self.batch)
+                if not items and not self._retry:
+                    self._prune()
+                    continue
                 batch = self._retry + [i for i in items if isinstance(i, _Item)]
                 self._retry = []
                 if batch:
                     self._write(batch)
-                if _STOP in items:
+                if STOP in items:
                     self._drain()
                     if self._journal is not None and not self._failing:
                         self._journal.truncate_if(self._queue.empty)

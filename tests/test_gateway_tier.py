@@ -133,29 +133,38 @@ def test_a_list_from_the_bucket_lives_its_ttl_then_is_fetched_again(
         assert upstream.count(f"/{LIST}") == 2
 
 
+@pytest.mark.parametrize(
+    ("prefix", "h1"),
+    [("3/", None), ("3b/", ""), ("3c/", "h1:not-the-one")],
+    ids=["entry-rewritten", "h1-blanked", "h1-changed"],
+)
 def test_a_zip_tampered_with_in_the_bucket_is_refused_and_fetched_again(
-    s3: S3Server, world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+    s3: S3Server, world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    prefix: str, h1: str | None,
+) -> None:  # fmt: skip
     """Whoever can write the bucket can rewrite a body and its entry consistently: the
-    replica reading it checks it again as it checks an upstream's answer."""
+    replica reading it checks it again as it checks an upstream's answer, whatever the
+    entry says of its own hash (blanking it must not skip the check)."""
     clock = Clock()
     want = world.zip_path(world.get(MODULE, "v1.0.0")).read_bytes()
     with Upstream(world) as upstream:
-        replica_serve(s3, upstream, tmp_path / "a", world, clock, ZIP, prefix="3/")
+        replica_serve(s3, upstream, tmp_path / "a", world, clock, ZIP, prefix=prefix)
         client = s3.client()
-        name = object_name("3/", artifact_key(parse_request(ZIP)) or "")
+        name = object_name(prefix, artifact_key(parse_request(ZIP)) or "")
         meta = client.head_object(Bucket=s3.bucket, Key=name)["Metadata"]
         entry = json.loads(base64.urlsafe_b64decode(meta[META]))
         evil = want[:1000] + bytes([want[1000] ^ 1]) + want[1001:]
         assert evil != want
         entry.update(sha256=hashlib.sha256(evil).hexdigest(), size=len(evil))
+        if h1 is not None:
+            entry.update(h1=h1)
         client.put_object(
             Bucket=s3.bucket, Key=name, Body=evil,
             Metadata={META: base64.urlsafe_b64encode(json.dumps(entry).encode()).decode()},
         )  # fmt: skip
         with caplog.at_level(logging.ERROR, "modgate"):
             [(outcome, body)] = replica_serve(
-                s3, upstream, tmp_path / "b", world, clock, ZIP, prefix="3/"
+                s3, upstream, tmp_path / "b", world, clock, ZIP, prefix=prefix
             )
         assert (len(body), outcome) == (len(want), Outcome.MISS)
         assert body != evil, "the tampered body was served"

@@ -86,8 +86,8 @@ def where(url: str) -> str:
 
 
 class RedisLease(Lease):
-    def __init__(self, locks: ClusterLocks, name: str, token: int) -> None:
-        self.locks, self.name, self.token = locks, name, token
+    def __init__(self, locks: ClusterLocks, name: str, token: int, waited: bool) -> None:
+        self.locks, self.name, self.token, self.waited = locks, name, token, waited
         self.lost = False
 
     async def valid(self) -> bool:
@@ -262,9 +262,7 @@ class ClusterLocks:
             if token:
                 if waited and token > 1:
                     self.takeovers += 1
-                lease = RedisLease(self, name, token)
-                lease.waited = waited
-                return lease
+                return RedisLease(self, name, token, waited)
             waited = True
             await asyncio.sleep(wait)
             wait = min(wait * 2, POLL_MAX)

@@ -269,13 +269,12 @@ class Gateway:
             return await self._fill(key, chain, req, flight, None)
         async with self.locks.held(key) as held:
             # A flock yields whether it waited; a cluster lock its lease, which knows.
-            cluster = isinstance(held, Lease)
-            waited = held.waited if isinstance(held, Lease) else held is True
+            lease = held if isinstance(held, Lease) else None
+            waited = lease.waited if lease is not None else held is True
             if waited and self.on_wait is not None:
-                self.on_wait("cluster" if cluster else "process")
+                self.on_wait("process" if lease is None else "cluster")
             if isinstance(looked := self._lookup(key, req), Hit):
                 return looked.entry, ()
-            lease = held if isinstance(held, Lease) else None
             return await self._fill(key, chain, req, flight, lease)
 
     async def _fill(

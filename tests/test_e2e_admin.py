@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -17,7 +16,8 @@ from typing import Any
 import pytest
 
 from modgate import adminauth
-from world.gate import Gate, free_port, modgate_command
+from world.admin import admin, admin_url, envelope, keygen
+from world.gate import Gate, free_port
 from world.gocmd import go_env, run_go
 from world.modules import World, graph_roots
 from world.sumdb import TestSumdb
@@ -27,23 +27,7 @@ pytestmark = pytest.mark.e2e
 
 WORLD_MODULES = 6
 HOST = "proxy.modgate.test"
-ADMIN_URL = re.compile(r"admin API (http://[^;\s]+)")
 README = Path(__file__).parent.parent / "README.md"
-
-
-def keygen(confdir: Path, name: str, *scopes: str) -> adminauth.AdminKey:
-    args = ["admin", "keygen", name, "--confdir", str(confdir)]
-    for scope in scopes:
-        args += ["--scope", scope]
-    done = subprocess.run(modgate_command(*args), capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return adminauth.client_key((confdir / "admin" / f"{name}.key").read_text(), name)
-
-
-def admin_url(gate: Gate) -> str:
-    m = ADMIN_URL.search(gate.output())
-    assert m, gate.output()
-    return m.group(1)
 
 
 def rules_text(upstream: Upstream, db: TestSumdb) -> str:
@@ -71,20 +55,6 @@ def download(gate: Gate, db: TestSumdb, home: Path, target: str) -> dict[str, st
         run_go(["mod", "download", "-json", target], env, home).stdout
     )
     return info
-
-
-def admin(gate: Gate, *args: str, key: str = "ops") -> subprocess.CompletedProcess[str]:
-    keyfile = gate.confdir / "admin" / f"{key}.key"
-    command = modgate_command("admin", *args[:-1] if args[-1] == "--" else args)
-    # The options go after the action: `modgate admin cache stats --url ... --json`.
-    command += ["--url", admin_url(gate), "--key-file", str(keyfile), "--json"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-
-def envelope(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    answer: dict[str, Any] = json.loads(done.stdout)
-    assert set(answer) == {"code", "message", "data"}, answer
-    return answer
 
 
 def raw(

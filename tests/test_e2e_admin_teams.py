@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from test_e2e_admin import admin_url, keygen
+from world.admin import admin, envelope, keygen, login_link
 from world.gate import Gate, modgate_command
 from world.gocmd import find_go, go_env
 from world.modules import ModuleVersion, World
@@ -56,14 +56,9 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
 
 
 def call(gate: Gate, method: str, path: str, body: object = None) -> dict[str, Any]:
-    args = ["admin", "call", method, path, *([json.dumps(body)] if body is not None else [])]
-    done = subprocess.run(
-        modgate_command(*args, "--url", admin_url(gate), "--key-file",
-                        str(gate.confdir / "admin" / "ops.key"), "--json"),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
+    return envelope(
+        admin(gate, "call", method, path, *([json.dumps(body)] if body is not None else []))
+    )
 
 
 def go_as(gate: Gate, home: Path, user: str, secret: str) -> subprocess.CompletedProcess[str]:
@@ -130,11 +125,7 @@ def test_inline_teams_or_a_wrong_team_are_refused_with_the_reason(gate: Gate) ->
 
 
 def test_the_dashboard_shows_the_teams_and_the_audit_log(gate: Gate) -> None:
-    link = subprocess.run(
-        modgate_command("admin", "dashboard", "--url", admin_url(gate), "--key-file",
-                        str(gate.confdir / "admin" / "ops.key")),
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    link = login_link(gate).splitlines()[-1]
     opener = urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from world.admin import keygen, login_link
 from world.gate import Gate, modgate_command
 from world.gocmd import go_env, run_go
 from world.modules import World, graph_roots
@@ -45,7 +46,7 @@ if CHROMIUM is None:
 
 @pytest.fixture
 def running(world: World, tmp_path: Path) -> Iterator[tuple[Gate, Upstream, TestSumdb]]:
-    from test_e2e_admin import keygen, rules_text
+    from test_e2e_admin import rules_text
 
     with TestSumdb().add_world(world) as db, Upstream(world) as upstream:
         denied = graph_roots(world)[-1]
@@ -66,17 +67,6 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield b
         b.close()
-
-
-def login_link(gate: Gate) -> str:
-    from test_e2e_admin import admin_url
-
-    done = subprocess.run(
-        modgate_command("admin", "dashboard", "--url", admin_url(gate), "--key-file", str(gate.confdir / "admin" / "ops.key")),
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 HOSTILE_PATH = "/example.com/<script>alert(1)</script><img/src=x/onerror=alert(1)>/@v/list"

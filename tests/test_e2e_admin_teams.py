@@ -50,15 +50,17 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
         gate.home.mkdir(parents=True)
         (gate.home / "teams.yaml").write_text(TEAMS)
         keygen(gate.confdir, "ops", "read", "teams")
+        keygen(gate.confdir, "reader", "read", "cache", "rules")  # every scope but teams
         gate.extra_args = ["--admin-listen", "127.0.0.1:0"]
         with gate:
             yield gate
 
 
-def call(gate: Gate, method: str, path: str, body: object = None) -> dict[str, Any]:
-    return envelope(
-        admin(gate, "call", method, path, *([json.dumps(body)] if body is not None else []))
-    )
+def call(
+    gate: Gate, method: str, path: str, body: object = None, key: str = "ops"
+) -> dict[str, Any]:
+    body_args = [json.dumps(body)] if body is not None else []
+    return envelope(admin(gate, "call", method, path, *body_args, key=key))
 
 
 def go_as(gate: Gate, home: Path, user: str, secret: str) -> subprocess.CompletedProcess[str]:
@@ -115,6 +117,20 @@ def test_a_token_made_and_revoked_through_the_api_works_then_stops_and_is_audite
     whats = [(a["fields"]["who"], a["fields"]["what"], a["fields"]["result"]) for a in actions]
     assert ("ops", "teams.token.create", "ok") in whats
     assert ("ops", "teams.token.revoke", "ok") in whats
+
+
+def test_a_key_without_the_teams_scope_can_neither_see_nor_make_tokens(gate: Gate) -> None:
+    before = call(gate, "GET", "/v1/teams/tokens")["data"]
+    for method, path, body in (
+        ("GET", "/v1/teams/tokens", None),
+        ("GET", "/v1/teams", None),
+        ("POST", "/v1/teams/tokens", {"team": "team-b", "member": "mallory"}),
+        ("POST", "/v1/teams/tokens/000000000000/rotate", None),
+    ):
+        answer = call(gate, method, path, body, key="reader")
+        assert answer["code"] == 401 and answer["data"] is None, answer
+    assert call(gate, "GET", "/v1/teams/tokens")["data"] == before
+    assert "mallory" not in (gate.home / "teams.yaml").read_text()
 
 
 def test_inline_teams_or_a_wrong_team_are_refused_with_the_reason(gate: Gate) -> None:

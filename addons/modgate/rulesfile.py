@@ -13,6 +13,7 @@ nothing unless the file says so with `unrestricted: true`:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from modgate.config import Config, load_config
 from modgate.verify import Pins
 
 MARKER = "unrestricted: true"
+
+
+def digest(path: str) -> bytes | None:
+    """The SHA-256 of the rules file at `path`; None for no file, or one unreadable. What
+    the watcher compares, the audit log records and replicas compare with each other."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).digest() if path else None
+    except OSError:
+        return None
 
 
 def check(config: Config) -> Pins:

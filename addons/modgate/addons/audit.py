@@ -28,6 +28,7 @@ from modgate import __version__, dirhash
 from modgate.addons import plain
 from modgate.audit import AuditError, keys
 from modgate.audit.writer import AuditWriter, Stats
+from modgate.rulesfile import digest
 from modgate.trace.record import TUNNEL, Record
 
 log = logging.getLogger("modgate")
@@ -106,7 +107,7 @@ class Auditor:
         self.submit("start", {
             "version": __version__, "pid": os.getpid(),
             "worker": os.environ.get("MODGATE_WORKER", "").partition(":")[0],
-            "rules": rules, "rules_sha256": _file_sha256(rules),
+            "rules": rules, "rules_sha256": (digest(rules) or b"").hex(),
         })  # fmt: skip
 
     def _close(self, why: str) -> None:
@@ -264,14 +265,3 @@ def _plain(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return _clip(str(value))
-
-
-def _file_sha256(path: str) -> str:
-    if not path:
-        return ""
-    import hashlib
-
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return ""

@@ -50,7 +50,7 @@ from modgate.gateway import Outcome, Served
 from modgate.gomod import Retraction, parse_gomod
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
 from modgate.rules import Allow, Decision, Deny, Mode, Rules, latest_of, refusal_message
-from modgate.rulesfile import Keep, Replace, may_replace
+from modgate.rulesfile import Keep, Replace, digest, may_replace
 from modgate.vcs import VcsRequest
 
 log = logging.getLogger("modgate")
@@ -322,7 +322,7 @@ class RulesGate:
             # What is in force now, before the task first runs: an edit made in between
             # must count as one.
             path = ctx.options.modgate_rules
-            self._applied = _digest(path)
+            self._applied = digest(path)
             self._watch = asyncio.get_running_loop().create_task(self._poll(_signature(path)))
 
     async def done(self) -> None:
@@ -392,7 +392,7 @@ class RulesGate:
                 log.debug("modgate: reload of %s", path, exc_info=True)
             return False
         before = self._applied
-        self._applied = hashlib.sha256(data).digest() if data is not None else _digest(path)
+        self._applied = hashlib.sha256(data).digest() if data is not None else digest(path)
         if self.on_reload is not None:
             self.on_reload(path, before or b"", self._applied or b"")
         if self.settings.runtime is not None:
@@ -443,13 +443,6 @@ async def read_settled(path: str) -> bytes:
         f"{path}: {why} (read {SETTLE_TRIES} times, {SETTLE_SECONDS}s apart); it is read "
         "again at its next change"
     )
-
-
-def _digest(path: str) -> bytes | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).digest() if path else None
-    except OSError:
-        return None
 
 
 def _info_version(data: bytes) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import ipaddress
 import logging
 import os
@@ -53,7 +52,7 @@ from modgate.keylock import KeyLocks, Locks
 from modgate.objectstore import S3Tier
 from modgate.objectstore import credentials as s3_credentials
 from modgate.rules import Deny
-from modgate.rulesfile import check
+from modgate.rulesfile import check, digest
 from modgate.store import DiskStore
 from modgate.upstream import HttpFetcher, is_this_machine, upstream_context
 from modgate.verify import Checker, Pins
@@ -201,7 +200,7 @@ class Settings:
         self.runtime = Runtime(config, proxies, databases, store, gateway, checker)
         log.info("modgate: gating %s", ", ".join(p.url for p in proxies))
         if isinstance(gateway.locks, ClusterLocks):
-            gateway.locks.announce_rules(_rules_digest(config))
+            gateway.locks.announce_rules((digest(config.source) or b"").hex())
 
     def apply(self, config: Config) -> None:
         """Apply a rules file the watcher read (RulesGate), as setting the option again does."""
@@ -354,15 +353,6 @@ class Settings:
         if self._lock is not None:  # after the store: nothing of ours is in flight
             self._lock.close()
             self._lock = None
-
-
-def _rules_digest(config: Config) -> str:
-    """What replicas compare to see they run the same rules: the rules file's SHA-256
-    ("" for none)."""
-    try:
-        return hashlib.sha256(Path(config.source).read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _replicas(config: Config, cache_dir: Path) -> tuple[Locks, S3Tier | None]:

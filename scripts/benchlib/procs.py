@@ -112,6 +112,7 @@ class Modgate(Server):
         super().__init__("modgate", home)
         self.upstream, self.sumdb, self.args, self.source = upstream, sumdb, args, source
         self.cache_dir = home / "cache"
+        self.launcher: tuple[str, ...] = (sys.executable,)  # what runs `-m modgate`
 
     def start(self) -> Modgate:
         """Start; with no upstream, with no rules file (`--rules ''`): its defaults, which
@@ -126,7 +127,7 @@ class Modgate(Server):
             )
         confdir = self.home / "confdir"
         self._spawn(
-            [sys.executable, "-m", "modgate", "run", "--listen-port", "0",
+            [*self.launcher, "-m", "modgate", "run", "--listen-port", "0",
              "--goproxy-port", str(free_port()), "--confdir", str(confdir),
              "--cache-dir", str(self.cache_dir), "--rules", rules, *self.args],
             self.source,

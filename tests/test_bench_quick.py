@@ -26,13 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 KEYS = {
     "bench", "quick", "reps", "latency_ms", "throttle_mib", "http2", "modules", "zip_mb",
     "upstream_raw_mb_s", "direct_s", "file_s", "gohttp_s", "cold-proxy_s", "cold-goproxy_s",
-    "warm-proxy_s", "warm-goproxy_s", "bare-proxy_s", "bare-goproxy_s", "hits_rps_proxy",
+    "warm-proxy_s", "warm-remote_s", "warm-goproxy_s", "bare-proxy_s", "bare-goproxy_s", "hits_rps_proxy",
     "hits_rps_goproxy", "ratios", "concurrent", "rss_mib", "peak_rss_mib", "errors", "targets",
 }  # fmt: skip
 PER_MODE = ("warm_over_file", "warm_over_gohttp", "cold_over_direct", "warm_over_bare",
             "hits_rps_ratio")  # fmt: skip
 RATIOS = {f"{name}_{mode}" for name in PER_MODE for mode in ("proxy", "goproxy")}
-RATIOS.add("gohttp_over_file")
+RATIOS |= {"gohttp_over_file", "warm_over_file_remote"}
 
 
 # Where scripts/build-peers puts the peers by default (its PEERS_DIR).
@@ -80,9 +80,14 @@ def test_quick_bench_reports_every_measure_and_no_error(tmp_path: Path) -> None:
     assert conc["errors"] == 0 and conc["max_fetches_per_artifact"] == 1, conc
     assert result["cold_duplicate_fetches"] == 0
     assert set(result["targets"]) == {
-        "warm_le_1.3x_file", "cold_le_1.1x_direct", "concurrent_clean", "huge_rss_le_150mib",
-        "hits_ge_70pct_bare",
+        "cold_le_0.9x_direct", "warm_endpoint_le_goproxy", "warm_remote_le_1.3x_goproxy",
+        "hits_endpoint_ge_goproxy", "hits_proxy_ge_90pct_bare", "concurrent_clean",
+        "rss_le_100mib",
     }  # fmt: skip
+    # Without goproxy, the targets measured against it are not measured, not met or failed.
+    assert result["targets"]["warm_endpoint_le_goproxy"] is None
+    assert result["targets"]["hits_endpoint_ge_goproxy"] is None
+    assert result["targets"]["rss_le_100mib"] is not None
     assert "reproduce: scripts/bench --quick" in stdout
     assert result["cold_rss_mib"].keys() == {"cold-proxy", "cold-goproxy"}
     # modgate verifies what it fetches: the checksum database is asked.
@@ -118,6 +123,15 @@ def test_quick_bench_with_the_peers_reports_their_rows(tmp_path: Path) -> None:
     assert side[1].startswith("cold vs direct, 5 ms upstream")
     assert side[2].startswith("cold vs direct, 1 ms upstream")
     assert all(cell.endswith("x") for cell in side[1].split()[6:10]), side[1]  # all measured
+    # The warm comparisons with goproxy: both modes, and the HTTPS proxy as a client
+    # on another machine gets it (no loopback redirect).
+    warm = next(line for line in side if line.startswith("warm vs goproxy's warm"))
+    for ratio in ("warm_over_goproxy_goproxy", "warm_over_goproxy_proxy",
+                  "warm_over_goproxy_remote"):  # fmt: skip
+        assert isinstance(result["ratios"][ratio], float), ratio
+        assert f"{result['ratios'][ratio]:.2f}x" in warm, (ratio, warm)
+    assert result["targets"]["warm_endpoint_le_goproxy"] is not None
+    assert result["targets"]["hits_endpoint_ge_goproxy"] is not None
 
 
 @pytest.mark.timeout(240)

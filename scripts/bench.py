@@ -53,6 +53,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts")]
 
@@ -336,7 +338,73 @@ def against_warm(w: Synthetic, parts: set[str]) -> None:
                 ]  # fmt: skip
                 targets += [(f"peer-{k}", p, ("goproxy",)) for k, p in warm_peers.items()]
                 hits(w.cfg, wl, targets, w.binary, w.http2, here, run)
+                scaling(w, warm)
             w.upstream.start()
+
+
+SCALE_WORKERS = 2
+SCALE_CONNS = 16  # SO_REUSEPORT spreads connections, not requests: give it several
+
+
+def scaling(w: Synthetic, warm: Modgate) -> None:
+    """Small cached hits with one worker and with SCALE_WORKERS, in both modes, taking
+    turns in one run (16 keep-alive connections), and the server's CPU per request: N
+    workers serve N times one's rate where N cores are free for them, and the CPU per
+    request says how much of a core one request costs, whoever shares the machine."""
+    cfg, here, run = w.cfg, w.here, w.run
+    margs = w.margs[: w.margs.index("--workers")]  # bench() adds "--workers N" last
+    gates = {1: warm if w.args.workers == 1 else None, SCALE_WORKERS: None}
+    paths = here / "small.txt"
+    samples: dict[str, list[tuple[float, float]]] = {}
+    with contextlib.ExitStack() as stack:
+        for n in gates:
+            if gates[n] is None:
+                gate = Modgate(here / f"scale-{n}", w.upstream.url, w.sumdb.gosumdb,
+                               (*margs, "--workers", str(n)), w.args.source)  # fmt: skip
+                gate.cache_dir = warm.cache_dir
+                gates[n] = stack.enter_context(gate.start())
+        for rep in range(-1, cfg["reps"]):  # -1: a warm-up round, not kept
+            for n, gate in _rotate_list(list(gates.items()), rep):
+                assert gate is not None
+                for mode in MODES:
+                    seconds = cfg["rps_seconds"] if rep >= 0 else 0.3
+                    common = [
+                        "-paths",
+                        str(paths),
+                        "-conns",
+                        str(SCALE_CONNS),
+                        "-duration",
+                        f"{seconds}s",
+                        *(["-h2"] if w.http2 else []),
+                    ]
+                    if mode == "proxy":
+                        target = ["-base", f"https://{HOST}", "-proxy", gate.proxy_url,
+                                  "-ca", str(gate.bundle)]  # fmt: skip
+                    else:
+                        target = ["-base", gate.goproxy_url]
+                    before = _cpu_seconds(gate.pid)
+                    result = run_loadgen(w.binary, *target, *common)
+                    cpu = _cpu_seconds(gate.pid) - before
+                    if result.get("errors"):
+                        run.errors.append(f"scaling {n} {mode}: {result.get('first_error')}")
+                    if rep >= 0 and result["requests"]:
+                        ms = 1000 * cpu / result["requests"]
+                        samples.setdefault(f"{mode}-{n}", []).append((float(result["rps"]), ms))
+                        say(f"scaling {mode}, {n} worker(s): {result['rps']:.0f} requests/s, "
+                            f"{ms:.2f} ms of server CPU each")  # fmt: skip
+    run.extra["scaling"] = samples
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and its children (the workers) so far."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 def usable_peers(args: argparse.Namespace, run: Run) -> dict[str, Path]:
@@ -647,6 +715,21 @@ def summary(
                 ratios[f"hits_rps_ratio_mitmdump_{mode}"] = round(
                     statistics.median(mg) / statistics.median(md), 3
                 )
+    if scale := run.extra.get("scaling"):
+        result["scaling"] = {}
+        for mode in MODES:
+            one, many = scale.get(f"{mode}-1"), scale.get(f"{mode}-{SCALE_WORKERS}")
+            if not (one and many):
+                continue
+            rps1 = statistics.median(r for r, _ in one)
+            rpsn = statistics.median(r for r, _ in many)
+            result["scaling"][mode] = {
+                "workers": SCALE_WORKERS, "rps_1": round(rps1), f"rps_{SCALE_WORKERS}": round(rpsn),
+                "cpu_ms_per_request_1": round(statistics.median(c for _, c in one), 3),
+                f"cpu_ms_per_request_{SCALE_WORKERS}": round(
+                    statistics.median(c for _, c in many), 3),
+            }  # fmt: skip
+            ratios[f"scaling_{mode}"] = round(rpsn / rps1, 3) if rps1 else None
     result["ratios"] = ratios
     kept = ("cold_duplicate_fetches", "cold_sumdb_requests", "concurrent", "huge_mib", "rss_mib",
             "huge_seconds")  # fmt: skip
@@ -740,6 +823,14 @@ def synthetic_table(
             + ", ".join(f"{k} {v:.0f} MiB" + (f" ({secs[k]:.1f}s)" if k in secs else "")
                         for k, v in rss.items())
         )  # fmt: skip
+    for mode, sc in result.get("scaling", {}).items():
+        n = sc["workers"]
+        lines.append(
+            f"small cached hits, {MODE_NAMES[mode]}, 1 worker -> {n}: {sc['rps_1']} -> "
+            f"{sc[f'rps_{n}']} requests/s ({r[f'scaling_{mode}']:.2f}x, {os.cpu_count()} cores "
+            f"shared with the client); server CPU {sc['cpu_ms_per_request_1']:.3f} -> "
+            f"{sc[f'cpu_ms_per_request_{n}']:.3f} ms a request"
+        )
     for mode in MODES:
         if hit := result.get(f"hits_rps_{mode}"):
             line = (

@@ -76,6 +76,13 @@ def test_quick_bench_reports_every_measure_and_no_error(tmp_path: Path) -> None:
     assert result["ratios"].keys() >= RATIOS
     assert all(isinstance(result["ratios"][k], float) for k in RATIOS), result["ratios"]
     assert result["quick"] is True
+    # Scaling, measured in the same run: one worker against two, and the CPU per request.
+    for mode in ("proxy", "goproxy"):
+        sc = result["scaling"][mode]
+        assert sc["rps_1"] > 0 and sc["rps_2"] > 0, sc
+        assert 0 < sc["cpu_ms_per_request_1"] < 100 and 0 < sc["cpu_ms_per_request_2"] < 100, sc
+        assert isinstance(result["ratios"][f"scaling_{mode}"], float)
+    assert "1 worker -> 2:" in stdout
     conc = result["concurrent"]
     assert conc["errors"] == 0 and conc["max_fetches_per_artifact"] == 1, conc
     assert result["cold_duplicate_fetches"] == 0

@@ -293,7 +293,12 @@ def test_tiles_for_offline_clients_are_kept_and_a_failure_is_tried_again(
             body = tmp_path / "lookup"
             body.write_bytes(format_record(record_id, text) + db.signed_tree(head))
             req = parse_request(f"sumdb/{config.name}/lookup/{module}@v1.0.0")
-            asyncio.run(c.validate(req, body))
+
+            async def validate_and_keep() -> None:
+                await c.validate(req, body)
+                await c.idle()  # the tiles are kept after the answer
+
+            asyncio.run(validate_and_keep())
 
         own = f"sumdb/{config.name}/tile/8/0/003.p/32"  # tree#800's own tile at level 0
         lookup("example.com/a", 600, 1001)

@@ -385,8 +385,10 @@ class Checker:
 
     async def idle(self) -> None:
         """Wait until the tiles being kept for offline clients are stored."""
-        while self._keeping:
-            await asyncio.gather(*self._keeping, return_exceptions=True)
+        # Only those not done: awaiting a gather of done tasks does not yield, so the
+        # callbacks that take them out of the set would never run (a busy loop).
+        while pending := [task for task in self._keeping if not task.done()]:
+            await asyncio.wait(pending)
 
     async def _share_latest(self, name: str, verifier: SumdbVerifier) -> None:
         """Merge the newest tree another replica verified (a fork between it and ours is

@@ -180,6 +180,9 @@ class Vouch:
     def prefetch(self, req: object) -> None:
         pass
 
+    async def idle(self) -> None:
+        pass
+
 
 def test_a_verified_answer_is_kept_whichever_chain_served_it(
     upstream: Upstream, tmp_path: Path

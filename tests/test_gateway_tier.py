@@ -60,6 +60,9 @@ class Pinned:
     def prefetch(self, req: object) -> None:
         pass
 
+    async def idle(self) -> None:
+        pass
+
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:

@@ -6,7 +6,7 @@ import asyncio
 
 from modgate.config import Chain, Hop
 from modgate.goproxy import ModRequest
-from modgate.readahead import GraphReadAhead, ReadAhead, Route
+from modgate.readahead import GUESSES_FREE, GUESSES_PER_HIT, GraphReadAhead, ReadAhead, Route
 
 A = Chain((Hop("http://127.0.0.1:1"),))
 B = Chain((Hop("http://127.0.0.1:2"),))
@@ -136,8 +136,41 @@ def test_unpruned_go_mod_files_are_followed_as_go_follows_them_up_to_the_depth()
 
 def test_at_most_readers_fetches_at_once_and_what_is_stored_is_not_fetched() -> None:
     wide = [f"w{i}.test/m@v1.0.0" for i in range(40)]
-    graph = Graph({"a.test/m@v1.0.0": gomod("go 1.21", *wide)})
+    graph = Graph({"a.test/m@v1.0.0": gomod("go 1.16", *wide)})  # unpruned: no guesses
     graph.stored.add(wide[0])
     read_ahead(graph, "a.test/m@v1.0.0", lambda m: A, readers=4)
     assert graph.most == 4
     assert sorted(graph.asked) == sorted(wide[1:])
+
+
+def test_guesses_from_pruned_go_mod_files_are_made_while_the_client_asks_for_them() -> None:
+    """A pruned go.mod's requirements are guesses (go 1.17+ loads them only below an
+    unpruned module): GUESSES_FREE per client, then GUESSES_PER_HIT more for each one the
+    client asked for. An unpruned go.mod's requirements are not guesses."""
+    wide = [f"w{i:02}.test/m@v1.0.0" for i in range(40)]
+    graph = Graph({
+        "a.test/m@v1.0.0": gomod("go 1.21", *wide[:20]),
+        "b.test/m@v1.0.0": gomod("go 1.21", *wide[20:30]),
+        "c.test/m@v1.0.0": gomod("go 1.16", *wide[30:]),
+    })  # fmt: skip
+
+    async def run() -> None:
+        ra = GraphReadAhead(graph.fetch, graph.has)
+        served = lambda m, client="go": ra.served_mod(  # noqa: E731
+            m, "v1.0.0", graph.mods[f"{m}@v1.0.0"].encode(), lambda _: A, client
+        )
+        served("a.test/m")
+        await ra.idle()
+        assert graph.asked == wide[:GUESSES_FREE]
+        ra.asked("go", "w00.test/m", "v1.0.0")  # a guess that paid
+        ra.asked("go", "w00.test/m", "v1.0.0")  # (counted once)
+        ra.asked("go", "zz.test/m", "v1.0.0")  # not a guess
+        served("b.test/m")
+        await ra.idle()
+        assert graph.asked[GUESSES_FREE:] == wide[20 : 20 + GUESSES_PER_HIT]
+        served("b.test/m", client="another")  # another client's own guesses; b is done
+        served("c.test/m")  # unpruned: all of them, whatever the guesses
+        await ra.idle()
+        assert graph.asked[GUESSES_FREE + GUESSES_PER_HIT :] == wide[30:]
+
+    asyncio.run(run())

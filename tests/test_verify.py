@@ -293,7 +293,12 @@ def test_tiles_for_offline_clients_are_kept_and_a_failure_is_tried_again(
             body = tmp_path / "lookup"
             body.write_bytes(format_record(record_id, text) + db.signed_tree(head))
             req = parse_request(f"sumdb/{config.name}/lookup/{module}@v1.0.0")
-            asyncio.run(c.validate(req, body))
+
+            async def validate_and_keep() -> None:
+                await c.validate(req, body)
+                await c.idle()  # the tiles are kept after the answer
+
+            asyncio.run(validate_and_keep())
 
         own = f"sumdb/{config.name}/tile/8/0/003.p/32"  # tree#800's own tile at level 0
         lookup("example.com/a", 600, 1001)
@@ -306,3 +311,120 @@ def test_tiles_for_offline_clients_are_kept_and_a_failure_is_tried_again(
         source.down = False
         lookup("example.com/c", 602, 1001)  # the next one tries again
         assert own in source.stored
+
+
+def checker_of(db: TestSumdb, tmp_path: Path, source: DatabaseThroughAStore) -> Checker:
+    settings = ChecksumSettings()
+    config = parse_gosumdb(f"{db.verifier_key} {db.url}")
+    assert isinstance(config, SumdbConfig)
+    return Checker(settings, Pins(settings), (config,), tmp_path / "state", source)
+
+
+class Rounds(DatabaseThroughAStore):
+    """Counts the tiles asked for at once (a proof's round) and may alter one tile."""
+
+    def __init__(self, db: TestSumdb) -> None:
+        super().__init__(db)
+        self.batches: list[int] = []
+        self.tamper = ""  # a tile path whose bytes are altered, once
+        self.forgotten: list[str] = []
+        self._batch = 0
+
+    async def fetch_body(self, chain: Chain, req: ModRequest) -> tuple[int, bytes]:
+        if "/tile/" in req.path:
+            if self._batch == 0:
+                asyncio.get_running_loop().call_soon(self._close_batch)
+            self._batch += 1
+        status, data = await super().fetch_body(chain, req)
+        if self.tamper and req.path.endswith(self.tamper):
+            self.tamper = ""
+            self.stored.pop(req.path)
+            data = bytes([data[0] ^ 1]) + data[1:]
+        return status, data
+
+    def _close_batch(self) -> None:
+        self.batches.append(self._batch)
+        self._batch = 0
+
+    def forget(self, chain: Chain, req: ModRequest) -> None:
+        self.forgotten.append(req.path)
+        super().forget(chain, req)
+
+
+def lookup_request(
+    db: TestSumdb, tmp_path: Path, record_id: int, head: int
+) -> tuple[ModRequest, Path]:
+    module = "example.com/a"
+    text = f"{module} v1.0.0 {H1}\n{module} v1.0.0/go.mod {H2}\n".encode()
+    body = tmp_path / f"lookup-{record_id}-{head}"
+    body.write_bytes(format_record(record_id, text) + db.signed_tree(head))
+    return parse_request(f"sumdb/{db.signer.name}/lookup/{module}@v1.0.0"), body
+
+
+def test_a_proof_fetches_its_tiles_at_once_a_round_per_phase(tmp_path: Path) -> None:
+    """On the event loop, no worker thread: the verifier stops at the tiles it lacks,
+    they are fetched all at once, and it starts again (client.go: checkTrees, then
+    checkRecord), so a lookup costs a round trip to the database per phase."""
+    with TestSumdb("sumdb.modgate.test") as db:
+        db.grow(70_000)
+        db.add("example.com/a", "v1.0.0", H1, H2)  # record 70000
+        db.grow(9_999)
+        source = Rounds(db)
+        c = checker_of(db, tmp_path, source)
+        first = lookup_request(db, tmp_path, 70_000, 75_000)
+        later = lookup_request(db, tmp_path, 70_000, 80_000)
+
+        async def run() -> None:
+            await c.validate(*first)
+            proven = len(source.batches)
+            await c.idle()
+            source.batches.clear()
+            await c.validate(*later)  # a newer head: checkTrees, then the record in it
+            assert len(source.batches) <= 2 and max(source.batches) > 1, source.batches
+            assert proven <= 2
+
+        asyncio.run(run())
+
+
+def test_a_tampered_tile_fails_the_proof_and_is_dropped_for_the_next_try(tmp_path: Path) -> None:
+    with TestSumdb("sumdb.modgate.test") as db:
+        db.grow(70_000)
+        db.add("example.com/a", "v1.0.0", H1, H2)
+        db.grow(9_999)
+        source = Rounds(db)
+        c = checker_of(db, tmp_path, source)
+        req, body = lookup_request(db, tmp_path, 70_000, 80_000)
+        source.tamper = "tile/8/0/273"  # the record's own tile at level 0
+
+        async def run() -> None:
+            with pytest.raises(IntegrityError, match="checksum database"):
+                await c.validate(req, body)
+            assert any(p.endswith("tile/8/0/273") for p in source.forgotten)
+            await c.validate(req, body)  # fetched anew, untouched: proven
+
+        asyncio.run(run())
+
+
+def test_waiting_for_the_kept_tiles_ends_when_they_are_kept(tmp_path: Path) -> None:
+    """A keep that ended in the very turn idle() is called (its done-callback not run
+    yet) must not make idle() spin: awaiting a gather of done tasks never yields."""
+    import threading
+
+    with TestSumdb("sumdb.modgate.test") as db:
+        source = DatabaseThroughAStore(db)
+        c = checker_of(db, tmp_path, source)
+
+        async def nothing(*args: object) -> None:
+            pass
+
+        c._keep_tiles = nothing  # type: ignore[method-assign]
+
+        async def run() -> None:
+            c._keep_later(db.signer.name, None, None)  # type: ignore[arg-type]
+            await asyncio.sleep(0)  # the keep runs and ends; its callback is not run yet
+            await c.idle()
+
+        done = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+        done.start()
+        done.join(10)
+        assert not done.is_alive(), "idle() never returned"

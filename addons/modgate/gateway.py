@@ -22,6 +22,7 @@ seconds; 404/410 answers live `negative_ttl` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hashlib
 import logging
@@ -63,6 +64,10 @@ class Validator(Protocol):
 
     def prefetch(self, req: ModRequest) -> None:
         """Start fetching what checking `req` will need while its body downloads."""
+        ...
+
+    async def idle(self) -> None:
+        """Wait for work a check left running after its answer (tiles kept offline)."""
         ...
 
 
@@ -405,6 +410,9 @@ class Gateway:
     async def drain(self, timeout: float) -> None:
         """Wait (at most `timeout` seconds) for fetches in flight to be stored: answers
         already sent while they were being stored would otherwise be lost on shutdown."""
+        if self.validator is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.validator.idle(), timeout)
         tasks = [flight.task for flight in self._flights.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)

@@ -142,6 +142,7 @@ class HttpFetcher:
         self.upstream_ca: Path | None = None  # CAs trusted besides the system's (set_ca)
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None  # made on the loop it runs on
+        self._context: tuple[Path | None, ssl.SSLContext] | None = None  # (its extra CAs, it)
         self.redirects = redirects
         # Told how long each fetch from an upstream took (its URL, seconds): metrics.
         self.timed: Callable[[str, float], None] | None = None
@@ -158,7 +159,7 @@ class HttpFetcher:
                     # connection costs two round trips before the first byte.
                     limit=96,
                     keepalive_timeout=30,
-                    ssl=upstream_context(self.upstream_ca),
+                    ssl=self._ssl_context(),
                 ),
                 timeout=self._timeout,
                 # modgate's own environment may point HTTPS_PROXY at modgate: never follow.
@@ -166,6 +167,21 @@ class HttpFetcher:
                 headers={"User-Agent": f"modgate/{__version__}", "Via": VIA},
             )
         return self._session
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._context is None or self._context[0] != self.upstream_ca:
+            self._context = (self.upstream_ca, upstream_context(self.upstream_ca))
+        return self._context[1]
+
+    async def warm(self) -> None:
+        """Make the TLS context of upstream connections now, in a worker thread: loading
+        the CA store takes ~120 ms here, which the first cache miss of every process
+        otherwise waited for on the event loop, with every request behind it."""
+        extra = self.upstream_ca
+        if self._context is None or self._context[0] != extra:
+            made = await asyncio.to_thread(upstream_context, extra)
+            if self.upstream_ca == extra:
+                self._context = (extra, made)
 
     async def set_ca(self, upstream_ca: Path | None) -> None:
         """Trust `upstream_ca` too, for connections opened from now on."""

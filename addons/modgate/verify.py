@@ -23,9 +23,8 @@ import asyncio
 import hashlib
 import io
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +47,30 @@ TOOLCHAIN = "golang.org/toolchain"
 # Lookup answers already proven in the log, kept so a miss does not prove the same bytes
 # twice (once when the gateway stores the lookup, once when an artifact uses it).
 PROVEN_MAX = 4096
+# Rounds of tile fetches one verifier call may take (`_with_tiles`): two phases of a
+# proof, a partial tile's full one, with room to spare.
+PROOF_ROUNDS = 8
+# A go.mod up to this size is hashed on the event loop: a worker thread's wake-up on a
+# busy cold graph took ~5 ms, hashing one takes microseconds.
+INLINE_HASH_MAX = 64 << 10
+
+
+class _NeedTiles(BaseException):  # noqa: N818 (a signal, not an error)
+    """A proof's round stops: these tiles are not fetched yet (Checker._with_tiles). A
+    BaseException, so that no `except Exception` on the way (the verifier's fallback
+    from a partial tile to its full one) takes it for a failed read."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(paths)
+        self.paths = paths
+
+
+@dataclass
+class _Reading:
+    """The tiles of one verifier call: fetched (answer or error) by path, and read."""
+
+    fetched: dict[str, tuple[int, bytes] | Exception] = field(default_factory=dict)
+    read: list[str] = field(default_factory=list)
 
 
 class IntegrityError(ModgateError):
@@ -161,11 +184,11 @@ class Checker:
         self.state_dir = state_dir
         self.ledger = Ledger(state_dir / "ledger")
         self.source = source
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._verifiers: dict[str, SumdbVerifier] = {}
         self._offline: dict[str, OfflineTiles] = {}
-        self._touched = threading.local()
         self._prefetches: set[asyncio.Future[tuple[int, bytes]]] = set()  # kept alive
+        self._keeping: set[asyncio.Task[None]] = set()  # tiles kept for offline clients
+        self._reading: _Reading | None = None  # the tiles of the proof running now
         self._proven: dict[tuple[str, str, str, bytes], list[str]] = {}
         self.heads: Heads | None = None
 
@@ -174,7 +197,6 @@ class Checker:
 
     async def validate(self, req: ModRequest, body: Path) -> Verdict | None:
         """Raise IntegrityError unless `body` (a 200 answer to `req`) may be stored."""
-        self._loop = asyncio.get_running_loop()
         match req.kind:
             case Kind.ZIP | Kind.MOD:
                 return await self._check_artifact(req, body)
@@ -189,7 +211,10 @@ class Checker:
     # --- .zip and .mod -------------------------------------------------------------------
 
     async def _check_artifact(self, req: ModRequest, body: Path) -> Verdict:
-        got, zip_gomod = await asyncio.to_thread(_hash_artifact, req, body)
+        if req.kind is Kind.MOD and body.stat().st_size <= INLINE_HASH_MAX:
+            got, zip_gomod = _hash_artifact(req, body)  # microseconds: no thread to wake
+        else:
+            got, zip_gomod = await asyncio.to_thread(_hash_artifact, req, body)
         private = self._private(req.module)
         expected = await self._expected(req.module, req.version, req.sum_version, private)
         want = expected.get(req.sum_version)
@@ -326,7 +351,7 @@ class Checker:
         await self._share_latest(name, verifier)
         if name in self._offline:
             record_id, tree = lookup_record(data)
-            await self._keep_tiles(name, tree, record_id)
+            self._keep_later(name, tree, record_id)
         if len(self._proven) >= PROVEN_MAX:
             self._proven.pop(next(iter(self._proven)))
         self._proven[key] = lines
@@ -342,7 +367,28 @@ class Checker:
             raise IntegrityError(f"checksum database {name}: latest: {e}") from e
         self._save_latest(name, verifier)
         await self._share_latest(name, verifier)
-        await self._keep_tiles(name, tree)
+        self._keep_later(name, tree)
+
+    def _keep_later(self, name: str, tree: Tree, record_id: int | None = None) -> None:
+        """Keep the tiles for offline clients (`_keep_tiles`) after this answer, not before
+        it: they check nothing this answer needs (its proof read its own tiles), and
+        waiting for them added a round trip to the database to every cold .mod and lookup
+        (~10-15 ms of 20-60 ms on the live registry). `idle` waits for them."""
+        task = asyncio.ensure_future(self._keep_tiles(name, tree, record_id))
+        self._keeping.add(task)
+        task.add_done_callback(self._kept)
+
+    def _kept(self, task: asyncio.Task[None]) -> None:
+        self._keeping.discard(task)
+        if not task.cancelled() and (e := task.exception()) is not None:
+            log.error("checksum database: keeping tiles for offline clients failed", exc_info=e)
+
+    async def idle(self) -> None:
+        """Wait until the tiles being kept for offline clients are stored."""
+        # Only those not done: awaiting a gather of done tasks does not yield, so the
+        # callbacks that take them out of the set would never run (a busy loop).
+        while pending := [task for task in self._keeping if not task.done()]:
+            await asyncio.wait(pending)
 
     async def _share_latest(self, name: str, verifier: SumdbVerifier) -> None:
         """Merge the newest tree another replica verified (a fork between it and ours is
@@ -416,20 +462,47 @@ class Checker:
         return data
 
     async def _with_tiles[T](self, name: str, call: Callable[..., T], *args: object) -> T:
-        """Run a verifier call in a worker thread (it fetches tiles synchronously). When it
-        fails on bad data, drop the tiles it read, so the next attempt fetches them anew."""
+        """Run a verifier call on the event loop, in rounds: a round that needs tiles not
+        fetched yet stops at the first read that lacks one (`_NeedTiles`, the whole of
+        a proof's tiles at once when the verifier says which), they are fetched through
+        the gateway all at once, and the call starts again, the tiles in hand. The call
+        changes nothing until a check has passed (client.go's Client), so starting again
+        is safe; a proof costs a round trip to the database per phase (checkTrees, then
+        checkRecord), as client.go's. When it fails on bad data, drop the tiles it read,
+        so the next attempt fetches them anew.
 
-        def run() -> T:
-            self._touched.tiles = []
-            try:
-                return call(*args)
-            except SumdbError as e:
-                if not isinstance(e, InconsistentTreeError):
-                    for tile in self._touched.tiles:
-                        self._drop_tile(name, tile)
-                raise
-
-        return await asyncio.to_thread(run)
+        On the loop, not in a worker thread as before: the proof is a few hashes and a
+        signature (well under a millisecond), while a thread that waited for its tiles
+        waited as long again for the GIL to wake up (~5-10 ms per proof on a busy cold
+        graph), and ten proofs at once held every thread of asyncio's default pool, so
+        the getaddrinfo of new upstream connections queued behind them (~350 ms)."""
+        db = self.databases[name]
+        reading = _Reading()
+        try:
+            for _ in range(PROOF_ROUNDS):
+                self._reading = reading
+                try:
+                    return call(*args)
+                except _NeedTiles as need:
+                    missing = need.paths
+                finally:
+                    self._reading = None
+                got = await asyncio.gather(
+                    *(self.source.fetch_body(db.chain, _sumdb_request(name, p)) for p in missing),
+                    return_exceptions=True,
+                )
+                for path, answer in zip(missing, got, strict=True):
+                    if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                        raise answer  # cancelled: not an answer to keep
+                    reading.fetched[path] = answer
+            raise UpstreamError(
+                f"checksum database {name}: a proof still lacked tiles after {PROOF_ROUNDS} rounds"
+            )
+        except SumdbError as e:
+            if not isinstance(e, InconsistentTreeError):
+                for path in reading.read:
+                    self._drop_tile(name, _sumdb_request(name, path))
+            raise
 
     def _verifier(self, name: str) -> SumdbVerifier:
         verifier = self._verifiers.get(name)
@@ -439,36 +512,37 @@ class Checker:
             latest = latest_file.read_bytes() if latest_file.is_file() else b""
             verifier = SumdbVerifier(
                 db.key, lambda path: self._read_tile(db, path), latest,
-                prefetch_tiles=lambda paths: self._prefetch_tiles(db, paths),
+                prefetch_tiles=self._prefetch_tiles,
             )  # fmt: skip
             self._verifiers[name] = verifier
             self._offline[name] = OfflineTiles(TILE_HEIGHT, verifier.tree, self._positions(name))
         return verifier
 
     def _read_tile(self, db: SumdbConfig, path: str) -> bytes:
-        """The verifier's tile fetcher, called from its worker thread: tiles come through
-        the gateway, so they are cached (and served offline) like everything else."""
-        assert self._loop is not None
-        req = _sumdb_request(db.name, path)
-        self._touched.tiles.append(req)
-        future = asyncio.run_coroutine_threadsafe(self.source.fetch_body(db.chain, req), self._loop)
-        status, data = future.result(timeout=120)
+        """The verifier's tile reader, within `_with_tiles`: the tile fetched through the
+        gateway (so cached, and served offline, like everything else), or `_NeedTiles`."""
+        reading = self._reading
+        if reading is None:
+            raise UpstreamError(f"checksum database {db.name}: {path}: read outside a proof")
+        if path not in reading.fetched:
+            raise _NeedTiles([path])
+        reading.read.append(path)
+        answer = reading.fetched[path]
+        if isinstance(answer, BaseException):
+            raise answer
+        status, data = answer
         if status != 200:
             raise UpstreamError(f"checksum database {db.name}: {path}: {status}")
         return data
 
-    def _prefetch_tiles(self, db: SumdbConfig, paths: list[str]) -> None:
-        """The verifier is about to read these tiles one by one (from its worker thread):
-        fetch them through the gateway all at once first, so a proof costs one round trip
-        to the database, not one per tile. Concurrent proofs share each tile's fetch (the
-        gateway's single flight). Failures are met again by the reads themselves."""
-        assert self._loop is not None
-        fetches = [self.source.fetch_body(db.chain, _sumdb_request(db.name, p)) for p in paths]
-
-        async def all_at_once() -> None:
-            await asyncio.gather(*fetches, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(all_at_once(), self._loop).result(timeout=120)
+    def _prefetch_tiles(self, paths: list[str]) -> None:
+        """The verifier is about to read these tiles: when some are not fetched yet, stop
+        the round here and fetch them all at once (client.go ReadTiles), so a proof costs
+        one round trip to the database, not one per tile. Concurrent proofs share each
+        tile's fetch (the gateway's single flight)."""
+        reading = self._reading
+        if reading is not None and (missing := [p for p in paths if p not in reading.fetched]):
+            raise _NeedTiles(missing)
 
     def _drop_tile(self, name: str, tile: ModRequest) -> None:
         self.source.forget(self.databases[name].chain, tile)

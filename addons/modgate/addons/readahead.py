@@ -56,11 +56,14 @@ class ReadAheadGate:
         gomod = flow.response.raw_content  # None when streamed from a file: not read ahead
         if gomod is not None and "modgate.cache" in flow.metadata:  # answered by the gateway
             graph = self._graph(runtime)
-            graph.served_mod(req.module, req.version, gomod, _router(runtime, flow, chain))
+            route = _router(runtime, flow, chain)
+            graph.served_mod(req.module, req.version, gomod, route, _client(flow))
 
     def request(self, flow: http.HTTPFlow) -> None:
         req: ModRequest | None = flow.metadata.get("modgate.request")
         runtime = self.settings.runtime
+        if req is not None and req.kind is Kind.MOD and self.graph is not None:
+            self.graph.asked(_client(flow), req.module, req.version)
         if req is None or req.kind is not Kind.INFO or flow.response or flow.error:
             return
         if runtime is None or not self._on():

@@ -328,6 +328,10 @@ class Settings:
             self.reload()
             self._limit_interception()
         self.blobs.start(loopback_tls())
+        try:
+            await self.fetcher.warm()
+        except ModgateError as e:  # a bad upstream_ca: said again at the first fetch
+            log.error("modgate: %s", e)
         if self.runtime is not None:
             gateway = self.runtime.gateway
             for shared in (gateway.tier, gateway.locks):

@@ -20,6 +20,7 @@ Errors: `FormatError` (malformed tree, record, hash, tile path or tile) and
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -464,12 +465,22 @@ def tile_for_index(h: int, index: int) -> Tile:
     return _tile_for_index(h, index)[0]
 
 
+@functools.lru_cache(maxsize=1024)
 def _tile_hash(data: bytes) -> Hash:
-    """The subtree hash over the 2**k hashes in data."""
+    """The subtree hash over the 2**k hashes in data.
+
+    Remembered by the bytes (a pure function, so a remembered answer is the answer):
+    every proof in a newer tree authenticates the same complete tiles again, and on a
+    cold graph of the live database that hashing was most of the proofs' CPU. At most
+    1024 of them (8 KiB each) are held."""
+    return _subtree_hash(data)
+
+
+def _subtree_hash(data: bytes) -> Hash:
     if len(data) == HASH_SIZE:
         return data
     half = len(data) // 2
-    return node_hash(_tile_hash(data[:half]), _tile_hash(data[half:]))
+    return node_hash(_subtree_hash(data[:half]), _subtree_hash(data[half:]))
 
 
 def hash_from_tile(t: Tile, data: bytes, index: int) -> Hash:

@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from mitmproxy import connection, flow, http
@@ -53,6 +53,9 @@ from mitmproxy.proxy import mode_specs
 
 from modgate.addons import plain
 from modgate.blobs import BlobServer, Transfer
+
+if TYPE_CHECKING:
+    from modgate.addons.fasthit import FastHitGate
 
 log = logging.getLogger("modgate")
 
@@ -114,9 +117,12 @@ class EndpointServer:
         *,
         proxyauth: Hook | None = None,
         block: Callable[[connection.Client], None] | None = None,
+        fast: FastHitGate | None = None,
     ) -> None:
         self.blobs = blobs
         self.proxyauth, self.block = proxyauth, block
+        # Cached small hits the stages answered before (addons/fasthit.py).
+        self.fast = fast
         self.hooks: dict[str, tuple[Hook, bool] | None] = {}
         for name in _HOOKS:
             hook = getattr(pipeline, name, None)
@@ -375,6 +381,8 @@ class _Connection(asyncio.Protocol):
 
     async def _exchange(self, req: _Request) -> None:
         """One request through the stages; fail closed whatever happens in them."""
+        if self.server.fast is not None and req.method == b"GET" and self._fast(req):
+            return
         f = self._flow(req)
         sent = False
         try:
@@ -388,6 +396,29 @@ class _Connection(asyncio.Protocol):
                 await self._fail(f, req, f"internal error: {where} failed; not served")
 
     _started = False  # the head of the current answer went out
+
+    def _fast(self, req: _Request) -> bool:
+        """Answer a cached small hit the stages answered before, recorded already
+        (addons/fasthit.py); False: the stages' to answer."""
+        assert self.server.fast is not None and self.client is not None
+        try:
+            answer = self.server.fast.endpoint(
+                self.client, req.path, req.headers, req.start, len(req.body)
+            )
+        except Exception as e:  # the stages answer it, and fail closed if they must
+            log.error("modgate: internal error in the endpoint's fast path: %s", e, exc_info=e)
+            return False
+        if answer is None:
+            return False
+        head = answer.heads.get(req.keep_alive)
+        if head is None:
+            head = answer.heads[req.keep_alive] = self._head(
+                answer.status, answer.reason.decode(), answer.fields, len(answer.body),
+                req.keep_alive,
+            )  # fmt: skip
+        if self.transport is not None and not self.closed:
+            self.transport.write(head + answer.body)
+        return True
 
     async def _answer(self, f: http.HTTPFlow, req: _Request) -> bool:
         server = self.server

@@ -17,6 +17,11 @@ with nothing, and a flow the stages killed is answered with that 502. A body tha
 started to go out and cannot be finished (a large body found damaged, a download that
 failed its checks) is cut: the connection closes short of its Content-Length.
 
+**Cached small hits** skip the flow and the stages: a GET the stages answered before
+with a fresh immutable hit is answered again by FastHitGate (addons/fasthit.py) while the
+rules, teams and stored entry are the same, after it authenticated the request and
+journalled its trace record; anything else goes through the stages.
+
 **Large bodies** (CacheGate offers them to the BlobServer: a stored file, or a zip still
 downloading) are sent by this server itself, through `BlobServer.send`, which holds back
 the last piece until the body's SHA-256 is known to match: no redirect, no second

@@ -43,9 +43,11 @@ from modgate.store import Entry
 from modgate.trace.record import Record
 
 # Answers held at most, and their bodies' bytes in all: a build's module graph is a few
-# thousand .info/.mod files of a few KiB.
-MAX_ANSWERS = 16_384
-MAX_BYTES = 32 << 20
+# thousand .info/.mod files of a few KiB (the 150-module benchmark: ~600 answers). Each
+# also holds its record and metadata (~2 KiB), and shares its entry with the store's
+# memory (store.HELD_TOTAL), so the bound stays a small part of the process.
+MAX_ANSWERS = 8192
+MAX_BYTES = 16 << 20
 
 Key = tuple[str, str, str, int, str, str, str]
 """(front, scheme, host, port, path as sent, Accept-Encoding, team)."""

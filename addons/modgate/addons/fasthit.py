@@ -55,6 +55,7 @@ class FastHitGate:
         self.tracer, self.auditor = tracer, auditor
         self.memo = FastHits()
         self._proxyauth = False  # mitmproxy's own proxyauth: only a flow can ask it
+        self._last: tuple[object, ...] | None = None  # the generation last seen
 
     def configure(self, updated: set[str]) -> None:
         if "proxyauth" in updated:
@@ -62,7 +63,15 @@ class FastHitGate:
 
     def _generation(self) -> tuple[object, ...] | None:
         runtime = self.settings.runtime
-        return None if runtime is None else (runtime, self.auth.current())
+        if runtime is None:
+            return None
+        generation = (runtime, self.auth.current())
+        if not _same(self._last, generation):
+            # Nothing kept under the old one can be answered again: let it (and the
+            # runtime it holds on to) go now rather than when each is next asked for.
+            self.memo.clear()
+            self._last = generation
+        return generation
 
     def _ready(self) -> bool:
         """Whether the records of an answer can be written (or need not be)."""

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from modgate.addons.cache import GZIP_MIN
 from world.gate import Gate
 from world.gocmd import go_env, run_go
 from world.modules import (
@@ -104,12 +105,19 @@ VICTIM = f"{DOMAIN}/zzvictim"  # required by HOLDER and by the app; sorts last
 WRONG_HASH = "h1:" + "A" * 43 + "="
 
 
-def graph_world(tmp_path: Path) -> World:
+def graph_world(tmp_path: Path, big: bool = False) -> World:
     """The fixture graph, and HOLDER, whose go.mod requires three modules its code does
     not import: go (graph pruning, go 1.21) loads the go.mod of VICTIM only, as the app
-    requires it too."""
+    requires it too. `big`: HOLDER's go.mod carries comments past GZIP_MIN bytes, so it
+    goes to go gzipped (go always accepts gzip), as most real go.mod files do."""
     w = graph(24, workdir=tmp_path / "world")
     package = {"holder.go": 'package aaholder\n\nfunc Hello() string { return "holder" }\n'}
+    if big:
+        lines = "".join(f"\t{p} {v}\n" for p, v in ((DENIED, "v1.0.0"), (UNUSED, "v1.0.0"),
+                                                     (VICTIM, "v1.0.0")))  # fmt: skip
+        notes = "".join(f"// note {i}: a go.mod of the size real ones have\n" for i in range(20))
+        package["go.mod"] = f"module {HOLDER}\n\n{notes}\ngo 1.21\n\nrequire (\n{lines})\n"
+        assert len(package["go.mod"]) > GZIP_MIN
     w.add(
         ModuleVersion(HOLDER, "v1.0.0", files=package,
                       requires=[(DENIED, "v1.0.0"), (UNUSED, "v1.0.0"), (VICTIM, "v1.0.0")]),
@@ -162,12 +170,15 @@ def verdicts(trace_db: Path) -> dict[str, str]:
     return {unquote(path): verdict for path, verdict in rows}
 
 
-@pytest.mark.parametrize(("mode", "readahead"), [("proxy", True), ("goproxy", True),
-                                                  ("proxy", False)])  # fmt: skip
+@pytest.mark.parametrize(("mode", "readahead", "big"), [
+    ("proxy", True, False), ("goproxy", True, False), ("proxy", False, False),
+    # A go.mod sent gzipped is read ahead too (it was not: its gzipped bytes were parsed).
+    ("proxy", True, True), ("goproxy", True, True),
+])  # fmt: skip
 def test_a_cold_download_finds_the_module_graph_read_ahead(
-    tmp_path: Path, mode: str, readahead: bool
+    tmp_path: Path, mode: str, readahead: bool, big: bool
 ) -> None:
-    with graph_world(tmp_path) as w:
+    with graph_world(tmp_path, big) as w:
         db = graph_database(w)
         with Upstream(w, sumdb=db, delay=0.02) as upstream:
             app = graph_app(w, upstream, tmp_path)

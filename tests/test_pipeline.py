@@ -24,6 +24,7 @@ from modgate.addons import all_addons
 from modgate.addons.audit import Auditor
 from modgate.addons.auth import AuthGate
 from modgate.addons.cache import CacheGate
+from modgate.addons.fasthit import FastHitGate
 from modgate.addons.metrics import MetricsGate
 from modgate.addons.pipeline import Pipeline, hook_names
 from modgate.addons.readahead import ReadAheadGate
@@ -127,8 +128,8 @@ def test_modgate_runs_as_one_addon_with_its_stages_in_the_documented_order() -> 
     [pipeline] = all_addons()
     assert isinstance(pipeline, Pipeline)
     kinds = [type(s) for s in pipeline.stages]
-    assert kinds == [Settings, AuthGate, TransparentGate, Router, VcsGate, RulesGate, ReadAheadGate,
-                     CacheGate, Tracer, Auditor, MetricsGate]  # fmt: skip
+    assert kinds == [Settings, AuthGate, FastHitGate, TransparentGate, Router, VcsGate, RulesGate,
+                     ReadAheadGate, CacheGate, Tracer, Auditor, MetricsGate]  # fmt: skip
     assert pipeline.stage(Settings) is pipeline.stages[0]
     with pytest.raises(LookupError, match="no int in the pipeline"):
         pipeline.stage(int)

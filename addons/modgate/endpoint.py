@@ -17,6 +17,11 @@ with nothing, and a flow the stages killed is answered with that 502. A body tha
 started to go out and cannot be finished (a large body found damaged, a download that
 failed its checks) is cut: the connection closes short of its Content-Length.
 
+**Cached small hits** skip the flow and the stages: a GET the stages answered before
+with a fresh immutable hit is answered again by FastHitGate (addons/fasthit.py) while the
+rules, teams and stored entry are the same, after it authenticated the request and
+journalled its trace record; anything else goes through the stages.
+
 **Large bodies** (CacheGate offers them to the BlobServer: a stored file, or a zip still
 downloading) are sent by this server itself, through `BlobServer.send`, which holds back
 the last piece until the body's SHA-256 is known to match: no redirect, no second
@@ -45,7 +50,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from mitmproxy import connection, flow, http
@@ -53,6 +58,9 @@ from mitmproxy.proxy import mode_specs
 
 from modgate.addons import plain
 from modgate.blobs import BlobServer, Transfer
+
+if TYPE_CHECKING:
+    from modgate.addons.fasthit import FastHitGate
 
 log = logging.getLogger("modgate")
 
@@ -114,9 +122,12 @@ class EndpointServer:
         *,
         proxyauth: Hook | None = None,
         block: Callable[[connection.Client], None] | None = None,
+        fast: FastHitGate | None = None,
     ) -> None:
         self.blobs = blobs
         self.proxyauth, self.block = proxyauth, block
+        # Cached small hits the stages answered before (addons/fasthit.py).
+        self.fast = fast
         self.hooks: dict[str, tuple[Hook, bool] | None] = {}
         for name in _HOOKS:
             hook = getattr(pipeline, name, None)
@@ -375,6 +386,8 @@ class _Connection(asyncio.Protocol):
 
     async def _exchange(self, req: _Request) -> None:
         """One request through the stages; fail closed whatever happens in them."""
+        if self.server.fast is not None and req.method == b"GET" and self._fast(req):
+            return
         f = self._flow(req)
         sent = False
         try:
@@ -388,6 +401,29 @@ class _Connection(asyncio.Protocol):
                 await self._fail(f, req, f"internal error: {where} failed; not served")
 
     _started = False  # the head of the current answer went out
+
+    def _fast(self, req: _Request) -> bool:
+        """Answer a cached small hit the stages answered before, recorded already
+        (addons/fasthit.py); False: the stages' to answer."""
+        assert self.server.fast is not None and self.client is not None
+        try:
+            answer = self.server.fast.endpoint(
+                self.client, req.path, req.headers, req.start, len(req.body)
+            )
+        except Exception as e:  # the stages answer it, and fail closed if they must
+            log.error("modgate: internal error in the endpoint's fast path: %s", e, exc_info=e)
+            return False
+        if answer is None:
+            return False
+        head = answer.heads.get(req.keep_alive)
+        if head is None:
+            head = answer.heads[req.keep_alive] = self._head(
+                answer.status, answer.reason.decode(), answer.fields, len(answer.body),
+                req.keep_alive,
+            )  # fmt: skip
+        if self.transport is not None and not self.closed:
+            self.transport.write(head + answer.body)
+        return True
 
     async def _answer(self, f: http.HTTPFlow, req: _Request) -> bool:
         server = self.server

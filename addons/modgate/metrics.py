@@ -41,6 +41,7 @@ log = logging.getLogger("modgate")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 TEAM = "modgate.team"
+FAST = "modgate.fast"  # answered by the fast path (addons/fasthit.py): which front end
 OUTCOMES = {"hit": "hit", "miss": "miss", "refreshed": "miss", "stale": "stale",
             "negative": "negative"}  # fmt: skip
 # Upstream fetches: a cached hit is never here; a module zip over a slow link can take
@@ -65,6 +66,12 @@ class Metrics:
         self.requests = Counter(
             "modgate_requests", "Requests finished, by kind, cache outcome (or refused) and team.",
             ["kind", "outcome", "team"], registry=r,
+        )  # fmt: skip
+        self.fast_answers = Counter(
+            "modgate_fast_answers",
+            "Cached hits answered again from memory without the pipeline's stages "
+            "(fasthit.py), by front end (endpoint, proxy); counted in modgate_requests too.",
+            ["front"], registry=r,
         )  # fmt: skip
         self.upstream_latency = Histogram(
             "modgate_upstream_latency_seconds",
@@ -148,6 +155,8 @@ class Metrics:
                 "error" if record.status == 0 or record.status >= 500 else "none"
             )
         self.requests.labels(record.kind, outcome, team).inc()
+        if front := meta.get(FAST):
+            self.fast_answers.labels(front).inc()
         if record.bytes_out:
             if record.cache in FROM_CACHE:
                 self.bytes.labels("cache").inc(record.bytes_out)

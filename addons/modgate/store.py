@@ -222,6 +222,19 @@ class DiskStore:
             return Miss()
         return Hit(entry) if entry.fresh(now) else Stale(entry)
 
+    def held(self, key: str) -> Entry | None:
+        """The entry held in memory under `key` (its body checked when it was read), or
+        None: what fasthit.py's answers stay valid by. A read counts as a use (eviction)."""
+        if self._evicted_elsewhere():
+            return None
+        with self._held_lock:
+            held = self._held.get(key)
+            if held is None:
+                return None
+            self._held.move_to_end(key)
+        self._touch(key)
+        return held[0]
+
     def _tag(self, key: str) -> str | None:
         # A read of the tag column only: the body file is not opened. One SELECT is atomic
         # on its own; diskcache's transact() would take SQLite's write lock (BEGIN

@@ -2,6 +2,8 @@
 
     Settings   options, rules file, store and upstream client (no hooks on flows)
     AuthGate   who is asking (rules.yaml `teams`): 407/401 before anything else looks
+    FastHitGate  a cached small hit the stages below answered before, answered again as
+               they did while the rules, teams and stored entry are the same (fasthit.py)
     TransparentGate  redirected connections: passed through or refused by name; each
                request routed by its Host (transparent mode, local capture)
     Router     is this a module-proxy request? parse it, or answer 400/404/405
@@ -36,6 +38,7 @@ def all_addons() -> list[object]:
     from modgate.addons.audit import Auditor
     from modgate.addons.auth import AuthGate
     from modgate.addons.cache import CacheGate
+    from modgate.addons.fasthit import FastHitGate
     from modgate.addons.metrics import MetricsGate
     from modgate.addons.pipeline import Pipeline
     from modgate.addons.readahead import ReadAheadGate
@@ -55,9 +58,11 @@ def all_addons() -> list[object]:
     transparent = TransparentGate(settings, tracer.record_connection)
     rules = RulesGate(settings)
     rules.on_reload = auditor.rules_reloaded
+    auth, readahead = AuthGate(settings), ReadAheadGate(settings)
+    fast = FastHitGate(settings, auth, readahead, tracer, auditor)
     stages = [
-        *(settings, AuthGate(settings), transparent, router, VcsGate(settings), rules),
-        *(ReadAheadGate(settings), CacheGate(settings), tracer, auditor, metrics),
+        *(settings, auth, fast, transparent, router, VcsGate(settings), rules),
+        *(readahead, CacheGate(settings), tracer, auditor, metrics),
     ]
     # Fail closed: a flow the Router says modgate owns leaves with modgate's answer only.
     return [Pipeline(stages, gated=router.gated)]

@@ -156,11 +156,17 @@ class Auditor:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or "modgate.request" not in flow.metadata:
             return
-        if self._required and self.writer is not None and not self.writer.healthy:
+        if self.refusing():
+            assert self.writer is not None
             why = self.writer.stats.last_error or "writer stopped"
             reason = f"cannot record the audit log: {why}"
             flow.metadata["modgate.error"] = reason
             flow.response = plain(503, f"modgate: {reason}")
+
+    def refusing(self) -> bool:
+        """Whether module requests are refused for now (`modgate_audit_required` and the
+        log cannot be written): see `requestheaders`."""
+        return self._required and self.writer is not None and not self.writer.healthy
 
     def observe(self, record: Record, meta: Mapping[str, Any], body: bytes | None) -> None:
         """A finished request (Tracer): an artifact served, or anything refused."""

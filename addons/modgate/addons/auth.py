@@ -64,6 +64,11 @@ class AuthGate:
 
     # --- which teams are in force -----------------------------------------------------------
 
+    def current(self) -> Authenticator | None:
+        """The teams in force (None: no teams), made anew when the rules or teams file
+        changed: a new object, so what was decided under the old one is known stale."""
+        return self._current()
+
     def _current(self) -> Authenticator | None:
         runtime = self.settings.runtime
         teams = runtime.config.teams if runtime is not None else None

@@ -84,6 +84,8 @@ class CacheGate:
             return
         flow.metadata["modgate.cache"] = served.outcome.value
         flow.metadata["modgate.upstream"] = served.entry.upstream
+        if served.outcome is Outcome.HIT:
+            flow.metadata["modgate.entry"] = served.entry  # FastHitGate keeps such answers
         if served.entry.h1:
             flow.metadata["modgate.hash"] = {
                 "verdict": served.entry.verdict,

@@ -37,6 +37,7 @@ class Endpoint:
         return int(self.sock.getsockname()[1])
 
     async def running(self) -> None:
+        from modgate.addons.fasthit import FastHitGate
         from modgate.addons.settings import Settings, loopback_tls
 
         pipeline = ctx.master.addons.get("modgate")
@@ -46,10 +47,14 @@ class Endpoint:
             if self.tls is None:
                 raise RuntimeError("the GOPROXY endpoint needs modgate's CA to serve TLS")
         proxyauth, block = ctx.master.addons.get("proxyauth"), ctx.master.addons.get("block")
+        try:
+            fast = pipeline.stage(FastHitGate)
+        except LookupError:
+            fast = None
         self.server = EndpointServer(
             pipeline, pipeline.stage(Settings).blobs,
             proxyauth=proxyauth.requestheaders if proxyauth else None,
-            block=block.client_connected if block else None,
+            block=block.client_connected if block else None, fast=fast,
         )  # fmt: skip
         await self.server.start(self.sock, self.tls)
 

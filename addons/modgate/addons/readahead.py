@@ -17,9 +17,13 @@ RulesGate, before CacheGate).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import sqlite3
+import zlib
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from mitmproxy import http
 
@@ -52,24 +56,51 @@ class ReadAheadGate:
             return
         if flow.response is None or flow.response.status_code != 200 or runtime is None:
             return
-        self.memory.served_mod(_client(flow), chain, req.module, req.version)
-        gomod = flow.response.raw_content  # None when streamed from a file: not read ahead
-        if gomod is not None and "modgate.cache" in flow.metadata:  # answered by the gateway
+        # None when streamed from a file: not read ahead
+        encoding = flow.response.headers.get("Content-Encoding", "")
+        self.mod_served(_client(flow), flow.metadata, flow.response.raw_content, encoding)
+
+    def mod_served(
+        self, client: str, meta: Mapping[str, Any], gomod: bytes | None, encoding: str = ""
+    ) -> None:
+        """A go.mod was served (200) to `client`, with these flow.metadata: also the GOPROXY
+        endpoint's fast path (addons/fasthit.py), which has no flow. `gomod` is the body as
+        sent, in its Content-Encoding: CacheGate gzips a go.mod of GZIP_MIN bytes or more
+        for a client that accepts it, and go always does."""
+        req: ModRequest = meta["modgate.request"]
+        chain: Chain = meta["modgate.chain"]
+        runtime = self.settings.runtime
+        if runtime is None or not self._on():
+            return
+        self.memory.served_mod(client, chain, req.module, req.version)
+        if gomod is not None and "modgate.cache" in meta:  # answered by the gateway
+            gomod = _decoded(gomod, encoding)
+            if gomod is None:
+                return
             graph = self._graph(runtime)
-            route = _router(runtime, flow, chain)
-            graph.served_mod(req.module, req.version, gomod, route, _client(flow))
+            graph.served_mod(req.module, req.version, gomod, _router(runtime, meta, chain), client)
 
     def request(self, flow: http.HTTPFlow) -> None:
         req: ModRequest | None = flow.metadata.get("modgate.request")
-        runtime = self.settings.runtime
-        if req is not None and req.kind is Kind.MOD and self.graph is not None:
-            self.graph.asked(_client(flow), req.module, req.version)
+        if req is not None and req.kind is Kind.MOD:
+            self.mod_asked(_client(flow), req)
         if req is None or req.kind is not Kind.INFO or flow.response or flow.error:
             return
+        self.info_asked(_client(flow), req)
+
+    def mod_asked(self, client: str, req: ModRequest) -> None:
+        """`client` asks for a go.mod: a guess of the graph read-ahead it confirms earns
+        the client more (modgate/readahead.py); also the fast path's."""
+        if self.graph is not None:
+            self.graph.asked(client, req.module, req.version)
+
+    def info_asked(self, client: str, req: ModRequest) -> None:
+        """`client` asks for an .info: also the fast path's (addons/fasthit.py)."""
+        runtime = self.settings.runtime
         if runtime is None or not self._on():
             return
         # What is stored already costs no task: a warm build pays a lookup per module.
-        wanted = self.memory.due(_client(flow), req.module)
+        wanted = self.memory.due(client, req.module)
         due = [(chain, info) for chain, module, version in wanted
                if not runtime.gateway.has(chain, info := _info(module, version))]  # fmt: skip
         if due:
@@ -121,12 +152,26 @@ def _info(module: str, version: str) -> ModRequest:
     return parse_request(f"{escape(module)}/@v/{escape(version)}.info")  # as RulesGate does
 
 
-def _router(runtime: Runtime, flow: http.HTTPFlow, chain: Chain) -> Route:
+def _router(runtime: Runtime, meta: Mapping[str, Any], chain: Chain) -> Route:
     """Where the read-ahead may ask for a requirement (see `readahead.allowed_route`):
     through the proxy the client asked, unless a route says otherwise."""
-    url = flow.metadata.get("modgate.proxy")
+    url = meta.get("modgate.proxy")
     base = next((p.chain for p in runtime.proxies if p.url == url), chain)
     return allowed_route(runtime.config.rules, runtime.config.checksum.private, base)
+
+
+def _decoded(body: bytes, encoding: str) -> bytes | None:
+    """A go.mod as it was before CacheGate encoded it; None for an encoding it never uses."""
+    match encoding.strip().lower():
+        case "" | "identity":
+            return body
+        case "gzip":  # modgate's own compression of a checked go.mod (CacheGate)
+            try:
+                return gzip.decompress(body)
+            except (OSError, EOFError, zlib.error):
+                return None
+        case _:
+            return None
 
 
 def _client(flow: http.HTTPFlow) -> str:

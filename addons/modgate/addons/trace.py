@@ -164,7 +164,8 @@ class Tracer:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or "modgate.request" not in flow.metadata:
             return
-        if self._required and self.writer and not self.writer.healthy:
+        if self.refusing():
+            assert self.writer is not None
             reason = f"cannot record the trace: {self.writer.stats.last_error or 'writer stopped'}"
             flow.metadata["modgate.error"] = reason
             flow.response = plain(503, f"modgate: {reason}")
@@ -190,10 +191,27 @@ class Tracer:
         flow.metadata["modgate.traced"] = True
         origin, later = self._origin(flow.client_conn)
         record, body = record_of(flow, origin)
-        self._observe(record, flow.metadata, body)
-        if writer is not None:
+        self.submit(record, flow.metadata, body, later)
+
+    def submit(
+        self, record: Record, meta: dict[str, Any], body: bytes | None, later: Future[str] | None
+    ) -> None:
+        """Record a finished request: observers, the live line, the journal and the
+        writer's queue. Also the GOPROXY endpoint's fast path (addons/fasthit.py), which
+        answers with no flow, before its answer goes out."""
+        self._observe(record, meta, body)
+        if self.writer is not None:
             self._show(record)
-            writer.submit(record, body, origin=later)
+            self.writer.submit(record, body, origin=later)
+
+    def refusing(self) -> bool:
+        """Whether module requests are refused for now (`modgate_trace_required` and the
+        trace cannot be written): see `requestheaders`."""
+        return self._required and self.writer is not None and not self.writer.healthy
+
+    def origin_of(self, client: connection.Client) -> tuple[str, Future[str] | None]:
+        """The origin of `client`'s records, or "" and the lookup that will tell it."""
+        return self._origin(client)
 
     def _observe(self, record: Record, meta: dict[str, Any], body: bytes | None) -> None:
         for observe in self.observers:

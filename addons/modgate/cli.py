@@ -36,8 +36,7 @@ from modgate import (
 from modgate.errors import ModgateError
 
 if TYPE_CHECKING:
-    import asyncio
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from mitmproxy.master import Master
     from mitmproxy.options import Options
@@ -277,26 +276,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cache_dir: Path = (args.cache_dir or confdir / "cache").expanduser()
     # What modgate writes (CA key, cache, trace of who fetched what) is its user's alone.
     os.umask(0o077)
-    loop = workers.ReusePortLoop if worker is not None else _event_loop()
+    loop = workers.ReusePortLoop if worker is not None else None
     return asyncio.run(_run(args, confdir, cache_dir, rules), loop_factory=loop)
-
-
-def _event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop for a single process, where it installs: the same asyncio API
-    in C. A bare asyncio + httptools server answered a small request here in ~35 us of
-    CPU, ~6 us on uvloop; the GOPROXY endpoint's cached hits went from ~155 to ~130 us
-    (one noisy machine, same run), and mitmproxy 12 runs on it unchanged. The workers
-    of `--workers N` keep asyncio's loop (ReusePortLoop: a subclass of it). Off with
-    MODGATE_ASYNCIO_LOOP=1."""
-    import os
-
-    if os.environ.get("MODGATE_ASYNCIO_LOOP"):
-        return None
-    try:
-        import uvloop
-    except ImportError:  # a platform without its wheel: asyncio's own loop
-        return None
-    return uvloop.new_event_loop
 
 
 async def _run(args: argparse.Namespace, confdir: Path, cache_dir: Path, rules: Path | None) -> int:

@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 SITECUSTOMIZE = """
-import os
 import socket
 
-# uvloop resolves names in C (libuv's getaddrinfo), past this patch: asyncio's loop here.
-os.environ.setdefault("MODGATE_ASYNCIO_LOOP", "1")
 _getaddrinfo = socket.getaddrinfo
 _NAMES = {names!r}
 

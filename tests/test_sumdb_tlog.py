@@ -13,6 +13,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modgate.sumdb import note
 from modgate.sumdb.tlog import (
@@ -479,6 +481,38 @@ def test_split_stored_hash_index(index: int, level_n: tuple[int, int]) -> None:
 def test_split_inverts_stored_hash_index() -> None:
     for index in range(5000):
         assert stored_hash_index(*split_stored_hash_index(index)) == index
+
+
+def _go_stored_hash_index(level: int, n: int) -> int:
+    """tlog.go's StoredHashIndex, step by step: the reference for the closed form."""
+    for _ in range(level):
+        n = 2 * n + 1
+    i = 0
+    while n > 0:
+        i += n
+        n >>= 1
+    return i + level
+
+
+def _go_split_stored_hash_index(index: int) -> tuple[int, int]:
+    """tlog.go's SplitStoredHashIndex, a record at a time: the reference for bisection."""
+    n = index // 2
+    index_n = _go_stored_hash_index(0, n)
+    while (x := index_n + 1 + ((n + 1) & -(n + 1)).bit_length() - 1) <= index:
+        n, index_n = n + 1, x
+    level = index - index_n
+    return level, n >> level
+
+
+@given(st.integers(0, 40), st.integers(0, 1 << 44))
+def test_stored_hash_index_is_go_s_at_any_size(level: int, n: int) -> None:
+    # The live database holds tens of millions of records: far past the tables above.
+    assert stored_hash_index(level, n) == _go_stored_hash_index(level, n)
+
+
+@given(st.integers(0, 1 << 50) | st.integers(0, 70_000))
+def test_split_stored_hash_index_is_go_s_at_any_size(index: int) -> None:
+    assert split_stored_hash_index(index) == _go_split_stored_hash_index(index)
 
 
 @pytest.mark.parametrize(("n", "count"), STORED_HASH_COUNT)

@@ -46,6 +46,7 @@ T = TypeVar("T")
 # unanswered or half-answered flow through.
 ANSWERING = frozenset({"http_connect", "requestheaders", "request", "responseheaders", "response"})
 BLOB = "modgate.blob"  # CacheGate pointed the flow at modgate's own loopback file server
+FRONT = "modgate.front"  # a flow of the GOPROXY endpoint's server (endpoint.py)
 
 
 def _never(flow: http.HTTPFlow) -> bool:
@@ -79,6 +80,8 @@ class Pipeline:
             return self._no_request_stream
         if hook == "request":
             return self._answered
+        if hook == "response":
+            return _head_only
         return None
 
     def _no_request_stream(self, flow: http.HTTPFlow) -> None:
@@ -101,6 +104,19 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({', '.join(type(s).__name__ for s in self.stages)})"
+
+
+def _head_only(flow: http.HTTPFlow) -> None:
+    """A HEAD's answer is its head alone (RFC 9110 §9.3.2). mitmproxy sends whatever body
+    an answer a stage made holds (a refusal's text), and the client, expecting none,
+    reads it as the start of its next answer on the connection. The head, Content-Length
+    included, stays as made. The GOPROXY endpoint's server writes a HEAD's head itself
+    (from the body GET would get), so its flows keep their body."""
+    response = flow.response
+    if flow.request.method != "HEAD" or FRONT in flow.metadata:  # the endpoint's own HEAD
+        return
+    if response is not None and not response.stream and response.raw_content:
+        response.raw_content = b""
 
 
 def hook_names() -> frozenset[str]:

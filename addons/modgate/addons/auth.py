@@ -38,6 +38,7 @@ from mitmproxy.proxy import mode_specs
 
 from modgate.addons import plain
 from modgate.addons.settings import Settings
+from modgate.endpoint import FRONT
 from modgate.errors import ModgateError
 from modgate.teams import MISSING, Authenticator, Identity, Teams, Unauthenticated, load_teams_file
 
@@ -217,7 +218,7 @@ def _fix(why: Unauthenticated, proxy: bool) -> str:
 def _is_proxy(flow: http.HTTPFlow) -> bool:
     """Whether the client talks to modgate as to a proxy (Proxy-Authorization, 407) rather
     than as to a server (the GOPROXY endpoint, transparent modes: Authorization, 401)."""
-    if flow.metadata.get("modgate.front") == "endpoint":
+    if flow.metadata.get(FRONT) == "endpoint":
         return False
     return isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode | mode_specs.UpstreamMode)
 

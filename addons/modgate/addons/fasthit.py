@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import connection, ctx, http
 from mitmproxy.proxy import mode_specs
 
+from modgate.endpoint import FRONT, TARGET_HOST
 from modgate.fasthit import Answer, FastHits, Key, replayed, request_size
 from modgate.gateway import artifact_key
 from modgate.goproxy import Kind, ModRequest
@@ -43,7 +44,6 @@ IDENTITY, TEAM = "modgate.identity", "modgate.team"
 # What the stages leave in flow.metadata that the later ones and the Tracer read.
 KEPT = ("modgate.url", "modgate.proxy", "modgate.request", "modgate.chain", "modgate.rule",
         "modgate.cache", "modgate.upstream", "modgate.hash")  # fmt: skip
-ENDPOINT_HOST = "goproxy.modgate.invalid"  # endpoint.TARGET_HOST (no import cycle)
 
 
 class FastHitGate:
@@ -165,7 +165,7 @@ class FastHitGate:
             identity, team = found.name, found.team
             headers = [(k, v) for k, v in headers if k.lower() != b"authorization"]
         text = path.decode("utf-8", "surrogateescape")
-        key: Key = ("endpoint", "http", ENDPOINT_HOST, 80, text, ", ".join(accept), team)
+        key: Key = ("endpoint", "http", TARGET_HOST, 80, text, ", ".join(accept), team)
         store = generation[0].store  # type: ignore[attr-defined]
         answer = self.memo.get(key, generation, store.held)
         if answer is None or not self._ready():
@@ -194,7 +194,7 @@ def _key(flow: http.HTTPFlow) -> Key | None:
     request = flow.request
     if request.method != "GET" or "Via" in request.headers:
         return None
-    if flow.metadata.get("modgate.front") == "endpoint":
+    if flow.metadata.get(FRONT) == "endpoint":
         front = "endpoint"
     elif type(flow.client_conn.proxy_mode) is mode_specs.RegularMode:
         front = "proxy"

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from mitmproxy import exceptions, hooks, http
 
 from modgate.addons import plain
+from modgate.endpoint import FRONT
 
 log = logging.getLogger("modgate")
 T = TypeVar("T")
@@ -46,7 +47,6 @@ T = TypeVar("T")
 # unanswered or half-answered flow through.
 ANSWERING = frozenset({"http_connect", "requestheaders", "request", "responseheaders", "response"})
 BLOB = "modgate.blob"  # CacheGate pointed the flow at modgate's own loopback file server
-FRONT = "modgate.front"  # a flow of the GOPROXY endpoint's server (endpoint.py)
 
 
 def _never(flow: http.HTTPFlow) -> bool:

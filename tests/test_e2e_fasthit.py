@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from world.faults import FaultInjector
 from world.gate import Gate, modgate_command
 from world.gocmd import go_env, run_go
 from world.modules import ModuleVersion, World, graph_roots, proxy_path
@@ -385,3 +386,27 @@ def test_a_head_answer_has_no_body_and_the_connection_keeps_its_framing(
             status, fields, _ = c.request(rel, method="HEAD")
             assert status == 405 and ("content-type", "text/plain; charset=utf-8") in fields
             assert c.request(rel) == good  # nothing of the HEAD's answer is left over
+
+
+def test_a_fault_in_the_endpoints_fast_path_leaves_the_answer_to_the_stages(
+    world: World, upstream: Upstream, sumdb: TestSumdb, tmp_path: Path
+) -> None:
+    # The endpoint's shortcut is not trusted past an error in it: the request goes
+    # through the stages (which fail closed if they must), and gets exactly what they
+    # would have sent.
+    faults = FaultInjector(tmp_path / "faults")
+    g = Gate(tmp_path / "gate", rules(upstream.url, sumdb))
+    g.env = faults.env
+    mv = _version(world, 5)
+    path = f"/{proxy_path(mv.path, mv.version, '.mod')}"
+    with start(g), client(g, "endpoint") as c:
+        good = c.warm(path)
+        assert good[0] == 200 and good[2] == mv.gomod
+        assert c.request(path) == good
+        faults.arm("FastHitGate.endpoint")
+        for _ in range(3):
+            assert c.request(path) == good  # the stages', on the same connection
+        assert "injected fault in FastHitGate.endpoint" in g.output()
+        assert "internal error in the endpoint's fast path" in g.output()
+        faults.arm("")
+        assert c.request(path) == good

@@ -39,7 +39,10 @@ HOOKS = ("http_connect", "requestheaders", "request", "responseheaders", "respon
 # The stages with such hooks: module of modgate.addons, class.
 STAGES = (("transparent", "TransparentGate"), ("router", "Router"), ("vcs", "VcsGate"),
           ("rules", "RulesGate"), ("readahead", "ReadAheadGate"), ("cache", "CacheGate"),
-          ("trace", "Tracer"))  # fmt: skip
+          ("fasthit", "FastHitGate"), ("trace", "Tracer"))  # fmt: skip
+# Methods outside mitmproxy's hooks that can be made to raise too (module, class, method):
+# the GOPROXY endpoint's fast path, which falls back to the stages (not in injectable()).
+METHODS = (("fasthit", "FastHitGate", "endpoint"),)
 
 SITECUSTOMIZE = """
 import functools, inspect, os, socket
@@ -88,6 +91,9 @@ if _FAULT_FILE:
         for hook_name in HOOKS:
             if hook_name in vars(stage):
                 setattr(stage, hook_name, _wrap(f"{cls}.{hook_name}", vars(stage)[hook_name]))
+    for module, cls, name in METHODS:
+        owner = getattr(importlib.import_module(f"modgate.addons.{module}"), cls)
+        setattr(owner, name, _wrap(f"{cls}.{name}", vars(owner)[name]))
 """
 
 
@@ -108,7 +114,7 @@ class FaultInjector:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "sitecustomize.py").write_text(
-            f"HOOKS = {HOOKS!r}\nSTAGES = {STAGES!r}\n{SITECUSTOMIZE}"
+            f"HOOKS = {HOOKS!r}\nSTAGES = {STAGES!r}\nMETHODS = {METHODS!r}\n{SITECUSTOMIZE}"
         )
         self.directory = directory
         self.file = directory / "fault"

@@ -126,6 +126,23 @@ def test_requirements_are_read_ahead_once_each_never_those_refused() -> None:
     assert ra.fetched == 2
 
 
+def test_a_go_mod_read_ahead_once_is_known_as_such_and_not_read_again() -> None:
+    """A warm build serves every go.mod again: `expanded` lets the caller skip the parse."""
+    graph = Graph({"a.test/m@v1.0.0": gomod("go 1.21", "b.test/m@v1.0.0"),
+                   "b.test/m@v1.0.0": gomod("go 1.21")})  # fmt: skip
+    ra = read_ahead(graph, "a.test/m@v1.0.0", lambda m: A)
+    assert ra.expanded("a.test/m", "v1.0.0")
+    assert not ra.expanded("b.test/m", "v1.0.0")  # fetched, but never served to a client
+    asked = list(graph.asked)
+
+    async def again() -> None:
+        ra.served_mod("a.test/m", "v1.0.0", b"not a go.mod at all", lambda m: A)
+        await ra.idle()
+
+    asyncio.run(again())
+    assert graph.asked == asked
+
+
 def test_unpruned_go_mod_files_are_followed_as_go_follows_them_up_to_the_depth() -> None:
     chain = [f"m{i}.test/m@v1.0.0" for i in range(6)]
     graph = Graph({chain[i]: gomod("go 1.16", chain[i + 1]) for i in range(5)})

@@ -218,6 +218,12 @@ class GraphReadAhead:
                 self._guesses.popitem(last=False)
         self._expand(module, version, gomod, route, 1, guesses)
 
+    def expanded(self, module: str, version: str) -> bool:
+        """Whether the requirements of module@version's go.mod were read ahead already:
+        serving it again reads nothing more (a warm build's every go.mod), so its body
+        need not even be parsed."""
+        return (module, version) in self._expanded
+
     def asked(self, client: str, module: str, version: str) -> None:
         """`client` asked for the go.mod of module@version: a guess that paid, if it was
         one."""

@@ -74,10 +74,12 @@ class ReadAheadGate:
             return
         self.memory.served_mod(client, chain, req.module, req.version)
         if gomod is not None and "modgate.cache" in meta:  # answered by the gateway
+            graph = self._graph(runtime)
+            if graph.expanded(req.module, req.version):
+                return
             gomod = _decoded(gomod, encoding)
             if gomod is None:
                 return
-            graph = self._graph(runtime)
             graph.served_mod(req.module, req.version, gomod, _router(runtime, meta, chain), client)
 
     def request(self, flow: http.HTTPFlow) -> None:

@@ -383,3 +383,47 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+# --- middle-sized bodies, answered whole ------------------------------------------------
+
+# A stored body up to this size is read into memory and checked before its answer
+# starts (`read_whole`), rather than offered here: mitmproxy then sends it as it sends
+# any answer an addon built, which costs a fraction of streaming it from this server
+# (a connection to it, the body read back from loopback in 64 KiB events). Bodies in
+# memory at once, in all, are held under WHOLE_BUDGET (`Budget`); past it, or above
+# WHOLE_MAX, bodies are streamed from here as before, whatever their number.
+WHOLE_MAX = 8 << 20
+WHOLE_BUDGET = 32 << 20
+
+
+class Budget:
+    """Bytes of whole bodies in memory at once, at most `limit`: `take` a body's size
+    before reading it, `give` it back once its answer is out of the caller's hands.
+    On the event loop only (no lock)."""
+
+    def __init__(self, limit: int = WHOLE_BUDGET) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
+def read_whole(file: BinaryIO, size: int, sha256: str) -> bytes | None:
+    """A stored body read whole, or None when it is not the body that was stored (its
+    size or SHA-256 changed on disk since): nothing of it may be served. Blocking: on a
+    thread. Closes `file`."""
+    try:
+        data = file.read(size + 1)
+    finally:
+        file.close()
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        log.error("modgate: a stored body changed on disk since it was stored: dropped")
+        return None
+    return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,31 @@ def test_reads_mark_entries_recently_used_in_batches(store: DiskStore, tmp_path:
     store.flush()
     assert used()["a"] > used()["b"]  # so "b" is evicted first
     assert store.open(second) is not None
+
+
+def test_reads_never_wait_for_another_process_holding_the_write_lock(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    """Reads run on the event loop: writing down their batch of access times waits for
+    SQLite's write lock (another worker's put, an eviction) on a thread, not in the read."""
+    from modgate.store import TOUCH_BATCH
+
+    entries = [put(store, tmp_path, f"k{i}", b"%d" % i) for i in range(2 * TOUCH_BATCH)]
+    store.flush()
+    other = sqlite3.connect(store.directory / "cache.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        started, now = time.monotonic(), time.time()
+        for entry in entries:  # two batches' worth
+            assert store.open(entry) is not None
+        assert time.monotonic() - started < 2.0  # diskcache waits up to 60 s for the lock
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    store.flush()
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        used = dict(db.execute("SELECT key, access_time FROM Cache"))
+    assert all(used[e.key] >= now for e in entries)
 
 
 def test_mutable_entries_go_stale_after_their_expiry(store: DiskStore, tmp_path: Path) -> None:

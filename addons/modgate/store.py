@@ -29,6 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -202,6 +203,9 @@ class DiskStore:
         self.directory = directory
         self._touched: dict[str, float] = {}
         self._flushed = time.monotonic()
+        # Writes them down (`_touch`); its thread starts with the first batch.
+        self._toucher = ThreadPoolExecutor(1, thread_name_prefix="modgate-store")
+        self._touching: Future[None] | None = None
         # key -> (entry, its checked body), least recently used first. A lock: `put` runs
         # in a worker thread (asyncio.to_thread) while the event loop reads.
         self._held: OrderedDict[str, tuple[Entry, bytes]] = OrderedDict()
@@ -322,16 +326,26 @@ class DiskStore:
     def _touch(self, key: str) -> None:
         self._touched[key] = time.time()
         if len(self._touched) >= TOUCH_BATCH or time.monotonic() - self._flushed >= TOUCH_EVERY:
-            self.flush()
+            # On a thread of its own, one batch at a time: the caller is the event loop,
+            # and the write waits for SQLite's write lock, which another worker may hold.
+            touched, self._touched = self._touched, {}
+            self._flushed = time.monotonic()
+            self._touching = self._toucher.submit(self._write_touched, touched)
 
     def flush(self) -> None:
-        """Write down when entries were last read (eviction drops the least recent)."""
+        """Write down when entries were last read (eviction drops the least recent), and
+        wait for what is being written."""
+        if self._touching is not None:
+            self._touching.result()
         touched, self._touched = self._touched, {}
         self._flushed = time.monotonic()
+        self._write_touched(touched)
+
+    def _write_touched(self, touched: dict[str, float]) -> None:
         if not touched:
             return
         with contextlib.suppress(sqlite3.Error, diskcache.Timeout), self._cache.transact():
-            for key, used in touched.items():
+            for key, used in list(touched.items()):  # (one C call: a late `_touch` may add)
                 self._cache._sql(  # noqa: SLF001
                     "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1", (used, key)
                 )
@@ -426,6 +440,9 @@ class DiskStore:
 
     def close(self) -> None:
         self.flush()
+        if self._touching is not None:  # its thread's own SQLite connection too
+            self._toucher.submit(self._cache.close).result()
+        self._toucher.shutdown()
         self._cache.close()
 
     def __len__(self) -> int:

@@ -45,6 +45,7 @@ cache:
   ttl: 5m
   negative_ttl: 30s
   readahead: false
+  readahead_zips: false
 """
     )
     assert config.proxies is not None
@@ -61,7 +62,7 @@ cache:
     assert str(mirror.chain) == "https://a.example,https://b.example/mirror|https://c.example"
     assert plain.chain == Chain((Hop("https://proxy.modgate.test"),))  # default: the proxy itself
     assert config.cache == CacheSettings(
-        size_limit=2 << 30, ttl=300, negative_ttl=30, readahead=False
+        size_limit=2 << 30, ttl=300, negative_ttl=30, readahead=False, readahead_zips=False
     )
 
 
@@ -100,6 +101,7 @@ def test_proxy_relative(host: str, port: int, path: str, relative: str | None) -
         ("cache:\n  size_limit: lots\n", r"rules.yaml:2: cache.size_limit: 'lots' is not a size"),
         ("cache:\n  size_limit: [1]\n", r"rules.yaml:2: cache.size_limit: expected a single value"),
         ("cache:\n  readahead: sometimes\n", r"rules.yaml:2: cache.readahead: 'sometimes' is not true or false"),
+        ("cache:\n  readahead_zips: 1\n", r"rules.yaml:2: cache.readahead_zips: 1 is not true or false"),
         ("- 1\n", r"rules.yaml:1: \(top level\): expected a mapping"),
         # Found by scripts/fuzz: urlsplit checks a port only when asked (ValueError escaped).
         ("proxies:\n  - url: https://p:x//1\n", r"rules.yaml:2: proxies\[0\].url: 'https://p:x//1': the port is not a number from 0 to 65535"),

@@ -78,6 +78,7 @@ def test_a_cold_build_finds_info_answers_fetched_ahead(
             )
             run_go(args, gate.client_env(env, mode), app.dir)
         by_go = asked(gate.home / "trace.db", "info")
+        zips_by_go = asked(gate.home / "trace.db", "zip")
         upstream_first = upstream.first_asked()
         counts = upstream.counts()
 
@@ -86,13 +87,21 @@ def test_a_cold_build_finds_info_answers_fetched_ahead(
     fetched = {path for path in counts if path.endswith(".info")}
     # Before go asked: only a read-ahead can have fetched it.
     early = sorted(path for path in by_go if upstream_first[path] < by_go[path])
+    # `go mod download` asks for the .info of its whole build list, then for the zips two
+    # at a time: each is fetched ahead. `go build` asks for a module's zip first: that
+    # .info finds it on its way. Either way, no zip go does not ask for.
+    zips = {path for path in counts if path.endswith(".zip")}
+    assert zips == set(zips_by_go), "fetched a zip go never asked for, or missed one"
+    early_zips = sorted(path for path in zips_by_go if upstream_first[path] < zips_by_go[path])
     if readahead:
         assert fetched == set(by_go), "read ahead an .info go never asked for, or missed one"
         assert len(early) >= len(by_go) // 2, f"fetched ahead of go: {early}"
+        if command == "mod download":
+            assert len(early_zips) >= len(zips_by_go) // 2, f"zips fetched ahead: {early_zips}"
         assert "read ahead" in gate.output()
     else:
         assert fetched == set(by_go)
-        assert early == []
+        assert early == [] and early_zips == []
         assert "read ahead" not in gate.output()
 
 
@@ -251,3 +260,45 @@ def test_the_database_record_is_asked_for_with_the_info(tmp_path: Path) -> None:
     # Asked while the .info was on its way (the upstream takes 50 ms to answer), where
     # the .mod, asked after it, would be later.
     assert first[lookup] - info < 0.04, sorted(first.items(), key=lambda kv: kv[1])
+
+
+# --- the zips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["proxy", "goproxy"])
+def test_a_zip_the_rules_refuse_is_never_fetched_ahead(
+    world: World, tmp_path: Path, mode: str
+) -> None:
+    """A version rule refuses a module's zip but not its .info ("metadata is refused
+    only with the whole module"): go asks for the .info, and the read-ahead must not
+    fetch the zip the client would be refused."""
+    refused_module = f"{DOMAIN}/alpha"  # in the app's build list
+    policy = (
+        f'modules:\n  - deny: {refused_module}\n    versions: ">=0.0.0"\n'
+        "    reason: no alpha here\n"
+    )
+    with Upstream(world) as upstream:
+        app = tidied_app(world, upstream, tmp_path)
+        with Gate(tmp_path / "gate", rules(upstream.url, True) + policy) as gate:
+            env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}"), mode)
+            done = run_go(["mod", "download"], env, app.dir, check=False)
+            asked_info = asked(gate.home / "trace.db", "info")
+        counts = upstream.counts()
+    assert done.returncode != 0 and refused_module in done.stderr
+    assert any(refused_module.replace(DOMAIN, "") in p for p in asked_info)  # go asked it
+    assert not [p for p in counts if p.endswith(".zip") and "/alpha/" in p], counts
+    assert [p for p in counts if p.endswith(".zip")], "the other zips were fetched"
+
+
+def test_readahead_zips_false_fetches_no_zip_before_go_asks(world: World, tmp_path: Path) -> None:
+    with Upstream(world) as upstream:
+        app = tidied_app(world, upstream, tmp_path)
+        config = rules(upstream.url, True).replace(
+            "  readahead: true\n", "  readahead: true\n  readahead_zips: false\n"
+        )
+        with Gate(tmp_path / "gate", config) as gate:
+            env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}"), "goproxy")
+            run_go(["mod", "download"], env, app.dir)
+            zips_by_go = asked(gate.home / "trace.db", "zip")
+        first = upstream.first_asked()
+    assert zips_by_go and all(first[p] >= zips_by_go[p] for p in zips_by_go)

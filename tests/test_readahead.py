@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from modgate.config import Chain, Hop
+from modgate.errors import UpstreamError
 from modgate.goproxy import ModRequest
-from modgate.readahead import GUESSES_FREE, GUESSES_PER_HIT, GraphReadAhead, ReadAhead, Route
+from modgate.readahead import (
+    GUESSES_FREE,
+    GUESSES_PER_HIT,
+    GraphReadAhead,
+    ReadAhead,
+    Route,
+    ZipReadAhead,
+)
 
 A = Chain((Hop("http://127.0.0.1:1"),))
 B = Chain((Hop("http://127.0.0.1:2"),))
@@ -191,3 +199,68 @@ def test_guesses_from_pruned_go_mod_files_are_made_while_the_client_asks_for_the
         assert graph.asked[GUESSES_FREE + GUESSES_PER_HIT :] == wide[30:]
 
     asyncio.run(run())
+
+
+# --- the zips -------------------------------------------------------------------------
+
+
+class Zips:
+    """A gateway's prefetch and has for ZipReadAhead: `stored` zips, `failing` ones."""
+
+    def __init__(self, stored: set[str] = frozenset(), failing: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.stored, self.failing = set(stored), set(failing)
+        self.asked: list[str] = []
+        self.running = self.most = 0
+
+    async def prefetch(self, chain: Chain, req: ModRequest) -> bool:
+        name = f"{req.module}@{req.version}"
+        self.asked.append(name)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.002)
+            if name in self.failing:
+                raise UpstreamError(f"{name}: 502")
+            self.stored.add(name)
+            return True
+        finally:
+            self.running -= 1
+
+    def has(self, chain: Chain, req: ModRequest) -> bool:
+        assert req.path.endswith(".zip"), req.path
+        return f"{req.module}@{req.version}" in self.stored
+
+
+def zips_read_ahead(zips: Zips, asked: list[str], readers: int = 3) -> ZipReadAhead:
+    async def run() -> ZipReadAhead:
+        ra = ZipReadAhead(zips.prefetch, zips.has, readers=readers)
+        for name in asked:
+            module, version = name.split("@")
+            ra.asked(A, module, version)
+        await ra.idle()
+        return ra
+
+    return asyncio.run(run())
+
+
+def test_the_zip_of_each_info_asked_is_fetched_once_in_order_a_few_at_a_time() -> None:
+    names = [f"m{i:02d}.test/m@v1.0.{i}" for i in range(12)]
+    zips = Zips(stored={names[3]})
+    ra = zips_read_ahead(zips, names + names[:5])  # asked again: not fetched again
+    assert zips.asked == [n for n in names if n != names[3]]
+    assert zips.most == 3
+    assert ra.fetched == 11
+
+
+def test_a_zip_that_fails_to_come_is_left_to_the_client_and_the_rest_come() -> None:
+    names = [f"m{i}.test/m@v1.0.0" for i in range(4)]
+    zips = Zips(failing={names[1]})
+    ra = zips_read_ahead(zips, names, readers=1)
+    assert zips.asked == names and ra.fetched == 3
+    assert names[1] not in zips.stored
+
+
+def test_a_version_that_is_not_one_is_never_asked_for() -> None:
+    zips = Zips()
+    zips_read_ahead(zips, ["a.test/m@v1.0.0/../../x", "a.test/Upper@v1.0.0"])
+    assert zips.asked == ["a.test/Upper@v1.0.0"]  # asked as go asks it: !upper

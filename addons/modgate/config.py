@@ -104,6 +104,8 @@ class CacheSettings:
     ttl: float = 600.0
     negative_ttl: float = 60.0
     readahead: bool = True  # fetch the .info and go.mod go is about to ask for (readahead.py)
+    # and the zip of each version whose .info go asked for (with `readahead` only)
+    readahead_zips: bool = True
 
 
 # cmd/go/internal/modfetch/key.go: the database the go command trusts by default.
@@ -322,7 +324,7 @@ def _check_unique_proxies(proxies: tuple[Proxy, ...], node: _Node) -> None:
 
 
 def _cache(node: _Node) -> CacheSettings:
-    fields = node.mapping({"size_limit", "ttl", "negative_ttl", "readahead"})
+    fields = node.mapping({"size_limit", "ttl", "negative_ttl", "readahead", "readahead_zips"})
     default = CacheSettings()
     return CacheSettings(
         size_limit=fields["size_limit"].convert(parse_size) if "size_limit" in fields
@@ -332,6 +334,8 @@ def _cache(node: _Node) -> CacheSettings:
         if "negative_ttl" in fields else default.negative_ttl,
         readahead=fields["readahead"].convert(_boolean) if "readahead" in fields
         else default.readahead,
+        readahead_zips=fields["readahead_zips"].convert(_boolean) if "readahead_zips" in fields
+        else default.readahead_zips,
     )  # fmt: skip
 
 

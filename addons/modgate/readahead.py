@@ -316,3 +316,84 @@ def _unpruned(gomod: bytes) -> bool:
         return (int(parts[0]), int(parts[1])) < PRUNED_FROM
     except (IndexError, ValueError):
         return True  # no go line: go treats it as go 1.16, unpruned
+
+
+# --- the zips ---------------------------------------------------------------------------
+
+# Zips fetched ahead at a time, for the whole process. `go mod download` asks for the
+# `.info` of every module of its build list in one burst, then downloads their zips
+# GOMAXPROCS at a time (modcmd/download.go), in the same order: two at a time on a
+# 2-core machine, each waiting a round trip to the upstream and its transfer. Fetched
+# ahead, several at once, they are verified and stored (or being sent while they
+# download) when go asks. A few: each is a connection's worth of bandwidth, and a guess.
+ZIP_READERS = 4
+ZIP_QUEUE = 4096  # zips waiting: past it, new ones are dropped
+ZIPS_REMEMBERED = 65_536  # zips handed out once, remembered (the least recent dropped)
+
+Prefetch = Callable[[Chain, ModRequest], Awaitable[bool]]
+
+
+class ZipReadAhead:
+    """Fetch the zip of each module version a client asked the `.info` of (`asked`),
+    in the order asked, `readers` at a time, once each.
+
+    `prefetch` fetches and stores one through the gateway (single-flight with the
+    client's own request, verified before it is stored; Gateway.prefetch), `has` says
+    whether it is stored already. A failure is left for the client's own request to
+    meet and report. Which zips may be fetched (the rules, private modules) is the
+    caller's to decide before `asked`.
+    """
+
+    def __init__(
+        self,
+        prefetch: Prefetch,
+        has: Callable[[Chain, ModRequest], bool],
+        *,
+        readers: int = ZIP_READERS,
+    ) -> None:
+        self.prefetch, self.has, self.readers = prefetch, has, readers
+        self._due: deque[tuple[Chain, ModRequest]] = deque()
+        self._seen: OrderedDict[tuple[Chain, ModRequest], None] = OrderedDict()
+        self._workers: set[asyncio.Task[None]] = set()
+        self.fetched = 0  # zips fetched ahead, for the log
+
+    def asked(self, chain: Chain, module: str, version: str) -> None:
+        """A client asked for the `.info` of module@version through `chain`."""
+        try:
+            req = parse_request(f"{escape(module)}/@v/{escape(version)}.zip")
+        except ProtocolError:
+            return  # not a path go would ask for either
+        key = (chain, req)
+        if key in self._seen or len(self._due) >= ZIP_QUEUE or self.has(chain, req):
+            return
+        self._seen[key] = None
+        if len(self._seen) > ZIPS_REMEMBERED:
+            self._seen.popitem(last=False)
+        self._due.append(key)
+        while self._due and len(self._workers) < self.readers:
+            task = asyncio.ensure_future(self._work())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def idle(self) -> None:
+        """Wait until nothing is due or being fetched."""
+        while self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def close(self) -> None:
+        self._due.clear()
+        for task in list(self._workers):
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while self._due:
+            chain, req = self._due.popleft()
+            try:
+                fetched = await self.prefetch(chain, req)
+            except (ModgateError, OSError, sqlite3.Error) as e:
+                log.debug("read-ahead of %s: %s", req, e)  # go's own request meets it
+            except Exception as e:  # a bug: say so, and keep reading ahead the rest
+                log.error("read-ahead of %s failed", req, exc_info=e)
+            else:
+                self.fetched += fetched  # (not `+= await`: that reads it before the await)

@@ -101,7 +101,7 @@ class FastHitGate:
         req: ModRequest = answer.meta["modgate.request"]
         if req.kind is Kind.INFO:  # ReadAheadGate.request saw an answered flow
             peer = flow.client_conn.peername
-            self.readahead.info_asked(peer[0] if peer else "", req)
+            self.readahead.info_asked(peer[0] if peer else "", req, flow.metadata)
 
     def response(self, flow: http.HTTPFlow) -> None:
         """Keep what the pipeline answered, when it is a fresh immutable hit."""
@@ -181,7 +181,7 @@ class FastHitGate:
         self.tracer.submit(record, meta, answer.observed, later)
         req: ModRequest = answer.meta["modgate.request"]
         if req.kind is Kind.INFO:  # as ReadAheadGate's hooks would see it
-            self.readahead.info_asked(peer[0], req)
+            self.readahead.info_asked(peer[0], req, meta)
         elif req.kind is Kind.MOD:
             self.readahead.mod_asked(peer[0], req)
             encoding = next((v for k, v in answer.fields if k.lower() == b"content-encoding"), b"")

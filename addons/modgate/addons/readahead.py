@@ -32,7 +32,7 @@ from modgate.config import Chain
 from modgate.errors import ModgateError
 from modgate.gateway import Gateway
 from modgate.goproxy import Kind, ModRequest, escape, parse_request
-from modgate.readahead import GraphReadAhead, ReadAhead, Route, allowed_route
+from modgate.readahead import GraphReadAhead, ReadAhead, Route, ZipReadAhead, allowed_route
 from modgate.rules import Deny, Mode
 
 log = logging.getLogger("modgate")
@@ -46,6 +46,8 @@ class ReadAheadGate:
         self.memory = ReadAhead()
         self.graph: GraphReadAhead | None = None  # made for the runtime's gateway
         self._graph_gateway: Gateway | None = None
+        self.zips: ZipReadAhead | None = None  # made for the runtime's gateway
+        self._zips_gateway: Gateway | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -88,7 +90,7 @@ class ReadAheadGate:
             self.mod_asked(_client(flow), req)
         if req is None or req.kind is not Kind.INFO or flow.response or flow.error:
             return
-        self.info_asked(_client(flow), req)
+        self.info_asked(_client(flow), req, flow.metadata)
 
     def mod_asked(self, client: str, req: ModRequest) -> None:
         """`client` asks for a go.mod: a guess of the graph read-ahead it confirms earns
@@ -96,11 +98,15 @@ class ReadAheadGate:
         if self.graph is not None:
             self.graph.asked(client, req.module, req.version)
 
-    def info_asked(self, client: str, req: ModRequest) -> None:
-        """`client` asks for an .info: also the fast path's (addons/fasthit.py)."""
+    def info_asked(self, client: str, req: ModRequest, meta: Mapping[str, Any]) -> None:
+        """`client` asks for an .info (allowed), with these flow.metadata: also the fast
+        path's (addons/fasthit.py)."""
         runtime = self.settings.runtime
         if runtime is None or not self._on():
             return
+        chain: Chain | None = meta.get("modgate.chain")
+        if chain is not None and runtime.config.cache.readahead_zips:
+            self._zip_ahead(runtime, chain, req, meta.get("modgate.team") or None)
         # What is stored already costs no task: a warm build pays a lookup per module.
         wanted = self.memory.due(client, req.module)
         due = [(chain, info) for chain, module, version in wanted
@@ -109,6 +115,24 @@ class ReadAheadGate:
             task = asyncio.create_task(self._read(runtime, deque(due)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _zip_ahead(self, runtime: Runtime, chain: Chain, req: ModRequest, team: str | None) -> None:
+        """Fetch the zip of an .info asked for (modgate/readahead.py ZipReadAhead), when
+        the rules would let this client have it now: allowed outright (one that depends
+        on retractions, which need the latest go.mod read, is left to the client's own
+        request). go downloads a module's .info just before its zip (modfetch.Download
+        keeps both), so this names to the upstream nothing the client will not ask."""
+        if not req.immutable:
+            return
+        rules = runtime.config.rules
+        if rules.needs_retractions(req.module, team):
+            return
+        if isinstance(rules.decide(req.module, req.version, (), team), Deny):
+            return
+        if self.zips is None or self._zips_gateway is not runtime.gateway:
+            self.zips = ZipReadAhead(runtime.gateway.prefetch, runtime.gateway.has)
+            self._zips_gateway = runtime.gateway
+        self.zips.asked(chain, req.module, req.version)
 
     def _graph(self, runtime: Runtime) -> GraphReadAhead:
         """The graph read-ahead of the gateway in force (a reload may make a new one)."""
@@ -120,6 +144,8 @@ class ReadAheadGate:
     async def done(self) -> None:
         if self.graph is not None:
             await self.graph.close()
+        if self.zips is not None:
+            await self.zips.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

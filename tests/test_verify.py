@@ -17,7 +17,7 @@ from modgate.store import Body, Entry
 from modgate.sumdb.tlog import format_record
 from modgate.verify import Checker, IntegrityError, Ledger, Pins, recheck
 from world.modules import ModuleVersion
-from world.sumdb import TestSumdb
+from world.sumdb import Fault, TestSumdb
 
 H1 = "h1:" + "A" * 43 + "="
 H2 = "h1:" + "B" * 43 + "="
@@ -232,6 +232,9 @@ def test_a_lookup_is_proven_once_for_the_same_bytes(tmp_path: Path) -> None:
     calls: list[str] = []
 
     class CountingVerifier:
+        def lookup_proven_before(self, *_: object) -> None:
+            return None  # not answered before a merge: lookup_versions
+
         def lookup_versions(self, module: str, versions: tuple[str, ...], _: bytes) -> list[str]:
             calls.append(versions)
             return [f"{module} {version} {H1}" for version in versions]
@@ -352,11 +355,10 @@ class Rounds(DatabaseThroughAStore):
 
 
 def lookup_request(
-    db: TestSumdb, tmp_path: Path, record_id: int, head: int
+    db: TestSumdb, tmp_path: Path, record_id: int, head: int, module: str = "example.com/a"
 ) -> tuple[ModRequest, Path]:
-    module = "example.com/a"
     text = f"{module} v1.0.0 {H1}\n{module} v1.0.0/go.mod {H2}\n".encode()
-    body = tmp_path / f"lookup-{record_id}-{head}"
+    body = tmp_path / f"lookup-{record_id}-{head}-{module.replace('/', '_')}"
     body.write_bytes(format_record(record_id, text) + db.signed_tree(head))
     return parse_request(f"sumdb/{db.signer.name}/lookup/{module}@v1.0.0"), body
 
@@ -368,11 +370,13 @@ def test_a_proof_fetches_its_tiles_at_once_a_round_per_phase(tmp_path: Path) -> 
     with TestSumdb("sumdb.modgate.test") as db:
         db.grow(70_000)
         db.add("example.com/a", "v1.0.0", H1, H2)  # record 70000
-        db.grow(9_999)
+        db.grow(8_999)
+        db.add("example.com/b", "v1.0.0", H1, H2)  # record 79000: not in tree 75,000
+        db.grow(999)
         source = Rounds(db)
         c = checker_of(db, tmp_path, source)
         first = lookup_request(db, tmp_path, 70_000, 75_000)
-        later = lookup_request(db, tmp_path, 70_000, 80_000)
+        later = lookup_request(db, tmp_path, 79_000, 80_000, "example.com/b")
 
         async def run() -> None:
             await c.validate(*first)
@@ -382,6 +386,77 @@ def test_a_proof_fetches_its_tiles_at_once_a_round_per_phase(tmp_path: Path) -> 
             await c.validate(*later)  # a newer head: checkTrees, then the record in it
             assert len(source.batches) <= 2 and max(source.batches) > 1, source.batches
             assert proven <= 2
+
+        asyncio.run(run())
+
+
+def test_a_newer_head_waits_until_after_the_answer_when_the_record_is_proven_already(
+    tmp_path: Path,
+) -> None:
+    """The record is in the newest verified tree: proven there, with the tiles in hand,
+    no round trip to the database; the newer head is merged after the answer."""
+    with TestSumdb("sumdb.modgate.test") as db:
+        db.grow(70_000)
+        db.add("example.com/a", "v1.0.0", H1, H2)  # record 70000
+        db.grow(9_999)
+        source = Rounds(db)
+        c = checker_of(db, tmp_path, source)
+
+        async def run() -> None:
+            await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
+            await c.idle()
+            verifier = c._verifiers[db.signer.name]
+            source.batches.clear()
+            await c.validate(*lookup_request(db, tmp_path, 70_000, 80_000))
+            assert source.batches == [] and verifier.tree.n == 75_000
+            await c.idle()
+            assert verifier.tree.n == 80_000 and source.batches  # merged, after
+            assert (tmp_path / "state").rglob("*")  # and saved
+
+        asyncio.run(run())
+
+
+def test_a_fork_in_a_head_merged_after_an_answer_refuses_every_later_lookup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer was proven in the timeline verified before the fork; the fork is found
+    when its head is merged, and from then on nothing of that database is trusted."""
+    with TestSumdb("sumdb.modgate.test") as db:
+        db.grow(70_000)
+        db.add("example.com/a", "v1.0.0", H1, H2)  # record 70000
+        db.grow(9_999)
+        source = Rounds(db)
+        c = checker_of(db, tmp_path, source)
+
+        async def run() -> None:
+            await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
+            await c.idle()
+            db.fork(74_990)  # in tree 75,000: every later head contradicts it
+            await c.validate(*lookup_request(db, tmp_path, 70_000, 80_000))
+            await c.idle()
+            assert c._verifiers[db.signer.name].tree.n == 75_000  # never adopted
+            with pytest.raises(IntegrityError, match="SECURITY ERROR"):
+                await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
+
+        asyncio.run(run())
+    assert "SECURITY ERROR" in caplog.text
+
+
+def test_a_newer_head_not_signed_by_the_database_is_refused_before_any_answer(
+    tmp_path: Path,
+) -> None:
+    with TestSumdb("sumdb.modgate.test") as db:
+        db.grow(70_000)
+        db.add("example.com/a", "v1.0.0", H1, H2)
+        db.grow(9_999)
+        c = checker_of(db, tmp_path, Rounds(db))
+
+        async def run() -> None:
+            await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
+            db.fault = Fault.BAD_SIGNATURE
+            with pytest.raises(IntegrityError, match="checksum database"):
+                await c.validate(*lookup_request(db, tmp_path, 70_000, 80_000))
+            db.fault = Fault.NONE
 
         asyncio.run(run())
 

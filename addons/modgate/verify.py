@@ -190,6 +190,8 @@ class Checker:
         self._keeping: set[asyncio.Task[None]] = set()  # tiles kept for offline clients
         self._reading: _Reading | None = None  # the tiles of the proof running now
         self._proven: dict[tuple[str, str, str, bytes], list[str]] = {}
+        self._merging: set[bytes] = set()  # newer tree heads being merged (`_merge_after`)
+        self._forked: dict[str, str] = {}  # database -> the fork a merge found
         self.heads: Heads | None = None
 
     def close(self) -> None:
@@ -328,16 +330,23 @@ class Checker:
 
         The same bytes proven once stay proven: their tree was merged into the verifier's
         newest tree, which only moves forward along a consistent log."""
+        if (fork := self._forked.get(name)) is not None:
+            raise IntegrityError(fork)
         key = (name, module, version, hashlib.sha256(data).digest())
         if (proven := self._proven.get(key)) is not None:
             return proven
         verifier = self._verifier(name)
+        versions = (version, version + "/go.mod")
+
+        def before() -> tuple[list[str], bytes] | None:
+            return verifier.lookup_proven_before(module, versions, data)
 
         def both() -> list[str]:
-            return verifier.lookup_versions(module, (version, version + "/go.mod"), data)
+            return verifier.lookup_versions(module, versions, data)
 
         try:
-            lines = await self._with_tiles(name, both)
+            early = await self._with_tiles(name, before)
+            lines = early[0] if early is not None else await self._with_tiles(name, both)
         except InconsistentTreeError as e:
             raise IntegrityError(f"SECURITY ERROR: checksum database {name}: {e}") from e
         except SumdbError as e:
@@ -347,15 +356,50 @@ class Checker:
                 f"checksum database {name}: {module}@{version}: "
                 "checksum missing from sumdb response"
             )
-        self._save_latest(name, verifier)
-        await self._share_latest(name, verifier)
-        if name in self._offline:
-            record_id, tree = lookup_record(data)
-            self._keep_later(name, tree, record_id)
+        if early is not None:  # proven in the newest verified tree: its head merged after
+            self._merge_after(name, early[1], data)
+        else:
+            self._save_latest(name, verifier)
+            await self._share_latest(name, verifier)
+            if name in self._offline:
+                record_id, tree = lookup_record(data)
+                self._keep_later(name, tree, record_id)
         if len(self._proven) >= PROVEN_MAX:
             self._proven.pop(next(iter(self._proven)))
         self._proven[key] = lines
         return lines
+
+    def _merge_after(self, name: str, note: bytes, lookup: bytes) -> None:
+        """Merge a lookup's newer tree head after its answer (`lookup_proven_before`),
+        once per head, as `_merge_latest` does (saved, shared, its tiles kept for offline
+        clients, with the record's). A fork found there is a SECURITY ERROR in the log,
+        and every later lookup of this database is refused with it (`_forked`): what
+        was answered before was proven in the timeline verified before the fork."""
+        if note in self._merging:
+            return
+
+        async def merge() -> None:
+            try:
+                await self._merge_latest(name, note)
+                if name in self._offline:
+                    record_id, tree = lookup_record(lookup)
+                    await self._keep_tiles(name, tree, record_id)
+            except IntegrityError as e:
+                if "SECURITY ERROR" in str(e):
+                    self._forked[name] = str(e)
+                    log.error("modgate: %s: every lookup of it is refused from now on", e)
+                else:  # a head not signed by the database, or malformed: never adopted
+                    log.error("modgate: %s", e)
+            except ModgateError as e:  # the database did not answer: the next head tries
+                log.warning("modgate: checksum database %s: merging a newer tree head: %s",
+                            name, e)  # fmt: skip
+            finally:
+                self._merging.discard(note)
+
+        self._merging.add(note)
+        task = asyncio.ensure_future(merge())
+        self._keeping.add(task)
+        task.add_done_callback(self._kept)
 
     async def _merge_latest(self, name: str, data: bytes) -> None:
         verifier = self._verifier(name)

@@ -153,6 +153,33 @@ class SumdbVerifier:
         prefixes = tuple(f"{path} {version} " for version in versions)
         return [line for line in text.decode().split("\n") if line.startswith(prefixes)]
 
+    def lookup_proven_before(
+        self, path: str, versions: tuple[str, ...], response: bytes
+    ) -> tuple[list[str], bytes] | None:
+        """`lookup_versions`, without merging the response's tree head first when its
+        record is already in the newest verified tree: the lines, proven there, and the
+        head (its signature verified), for the caller to merge later; None when the
+        head is not newer or the record not in that tree (`lookup_versions` then).
+
+        What proves a record is its inclusion in a tree verified on the database's
+        timeline: the newest one is such a tree, and holds the record. A newer head is
+        news about the log's end, to be checked against the timeline (a fork raises
+        there), but nothing this record needs: proving it against the newer head would
+        first fetch the newer head's edge tiles, a round trip to the database on the
+        answer's path for every lookup of a log that grows while go reads it."""
+        try:
+            record_id, text, tree_note = parse_record(response)
+            tree = self._open_tree(tree_note)
+            latest = self.tree
+            if tree.n <= latest.n or record_id >= latest.n:
+                return None
+            self._check_record(record_id, text)
+        except SumdbError as e:
+            raise e.within(f"{path}@{versions[0]}") from e
+        prefixes = tuple(f"{path} {version} " for version in versions)
+        lines = [line for line in text.decode().split("\n") if line.startswith(prefixes)]
+        return lines, tree_note
+
     def merge_latest(self, note: bytes) -> Tree:
         """Verify a signed tree head and, if newer and consistent, adopt it; return its tree.
 

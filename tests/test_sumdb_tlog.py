@@ -32,6 +32,7 @@ from modgate.sumdb.tlog import (
     format_tree,
     hash_from_tile,
     hashes_reader,
+    is_valid_record_text,
     new_tiles,
     node_hash,
     parse_hash,
@@ -571,6 +572,26 @@ def test_parse_tree(text: bytes, expected: tuple[int, str] | None) -> None:
 def test_parse_tree_limits_size() -> None:
     with pytest.raises(FormatError, match="^malformed tree note$"):
         parse_tree(TREE_TEXT_300 + b"x" * 1_000_000)
+
+
+@given(
+    (st.text(max_size=12) | st.text(st.characters(max_codepoint=0x7F))).map(lambda t: t + "\n")
+    | st.text()
+)
+def test_record_text_is_valid_as_go_checks_it(text: str) -> None:
+    """tlog.go isValidRecordText, a character at a time, for the search that replaced it."""
+    data = text.encode("utf-8", "surrogatepass")
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        valid = False
+    else:
+        valid = (
+            decoded.endswith("\n")
+            and "\n\n" not in decoded
+            and not any(c < " " and c != "\n" for c in decoded)
+        )
+    assert is_valid_record_text(data) == valid
 
 
 @pytest.mark.parametrize(("msg", "expected"), PARSE_RECORD)

@@ -34,6 +34,7 @@ _PATH_BASE = 1000  # tile numbers are written three digits per path element
 _INT64_MAX = (1 << 63) - 1
 _GO_INT = re.compile(r"[+-]?[0-9]+")  # what strconv.Atoi and ParseInt accept
 _TREE_PREFIX = b"go.sum database tree\n"
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")  # below " ", but for "\n": not in a record
 
 type Hash = bytes
 # tlog.HashReader: the hashes at the given stored hash indexes, in order.
@@ -362,11 +363,7 @@ def is_valid_record_text(text: bytes) -> bool:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return (
-        decoded.endswith("\n")
-        and "\n\n" not in decoded
-        and not any(c < " " and c != "\n" for c in decoded)
-    )
+    return decoded.endswith("\n") and "\n\n" not in decoded and not _CONTROL.search(decoded)
 
 
 def format_record(record_id: int, text: bytes) -> bytes:

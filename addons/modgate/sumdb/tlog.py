@@ -446,7 +446,7 @@ def parse_tile_path(path: str) -> Tile:
     return tile
 
 
-@functools.lru_cache(maxsize=1 << 14)
+@functools.lru_cache(maxsize=4096)
 def _tile_for_index(h: int, index: int) -> tuple[Tile, int, int]:
     """The least tile of height h holding a stored index, and the byte range deriving its hash.
 
@@ -507,6 +507,8 @@ def hash_from_tile(t: Tile, data: bytes, index: int) -> Hash:
     t1, start, end = _tile_for_index(t.height, index)
     if t.level != t1.level or t.n != t1.n or t.width < t1.width:
         raise FormatError(f"index {index} is in {t1.path()} not {t.path()}")
+    if end - start == HASH_SIZE:  # a hash as stored: nothing to hash, nor to remember
+        return data[start:end]
     return _tile_hash(data[start:end])
 
 
@@ -534,7 +536,7 @@ def read_tile_data(t: Tile, reader: HashReader) -> bytes:
     return b"".join(_read(reader, indexes))
 
 
-@functools.lru_cache(maxsize=1 << 14)
+@functools.lru_cache(maxsize=4096)
 def _tile_parent(t: Tile, k: int, n: int) -> Tile | None:
     """t's k'th parent tile in the tiling of a tree of size n, or None if there is none.
     Remembered, as _tile_for_index."""

@@ -32,6 +32,7 @@ from modgate.sumdb.tlog import (
     format_tree,
     hash_from_tile,
     hashes_reader,
+    is_valid_record_text,
     new_tiles,
     node_hash,
     parse_hash,
@@ -573,6 +574,26 @@ def test_parse_tree_limits_size() -> None:
         parse_tree(TREE_TEXT_300 + b"x" * 1_000_000)
 
 
+@given(
+    (st.text(max_size=12) | st.text(st.characters(max_codepoint=0x7F))).map(lambda t: t + "\n")
+    | st.text()
+)
+def test_record_text_is_valid_as_go_checks_it(text: str) -> None:
+    """tlog.go isValidRecordText, a character at a time, for the search that replaced it."""
+    data = text.encode("utf-8", "surrogatepass")
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        valid = False
+    else:
+        valid = (
+            decoded.endswith("\n")
+            and "\n\n" not in decoded
+            and not any(c < " " and c != "\n" for c in decoded)
+        )
+    assert is_valid_record_text(data) == valid
+
+
 @pytest.mark.parametrize(("msg", "expected"), PARSE_RECORD)
 def test_parse_record(msg: bytes, expected: tuple[int, bytes, bytes] | None) -> None:
     if expected is None:
@@ -899,6 +920,140 @@ def test_tile_hash_reader_rejects_tile_of_wrong_size(cut: int) -> None:
         FormatError, match=r"^malformed tile tile/8/1/000\.p/1: \d+ bytes, want 32$"
     ):
         reader([0])
+
+
+# The shortcuts TileHashReader takes, against the straightforward versions of tlog.go
+# they replace (kept here, not in the product).
+
+
+def _mth(hashes: list[Hash]) -> Hash:
+    """RFC 6962's Merkle tree hash over 2**k hashes, one node_hash at a time."""
+    if len(hashes) == 1:
+        return hashes[0]
+    half = len(hashes) // 2
+    return node_hash(_mth(hashes[:half]), _mth(hashes[half:]))
+
+
+@given(
+    st.integers(0, 8).flatmap(
+        lambda k: st.lists(st.binary(min_size=32, max_size=32), min_size=1 << k, max_size=1 << k)
+    )
+)
+def test_hash_from_tile_is_the_merkle_tree_hash(hashes: list[Hash]) -> None:
+    """hash_from_tile hashes a tile's level a time, not node by node: the same hash."""
+    level = len(hashes).bit_length() - 1  # the subtree over all of them ...
+    height = level + 1  # ... within one tile
+    tile = Tile(height, 0, 0, 1 << height)
+    data = b"".join(hashes) + bytes(32 * ((1 << height) - len(hashes)))
+    assert hash_from_tile(tile, data, stored_hash_index(level, 0)) == _mth(hashes)
+
+
+def _go_tile_for_index(h: int, index: int) -> Tile:
+    """tlog.go tileForIndex, step by step."""
+    level, n = _go_split_stored_hash_index(index)
+    tile_level = level // h
+    level -= tile_level * h
+    tile_n = n << level >> h
+    n -= tile_n << h >> level
+    return Tile(h, tile_level, tile_n, (n + 1) << level)
+
+
+def _go_tile_parent(t: Tile, k: int, n: int) -> Tile | None:
+    """tile.go tileParent."""
+    level, number, width = t.level + k, t.n >> (k * t.height), 1 << t.height
+    limit = n >> (level * t.height)
+    if (number << t.height) + width >= limit:
+        if number << t.height >= limit:
+            return None
+        width = limit - (number << t.height)
+    return Tile(t.height, level, number, width)
+
+
+def _go_plan(n: int, h: int, indexes: list[int]) -> tuple[list[Tile], list[int], list[int]]:
+    """tile.go tileHashReader.ReadHashes's plan: (tiles, the tile of each subtree of the
+    tree hash, the tile of each index), rebuilt for every read."""
+    tiles: list[Tile] = []
+    order: dict[Tile, int] = {}
+    stx, lo = [], 0
+    while lo < n:  # tlog.go subTreeIndex
+        level = (n - lo).bit_length() - 1  # maxpow2(hi - lo + 1): below it
+        stx.append(_go_stored_hash_index(level, lo >> level))
+        lo += 1 << level
+    stx_tile = []
+    for x in stx:
+        tile = _go_tile_parent(_go_tile_for_index(h, x), 0, n)
+        assert tile is not None
+        if tile not in order:
+            order[tile] = len(tiles)
+            tiles.append(tile)
+        stx_tile.append(order[tile])
+    index_tile = []
+    for x in indexes:
+        if x >= _go_stored_hash_index(0, n):
+            raise ProofError("indexes not in tree")
+        tile, k = _go_tile_for_index(h, x), 0
+        while (parent := _go_tile_parent(tile, k, n)) not in order:
+            if parent is None:
+                raise ProofError("indexes not in tree")
+            k += 1
+        for j in range(k - 1, -1, -1):
+            child = _go_tile_parent(tile, j, n)
+            assert child is not None and child.width == 1 << child.height
+            order[child] = len(tiles)
+            tiles.append(child)
+        index_tile.append(order[_go_tile_parent(tile, 0, n)] if k == 0 else len(tiles) - 1)
+    return tiles, stx_tile, index_tile
+
+
+@given(
+    st.integers(1, 1 << 40) | st.integers(1, 3000),
+    st.integers(1, 10) | st.just(8),
+    st.lists(st.integers(0, 1 << 41) | st.integers(0, 6000), max_size=6),
+)
+def test_tile_hash_reader_plans_reads_as_go(n: int, height: int, indexes: list[int]) -> None:
+    """The plan, with its remembered parts (per tree, per index), is tlog.go's, tile for
+    tile and in the same order, at the live database's sizes too."""
+    reader = TileHashReader(Tree(n, EMPTY_HASH), height, Tiles())
+    try:
+        want = _go_plan(n, height, indexes)
+    except ProofError as e:
+        with pytest.raises(ProofError, match=f"^{e}$"):
+            reader.tiles(indexes)
+        return
+    for _ in range(2):  # again, from what it remembered
+        plan = reader._plan(indexes)
+        assert (plan.tiles, plan.stx_tile, plan.index_tile) == want
+        assert plan.order == {tile: i for i, tile in enumerate(plan.tiles)}
+
+
+_SHARED = set[object]()  # one memory of proofs across every example below
+
+
+@given(
+    st.integers(1, 300),
+    st.integers(1, 8),
+    st.lists(st.integers(0, stored_hash_count(300) - 1), max_size=4),
+    st.sampled_from(["", "tile/8/0/000", "tile/8/1/000.p/1", "tile/2/0/001"]),
+)
+def test_remembered_proofs_answer_as_a_fresh_reader(
+    size: int, height: int, indexes: list[int], corrupt: str
+) -> None:
+    """Readers of trees of every size share one memory of proofs, some reading a
+    tampered tile: each answers as a reader that remembers nothing would."""
+    tree = Tree(size, tree_hash(size, READ))
+    indexes = [x for x in indexes if x < stored_hash_index(0, size)]
+    fresh = TileHashReader(tree, height, Tiles(size, corrupt))
+    remembering = TileHashReader(tree, height, Tiles(size, corrupt), _SHARED)
+    try:
+        want: list[Hash] | str = fresh(indexes)
+    except ProofError as e:
+        want = str(e)
+    try:
+        got: list[Hash] | str = remembering(indexes)
+    except ProofError as e:
+        got = str(e)
+    assert got == want
+    assert want == [LOG[x] for x in indexes] or corrupt
 
 
 def test_tile_hash_reader_of_empty_tree_proves_nothing() -> None:

@@ -399,3 +399,84 @@ def test_verifier_falls_back_to_full_tile(world: World) -> None:
     with pytest.raises(LookupError, match="^no partial tiles here: tile/8/1/000.p/1$"):
         verifier.merge_latest(world.db.signed_tree())
     assert asked[-2:] == ["tile/8/1/000.p/1", "tile/8/1/000"]
+
+
+# What a verifier remembers between lookups (signed heads, heads on its timeline, tiles)
+# must never vouch for anything but itself.
+
+
+def test_a_head_proven_before_vouches_for_no_fork_of_it(world: World) -> None:
+    """Heads of sizes 300 and 302 proven (and their tiles held), then the database forks
+    in the tiles they share: a forked head of either size, or a newer one, is a fork."""
+    verifier = world.verifier()
+    verifier.lookup(MODULE, VERSION, world.db.get(world.lookup_path(world.modules[MODULE])))
+    old, latest = world.db.signed_tree(300), world.db.signed_tree()
+    for _ in range(2):  # the second time as a head already proven on the timeline
+        assert verifier.merge_latest(old).n == 300
+    world.db.fork(record_id=290)
+    for forked in (world.db.signed_tree(300), world.db.signed_tree()):
+        assert forked not in (old, latest)
+        for _ in range(2):  # a refused head stays refused
+            with pytest.raises(InconsistentTreeError, match=r"SECURITY ERROR: .* not a prefix"):
+                verifier.merge_latest(forked)
+    later = world.modules["example.com/later"]
+    world.db.add(later.path, later.version, later.zip_h1, later.mod_h1)
+    with pytest.raises(InconsistentTreeError, match=r"tree#302 \S+ is not a prefix of tree#303"):
+        verifier.lookup(later.path, later.version, world.db.get(world.lookup_path(later)))
+    assert verifier.latest == latest
+    assert verifier.merge_latest(old).n == 300
+
+
+def test_a_verified_note_vouches_only_for_its_own_bytes(world: World) -> None:
+    """The same tree head, once verified, under a broken signature or another key."""
+    verifier = world.verifier()
+    good = world.db.signed_tree()
+    assert verifier.merge_latest(good) == world.db.tree()
+    world.db.fault = Fault.BAD_SIGNATURE
+    with pytest.raises(BadSignatureError, match="^reading tree note: invalid signature"):
+        verifier.merge_latest(world.db.signed_tree())
+    world.db.fault = Fault.UNKNOWN_KEY
+    with pytest.raises(UnknownVerifierError, match="^reading tree note: note has no verifiable"):
+        verifier.merge_latest(world.db.signed_tree())
+    other = TestSumdb(name=world.db.name)  # another key under the same name
+    other.grow(302)
+    with pytest.raises(UnknownVerifierError):
+        verifier.merge_latest(other.signed_tree())
+    assert verifier.merge_latest(good) == world.db.tree()
+
+
+@pytest.mark.parametrize("fault", [Fault.TAMPERED_RECORD, Fault.WRONG_RECORD])
+def test_proven_tiles_vouch_for_no_other_record(world: World, fault: Fault) -> None:
+    """The record's tiles proven once (and the tree): other text or another record id in
+    the same tiles is still checked against them."""
+    verifier = world.verifier()
+    response = world.db.get(world.lookup_path(world.modules[MODULE]))
+    assert verifier.lookup(MODULE, VERSION, response)
+    world.db.fault = fault
+    tampered = world.db.get(world.lookup_path(world.modules[MODULE]))
+    if fault is Fault.TAMPERED_RECORD:
+        with pytest.raises(ProofError, match="cannot authenticate record data"):
+            verifier.lookup(MODULE, VERSION, tampered)
+    else:  # the next record, authentic: proven, but not the version's
+        assert verifier.lookup(MODULE, VERSION, tampered) == []
+    _, _, rest = response.partition(b"\n")
+    for record_id in (299, 301):  # the same tile, other places
+        with pytest.raises(ProofError, match="cannot authenticate record data"):
+            verifier.lookup(MODULE, VERSION, b"%d\n" % record_id + rest)
+
+
+def test_tiles_proven_in_one_tree_are_checked_again_in_another(world: World) -> None:
+    """Tiles held from tree 302; the database then serves a newer head whose tiles it
+    tampered with: the newer head is refused, whatever was proven before."""
+    verifier = world.verifier()
+    verifier.lookup(MODULE, VERSION, world.db.get(world.lookup_path(world.modules[MODULE])))
+    later = world.modules["example.com/later"]
+    world.db.add(later.path, later.version, later.zip_h1, later.mod_h1)
+    world.db.fault = Fault.BAD_TILES
+    response = world.db.get(world.lookup_path(later))
+    with pytest.raises(ProofError, match="downloaded inconsistent tile$"):
+        verifier.lookup(later.path, later.version, response)
+    assert verifier.tree.n == 302
+    world.db.fault = Fault.NONE
+    assert verifier.lookup(later.path, later.version, response)
+    assert verifier.tree.n == 303

@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 TILE_HEIGHT = 8  # client.go's default, and what the public database serves
+NOTES_MAX = 256  # signed tree heads remembered as verified (a few hundred bytes each)
+TIMELINE_MAX = 1024  # trees remembered as proven prefixes of the newest verified one
 
 
 class InconsistentTreeError(SumdbError):
@@ -113,6 +115,8 @@ class SumdbVerifier:
         self._tiles: OrderedDict[Tile, bytes] = OrderedDict()
         self._max_tiles = cached_tiles
         self._authenticated: set[object] = set()  # see TileHashReader
+        self._notes: OrderedDict[bytes, Tree] = OrderedDict()  # see _open_tree
+        self._timeline: OrderedDict[Tree, None] = OrderedDict()  # see merge_latest
         self.merge_latest(latest)
 
     @property
@@ -186,6 +190,12 @@ class SumdbVerifier:
         As client.go mergeLatest: an older or equal tree must be a prefix of the newest
         verified tree, a newer one must contain it; anything else is a fork and raises
         InconsistentTreeError. An empty note stands for the empty tree and changes nothing.
+
+        A tree once proven a prefix of the newest verified tree stays one: the newest
+        only moves to trees proven to extend it, and "is a prefix of" is transitive. So
+        such a tree (kept in `_timeline`, with every tree the newest moved on from) is
+        not proven again: on the live database most lookups answer with a head a little
+        older than the newest, and proving each again was most of a lookup's CPU.
         """
         if not note:
             return self.tree
@@ -193,28 +203,53 @@ class SumdbVerifier:
         while True:
             with self._lock:
                 latest, latest_note = self._tree, self._tree_note
-            if tree == latest:
-                # The newest verified tree itself (almost every lookup): checkTrees would
-                # rebuild its hash from tiles authenticated against that very hash.
-                return tree
+                if tree == latest or tree in self._timeline:
+                    # The newest verified tree itself, or one proven a prefix of it: checkTrees
+                    # would rebuild a hash it rebuilt before, from tiles of the same tree.
+                    return tree
             if tree.n <= latest.n:
                 self._check_trees(tree, note, latest, latest_note)
+                with self._lock:
+                    self._on_timeline(tree)
                 return tree
             self._check_trees(latest, latest_note, tree, note)
             with self._lock:
                 if self._tree == latest:  # else another thread moved on: check again
                     self._tree, self._tree_note = tree, note
+                    self._on_timeline(latest)
                     return tree
 
+    def _on_timeline(self, tree: Tree) -> None:
+        """Remember a tree proven a prefix of the newest verified tree (at most
+        TIMELINE_MAX); the caller holds the lock."""
+        self._timeline[tree] = None
+        self._timeline.move_to_end(tree)
+        while len(self._timeline) > TIMELINE_MAX:
+            self._timeline.popitem(last=False)
+
     def _open_tree(self, note: bytes) -> Tree:
+        """The tree a signed note names, once its signature by the database's key verifies.
+
+        Remembered by the note's exact bytes (at most NOTES_MAX): a note is a pure
+        function of its bytes and the key, and every lookup answer carries one, most of
+        them the same few heads, each verified again in every round of a proof.
+        Only notes that verified are remembered."""
+        with self._lock:
+            if (known := self._notes.get(note)) is not None:
+                return known
         try:
             opened = open_note(note, [self._verifier])
         except SumdbError as e:
             raise e.within("reading tree note") from e
         try:
-            return parse_tree(opened.text)
+            tree = parse_tree(opened.text)
         except SumdbError as e:
             raise e.within("reading tree") from e
+        with self._lock:
+            self._notes[note] = tree
+            while len(self._notes) > NOTES_MAX:
+                self._notes.popitem(last=False)
+        return tree
 
     def _check_trees(self, older: Tree, older_note: bytes, newer: Tree, newer_note: bytes) -> None:
         """client.go checkTrees: the newer tree's tiles must give the older tree's hash.

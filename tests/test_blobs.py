@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from modgate.blobs import BlobServer, Budget, Transfer, read_whole
+from modgate.blobs import BlobServer, Transfer
 from modgate.growing import GrowingFile
 from modgate.store import Entry
 from world.certs import self_signed
@@ -309,37 +309,3 @@ def test_idle_connections_hold_no_threads_and_are_closed_after_the_idle_timeout(
         for sock in idle:
             sock.close()
         server.stop()
-
-
-@pytest.mark.parametrize(
-    "change",
-    ["none", "one byte", "truncated", "appended", "emptied"],
-)
-def test_a_body_read_whole_is_the_stored_body_or_nothing(tmp_path: Path, change: str) -> None:
-    path = tmp_path / "body"
-    path.write_bytes(BODY)
-    sha = hashlib.sha256(BODY).hexdigest()
-    data = bytearray(BODY)
-    if change == "one byte":
-        data[len(data) // 2] ^= 1
-    elif change == "truncated":
-        del data[-1:]
-    elif change == "appended":
-        data += b"\0"
-    elif change == "emptied":
-        data = bytearray()
-    path.write_bytes(bytes(data))
-    file = path.open("rb")
-    got = read_whole(file, len(BODY), sha)
-    assert file.closed
-    assert got == (BODY if change == "none" else None)
-
-
-def test_the_whole_body_budget_refuses_past_its_limit_and_takes_back() -> None:
-    budget = Budget(limit=10)
-    assert budget.take(6) and budget.take(4)
-    assert not budget.take(1)  # over: streamed instead
-    budget.give(6)
-    assert budget.take(5) and not budget.take(2)
-    budget.give(9)
-    assert budget.used == 0 and budget.take(10)

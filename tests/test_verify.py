@@ -363,6 +363,15 @@ def lookup_request(
     return parse_request(f"sumdb/{db.signer.name}/lookup/{module}@v1.0.0"), body
 
 
+def eighty_thousand(db: TestSumdb, tmp_path: Path) -> tuple[Rounds, Checker]:
+    """`db` grown to 80,000 records, example.com/a's at 70000, and a checker of it."""
+    db.grow(70_000)
+    db.add("example.com/a", "v1.0.0", H1, H2)  # record 70000
+    db.grow(9_999)
+    source = Rounds(db)
+    return source, checker_of(db, tmp_path, source)
+
+
 def test_a_proof_fetches_its_tiles_at_once_a_round_per_phase(tmp_path: Path) -> None:
     """On the event loop, no worker thread: the verifier stops at the tiles it lacks,
     they are fetched all at once, and it starts again (client.go: checkTrees, then
@@ -396,11 +405,7 @@ def test_a_newer_head_waits_until_after_the_answer_when_the_record_is_proven_alr
     """The record is in the newest verified tree: proven there, with the tiles in hand,
     no round trip to the database; the newer head is merged after the answer."""
     with TestSumdb("sumdb.modgate.test") as db:
-        db.grow(70_000)
-        db.add("example.com/a", "v1.0.0", H1, H2)  # record 70000
-        db.grow(9_999)
-        source = Rounds(db)
-        c = checker_of(db, tmp_path, source)
+        source, c = eighty_thousand(db, tmp_path)
 
         async def run() -> None:
             await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
@@ -422,11 +427,7 @@ def test_a_fork_in_a_head_merged_after_an_answer_refuses_every_later_lookup(
     """The answer was proven in the timeline verified before the fork; the fork is found
     when its head is merged, and from then on nothing of that database is trusted."""
     with TestSumdb("sumdb.modgate.test") as db:
-        db.grow(70_000)
-        db.add("example.com/a", "v1.0.0", H1, H2)  # record 70000
-        db.grow(9_999)
-        source = Rounds(db)
-        c = checker_of(db, tmp_path, source)
+        source, c = eighty_thousand(db, tmp_path)
 
         async def run() -> None:
             await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
@@ -446,10 +447,7 @@ def test_a_newer_head_not_signed_by_the_database_is_refused_before_any_answer(
     tmp_path: Path,
 ) -> None:
     with TestSumdb("sumdb.modgate.test") as db:
-        db.grow(70_000)
-        db.add("example.com/a", "v1.0.0", H1, H2)
-        db.grow(9_999)
-        c = checker_of(db, tmp_path, Rounds(db))
+        _, c = eighty_thousand(db, tmp_path)
 
         async def run() -> None:
             await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
@@ -463,11 +461,7 @@ def test_a_newer_head_not_signed_by_the_database_is_refused_before_any_answer(
 
 def test_a_tampered_tile_fails_the_proof_and_is_dropped_for_the_next_try(tmp_path: Path) -> None:
     with TestSumdb("sumdb.modgate.test") as db:
-        db.grow(70_000)
-        db.add("example.com/a", "v1.0.0", H1, H2)
-        db.grow(9_999)
-        source = Rounds(db)
-        c = checker_of(db, tmp_path, source)
+        source, c = eighty_thousand(db, tmp_path)
         req, body = lookup_request(db, tmp_path, 70_000, 80_000)
         source.tamper = "tile/8/0/273"  # the record's own tile at level 0
 

@@ -325,8 +325,11 @@ def _unpruned(gomod: bytes) -> bool:
 # GOMAXPROCS at a time (modcmd/download.go), in the same order: two at a time on a
 # 2-core machine, each waiting a round trip to the upstream and its transfer. Fetched
 # ahead, several at once, they are verified and stored (or being sent while they
-# download) when go asks. A few: each is a connection's worth of bandwidth, and a guess.
-ZIP_READERS = 4
+# download) when go asks. Few: each is a connection's worth of bandwidth, and its bytes
+# in flight. On the cold 150-module run (scripts/bench, 20 ms upstream) 4 readers made
+# the download 1.3x faster than none but took the HTTPS proxy's peak RSS from 98-99 to
+# 102-103 MiB (issue 13's bound is 100); 2 readers: 1.1x faster, 99.5 MiB.
+ZIP_READERS = 2
 ZIP_QUEUE = 4096  # zips waiting: past it, new ones are dropped
 ZIPS_REMEMBERED = 65_536  # zips handed out once, remembered (the least recent dropped)
 

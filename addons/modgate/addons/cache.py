@@ -1,12 +1,9 @@
 """Answer module-proxy requests from modgate's store, fetching from the upstream chain
 on a miss; part of modgate's addons (`all_addons()`).
 
-Small bodies are answered from memory. So are stored bodies up to `blobs.WHOLE_MAX`
-while their bytes in memory at once stay under `blobs.WHOLE_BUDGET`: read whole on a
-thread and checked against their SHA-256 before the answer starts (a copy altered on
-disk is dropped and fetched again, checked again). Larger ones, those past the budget,
-and zips still downloading go through the loopback BlobServer (blobs.py), which holds
-back their end until their hash is known to match:
+Small bodies are answered from memory. Large ones (stored, or still downloading) go
+through the loopback BlobServer (blobs.py), which holds back their end until their hash
+is known to match:
   - a client on this machine is redirected to it (`modgate_redirect_local`) and fetches
     the body itself, at disk speed; the flow's trace record waits for that transfer
     (`Handoff`);
@@ -27,11 +24,11 @@ from mitmproxy.addonmanager import Loader
 
 from modgate.addons import answer, plain
 from modgate.addons.settings import Settings
-from modgate.blobs import WHOLE_MAX, Budget, Handoff, Transfer, read_whole
+from modgate.blobs import Handoff, Transfer
 from modgate.config import Chain
 from modgate.endpoint import FRONT
 from modgate.errors import CacheError, UpstreamError
-from modgate.gateway import Gateway, Outcome, Served
+from modgate.gateway import Outcome, Served
 from modgate.goproxy import ModRequest
 from modgate.growing import GrowingFile
 from modgate.upstream import came_back
@@ -39,20 +36,10 @@ from modgate.verify import IntegrityError
 
 log = logging.getLogger("modgate")
 
-WHOLE = "modgate.whole"  # bytes of a whole body this flow holds against the budget
-
-
-class _Damaged:
-    """`_whole`: the stored copy is not the body that was stored."""
-
-
-_DAMAGED = _Damaged()
-
 
 class CacheGate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.budget = Budget()  # whole bodies in memory (`_whole`)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -77,21 +64,24 @@ class CacheGate:
                 "upstream (or its redirect) leads back to modgate; fix that upstream URL",
             )  # fmt: skip
             return
-        served = await self._serve(flow, runtime.gateway, chain, req)
-        if served is None:
+        try:
+            served = await runtime.gateway.serve(chain, req)
+        except UpstreamError as e:
+            flow.metadata["modgate.error"] = str(e)
+            flow.response = plain(502, f"modgate: {e}")
             return
-        whole = await self._whole(flow, served)
-        if isinstance(whole, _Damaged):  # dropped from the store: fetched again, checked again
-            runtime.gateway.forget(chain, req)
-            served = await self._serve(flow, runtime.gateway, chain, req)
-            if served is None:
-                return
-            whole = await self._whole(flow, served)
-            if isinstance(whole, _Damaged):
-                why = f"the stored copy of {req} changed on disk twice: dropped; not served"
-                flow.metadata["modgate.error"] = why
-                flow.response = plain(502, f"modgate: {why}")
-                return
+        except IntegrityError as e:
+            # Refused before it reached the store or the client: say so loudly.
+            log.error("modgate: %s", e)
+            flow.metadata["modgate.error"] = str(e)
+            flow.metadata["modgate.hash"] = {"verdict": "refused", "reason": str(e)}
+            flow.response = plain(502, f"modgate: {e}")
+            return
+        except CacheError as e:
+            log.error("modgate: %s", e)
+            flow.metadata["modgate.error"] = str(e)
+            flow.response = plain(503, f"modgate: {e}")
+            return
         flow.metadata["modgate.cache"] = served.outcome.value
         flow.metadata["modgate.upstream"] = served.entry.upstream
         if served.outcome is Outcome.HIT:
@@ -104,56 +94,9 @@ class CacheGate:
             }
         if served.attempts:
             flow.metadata["modgate.attempts"] = [str(a) for a in served.attempts]
-        self._answer(flow, served, whole)
+        self._answer(flow, served)
 
-    async def _serve(
-        self, flow: http.HTTPFlow, gateway: Gateway, chain: Chain, req: ModRequest
-    ) -> Served | None:
-        """What the gateway serves, or None with the flow answered with why not."""
-        try:
-            return await gateway.serve(chain, req)
-        except UpstreamError as e:
-            flow.metadata["modgate.error"] = str(e)
-            flow.response = plain(502, f"modgate: {e}")
-        except IntegrityError as e:
-            # Refused before it reached the store or the client: say so loudly.
-            log.error("modgate: %s", e)
-            flow.metadata["modgate.error"] = str(e)
-            flow.metadata["modgate.hash"] = {"verdict": "refused", "reason": str(e)}
-            flow.response = plain(502, f"modgate: {e}")
-        except CacheError as e:
-            log.error("modgate: %s", e)
-            flow.metadata["modgate.error"] = str(e)
-            flow.response = plain(503, f"modgate: {e}")
-        return None
-
-    async def _whole(self, flow: http.HTTPFlow, served: Served) -> bytes | _Damaged | None:
-        """A stored file body read whole and checked (`blobs.read_whole`) when it is not
-        too large for the budget; None: it goes through the BlobServer; _DAMAGED: it is
-        not the body that was stored. Its bytes count against the budget until the flow
-        ends (`response`, `error`)."""
-        file, size = served.body.file, served.entry.size
-        if file is None or served.growing is not None or size > WHOLE_MAX:
-            return None
-        if not self.budget.take(size):
-            return None
-        flow.metadata[WHOLE] = size
-        try:
-            data = await asyncio.to_thread(read_whole, file, size, served.entry.sha256)
-        except BaseException:
-            self._give_back(flow)
-            raise
-        if data is None:
-            self._give_back(flow)
-            return _DAMAGED
-        return data
-
-    def _give_back(self, flow: http.HTTPFlow) -> None:
-        size = flow.metadata.pop(WHOLE, None)
-        if size is not None:
-            self.budget.give(size)
-
-    def _answer(self, flow: http.HTTPFlow, served: Served, whole: bytes | None = None) -> None:
+    def _answer(self, flow: http.HTTPFlow, served: Served) -> None:
         entry, body = served.entry, served.body
         headers = {"Content-Type": entry.content_type, "X-Modgate-Cache": served.outcome.value}
         if entry.h1:
@@ -161,9 +104,6 @@ class CacheGate:
         if served.outcome is Outcome.STALE:
             headers["Warning"] = '110 modgate "Response is Stale"'
             headers["X-Modgate-Stale-Reason"] = " ".join(served.stale_reason.split())[:300]
-        if whole is not None:  # sent as is: only bodies stored inline are gzipped
-            flow.response = answer(entry.status, whole, headers)
-            return
         if body.data is not None:
             data = body.data
             if entry.status == 200 and _gzip_wanted(flow, entry.content_type, len(data)):
@@ -217,11 +157,9 @@ class CacheGate:
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._give_back(flow)
         _settled(flow)  # streamed through mitmproxy: the body is all out
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._give_back(flow)
         if "modgate.blob" in flow.metadata:
             self.settings.blobs.withdraw(flow.metadata["modgate.blob"])
             growing: GrowingFile | None = flow.metadata.get("modgate.growing")

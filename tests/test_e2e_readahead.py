@@ -11,6 +11,7 @@ from urllib.parse import unquote
 import pytest
 
 from modgate.addons.cache import GZIP_MIN
+from world.faults import FaultInjector
 from world.gate import Gate
 from world.gocmd import go_env, run_go
 from world.modules import (
@@ -302,3 +303,25 @@ def test_readahead_zips_false_fetches_no_zip_before_go_asks(world: World, tmp_pa
             zips_by_go = asked(gate.home / "trace.db", "zip")
         first = upstream.first_asked()
     assert zips_by_go and all(first[p] >= zips_by_go[p] for p in zips_by_go)
+
+
+@pytest.mark.parametrize("mode", ["proxy", "goproxy"])
+def test_a_fault_in_the_zip_read_ahead_leaves_each_zip_to_go(
+    world: World, tmp_path: Path, mode: str
+) -> None:
+    """A bug in the read-ahead must not change what go gets: every .info still answered
+    by the stages, every zip fetched when go asks, the error logged."""
+    faults = FaultInjector(tmp_path / "faults")
+    faults.arm("ReadAheadGate._zip_ahead")
+    with Upstream(world) as upstream:
+        app = tidied_app(world, upstream, tmp_path)
+        gate = Gate(tmp_path / "gate", rules(upstream.url, True))
+        gate.env = faults.env
+        with gate:
+            env = gate.client_env(go_env(tmp_path / "c", f"https://{HOST}"), mode)
+            run_go(["mod", "download"], env, app.dir)
+            zips_by_go = asked(gate.home / "trace.db", "zip")
+        first = upstream.first_asked()
+    assert zips_by_go and all(first[p] >= zips_by_go[p] for p in zips_by_go)
+    assert "injected fault in ReadAheadGate._zip_ahead" in gate.output()
+    assert "read-ahead of the zip of" in gate.output()

@@ -41,8 +41,9 @@ STAGES = (("transparent", "TransparentGate"), ("router", "Router"), ("vcs", "Vcs
           ("rules", "RulesGate"), ("readahead", "ReadAheadGate"), ("cache", "CacheGate"),
           ("fasthit", "FastHitGate"), ("trace", "Tracer"))  # fmt: skip
 # Methods outside mitmproxy's hooks that can be made to raise too (module, class, method):
-# the GOPROXY endpoint's fast path, which falls back to the stages (not in injectable()).
-METHODS = (("fasthit", "FastHitGate", "endpoint"),)
+# the GOPROXY endpoint's fast path, which falls back to the stages, and the zip
+# read-ahead, which leaves each zip to go's own request (not in injectable()).
+METHODS = (("fasthit", "FastHitGate", "endpoint"), ("readahead", "ReadAheadGate", "_zip_ahead"))
 
 SITECUSTOMIZE = """
 import functools, inspect, os, socket

@@ -106,7 +106,10 @@ class ReadAheadGate:
             return
         chain: Chain | None = meta.get("modgate.chain")
         if chain is not None and runtime.config.cache.readahead_zips:
-            self._zip_ahead(runtime, chain, req, meta.get("modgate.team") or None)
+            try:
+                self._zip_ahead(runtime, chain, req, meta.get("modgate.team") or None)
+            except Exception as e:  # a bug: the .info's own answer is not the read-ahead's
+                log.error("modgate: read-ahead of the zip of %s failed", req, exc_info=e)
         # What is stored already costs no task: a warm build pays a lookup per module.
         wanted = self.memory.due(client, req.module)
         due = [(chain, info) for chain, module, version in wanted

@@ -162,11 +162,51 @@ class _Guesses:
 class _Due:
     chain: Chain
     req: ModRequest
-    depth: int
-    route: Route
+    depth: int = 0
+    route: Route | None = None
 
 
-class GraphReadAhead:
+class _Readers:
+    """Up to `readers` tasks working through what is due (`_read` each), started as it
+    comes (`_start`); the read-aheads below are two of these."""
+
+    def __init__(self, readers: int) -> None:
+        self.readers = readers
+        self._due: deque[_Due] = deque()
+        self._workers: set[asyncio.Task[None]] = set()
+
+    def _start(self) -> None:
+        while self._due and len(self._workers) < self.readers:
+            task = asyncio.ensure_future(self._work())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def idle(self) -> None:
+        """Wait until nothing is due or being fetched."""
+        while self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def close(self) -> None:
+        self._due.clear()
+        for task in list(self._workers):
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while self._due:
+            due = self._due.popleft()
+            try:
+                await self._read(due)
+            except (ModgateError, OSError, sqlite3.Error) as e:
+                log.debug("read-ahead of %s: %s", due.req, e)  # go's own request meets it
+            except Exception as e:  # a bug: say so, and keep reading ahead the rest
+                log.error("read-ahead of %s failed", due.req, exc_info=e)
+
+    async def _read(self, due: _Due) -> None:
+        raise NotImplementedError
+
+
+class GraphReadAhead(_Readers):
     """Fetch the go.mod of each requirement of a go.mod served to a client, before go
     asks for it ("Minimal version selection": loading the module graph reads the go.mod
     of every requirement of every module loaded).
@@ -195,12 +235,10 @@ class GraphReadAhead:
         readers: int = GRAPH_READERS,
         depth: int = GRAPH_DEPTH,
     ) -> None:
-        self.fetch, self.has = fetch, has
-        self.readers, self.depth = readers, depth
-        self._due: deque[_Due] = deque()
+        super().__init__(readers)
+        self.fetch, self.has, self.depth = fetch, has, depth
         self._expanded: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._queued: set[tuple[Chain, ModRequest]] = set()
-        self._workers: set[asyncio.Task[None]] = set()
         self._guesses: OrderedDict[str, _Guesses] = OrderedDict()  # by client
         self.fetched = 0  # .mod answers read ahead, for the log
 
@@ -232,17 +270,9 @@ class GraphReadAhead:
             guesses.pending.discard((module, version))
             guesses.hits += 1
 
-    async def idle(self) -> None:
-        """Wait until nothing is due or being fetched."""
-        while self._workers:
-            await asyncio.gather(*self._workers, return_exceptions=True)
-
     async def close(self) -> None:
-        self._due.clear()
         self._queued.clear()
-        for task in list(self._workers):
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await super().close()
 
     def _expand(
         self, module: str, version: str, gomod: bytes, route: Route, depth: int,
@@ -281,28 +311,17 @@ class GraphReadAhead:
                         guesses.pending.add((r.module, r.version))
                 self._queued.add((chain, req))
                 self._due.append(_Due(chain, req, depth, route))
-        while self._due and len(self._workers) < self.readers:
-            task = asyncio.ensure_future(self._work())
-            self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
+        self._start()
 
-    async def _work(self) -> None:
-        while self._due:
-            due = self._due.popleft()
-            try:
-                status, data = await self.fetch(due.chain, due.req)
-            except (ModgateError, OSError, sqlite3.Error) as e:
-                log.debug("read-ahead of %s: %s", due.req, e)  # go's own request meets it
-                continue
-            except Exception as e:  # a bug: say so, and keep reading ahead the rest
-                log.error("read-ahead of %s failed", due.req, exc_info=e)
-                continue
-            finally:
-                self._queued.discard((due.chain, due.req))
-            self.fetched += 1
-            if status == 200 and due.depth < self.depth and _unpruned(data):
-                req = due.req
-                self._expand(req.module, req.version, data, due.route, due.depth + 1)
+    async def _read(self, due: _Due) -> None:
+        try:
+            status, data = await self.fetch(due.chain, due.req)
+        finally:
+            self._queued.discard((due.chain, due.req))
+        self.fetched += 1
+        if status == 200 and due.depth < self.depth and _unpruned(data):
+            assert due.route is not None
+            self._expand(due.req.module, due.req.version, data, due.route, due.depth + 1)
 
 
 def _unpruned(gomod: bytes) -> bool:
@@ -336,7 +355,7 @@ ZIPS_REMEMBERED = 65_536  # zips handed out once, remembered (the least recent d
 Prefetch = Callable[[Chain, ModRequest], Awaitable[bool]]
 
 
-class ZipReadAhead:
+class ZipReadAhead(_Readers):
     """Fetch the zip of each module version a client asked the `.info` of (`asked`),
     in the order asked, `readers` at a time, once each.
 
@@ -354,10 +373,9 @@ class ZipReadAhead:
         *,
         readers: int = ZIP_READERS,
     ) -> None:
-        self.prefetch, self.has, self.readers = prefetch, has, readers
-        self._due: deque[tuple[Chain, ModRequest]] = deque()
+        super().__init__(readers)
+        self.prefetch, self.has = prefetch, has
         self._seen: OrderedDict[tuple[Chain, ModRequest], None] = OrderedDict()
-        self._workers: set[asyncio.Task[None]] = set()
         self.fetched = 0  # zips fetched ahead, for the log
 
     def asked(self, chain: Chain, module: str, version: str) -> None:
@@ -372,31 +390,9 @@ class ZipReadAhead:
         self._seen[key] = None
         if len(self._seen) > ZIPS_REMEMBERED:
             self._seen.popitem(last=False)
-        self._due.append(key)
-        while self._due and len(self._workers) < self.readers:
-            task = asyncio.ensure_future(self._work())
-            self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
+        self._due.append(_Due(chain, req))
+        self._start()
 
-    async def idle(self) -> None:
-        """Wait until nothing is due or being fetched."""
-        while self._workers:
-            await asyncio.gather(*self._workers, return_exceptions=True)
-
-    async def close(self) -> None:
-        self._due.clear()
-        for task in list(self._workers):
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-
-    async def _work(self) -> None:
-        while self._due:
-            chain, req = self._due.popleft()
-            try:
-                fetched = await self.prefetch(chain, req)
-            except (ModgateError, OSError, sqlite3.Error) as e:
-                log.debug("read-ahead of %s: %s", req, e)  # go's own request meets it
-            except Exception as e:  # a bug: say so, and keep reading ahead the rest
-                log.error("read-ahead of %s failed", req, exc_info=e)
-            else:
-                self.fetched += fetched  # (not `+= await`: that reads it before the await)
+    async def _read(self, due: _Due) -> None:
+        fetched = await self.prefetch(due.chain, due.req)
+        self.fetched += fetched  # (not `+= await`: that reads it before the await)

@@ -443,6 +443,31 @@ def test_a_fork_in_a_head_merged_after_an_answer_refuses_every_later_lookup(
     assert "SECURITY ERROR" in caplog.text
 
 
+def test_a_record_text_not_in_the_verified_tree_is_refused_under_a_newer_head(
+    tmp_path: Path,
+) -> None:
+    """The answer from the verified tree is only as good as its proof: a lookup whose
+    text is not the record logged at its id (another hash for the module) is refused, and
+    its newer head, though signed, is not adopted on its say."""
+    with TestSumdb("sumdb.modgate.test") as db:
+        _, c = eighty_thousand(db, tmp_path)
+
+        async def run() -> None:
+            await c.validate(*lookup_request(db, tmp_path, 70_000, 75_000))
+            await c.idle()
+            module = "example.com/a"
+            forged = f"{module} v1.0.0 {H2}\n{module} v1.0.0/go.mod {H2}\n".encode()
+            body = tmp_path / "forged"
+            body.write_bytes(format_record(70_000, forged) + db.signed_tree(80_000))
+            req = parse_request(f"sumdb/{db.signer.name}/lookup/{module}@v1.0.0")
+            with pytest.raises(IntegrityError, match="cannot authenticate record data"):
+                await c.validate(req, body)
+            await c.idle()
+            assert c._verifiers[db.signer.name].tree.n == 75_000
+
+        asyncio.run(run())
+
+
 def test_a_newer_head_not_signed_by_the_database_is_refused_before_any_answer(
     tmp_path: Path,
 ) -> None:

@@ -385,7 +385,7 @@ class Checker:
                     record_id, tree = lookup_record(lookup)
                     await self._keep_tiles(name, tree, record_id)
             except IntegrityError as e:
-                if "SECURITY ERROR" in str(e):
+                if isinstance(e.__cause__, InconsistentTreeError):  # (_merge_latest)
                     self._forked[name] = str(e)
                     log.error("modgate: %s: every lookup of it is refused from now on", e)
                 else:  # a head not signed by the database, or malformed: never adopted

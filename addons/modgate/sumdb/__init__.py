@@ -154,8 +154,7 @@ class SumdbVerifier:
             self._check_record(record_id, text)
         except SumdbError as e:
             raise e.within(f"{path}@{versions[0]}") from e
-        prefixes = tuple(f"{path} {version} " for version in versions)
-        return [line for line in text.decode().split("\n") if line.startswith(prefixes)]
+        return _lines_of(text, path, versions)
 
     def lookup_proven_before(
         self, path: str, versions: tuple[str, ...], response: bytes
@@ -180,9 +179,7 @@ class SumdbVerifier:
             self._check_record(record_id, text)
         except SumdbError as e:
             raise e.within(f"{path}@{versions[0]}") from e
-        prefixes = tuple(f"{path} {version} " for version in versions)
-        lines = [line for line in text.decode().split("\n") if line.startswith(prefixes)]
-        return lines, tree_note
+        return _lines_of(text, path, versions), tree_note
 
     def merge_latest(self, note: bytes) -> Tree:
         """Verify a signed tree head and, if newer and consistent, adopt it; return its tree.
@@ -325,6 +322,12 @@ class SumdbVerifier:
                 self._tiles.move_to_end(tile)
             while len(self._tiles) > self._max_tiles:
                 self._tiles.popitem(last=False)
+
+
+def _lines_of(text: bytes, path: str, versions: tuple[str, ...]) -> list[str]:
+    """The lines of a proven record's text that start with "<path> <version> "."""
+    prefixes = tuple(f"{path} {version} " for version in versions)
+    return [line for line in text.decode().split("\n") if line.startswith(prefixes)]
 
 
 def _fork_report(

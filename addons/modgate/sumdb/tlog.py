@@ -577,18 +577,12 @@ def _tree_plan(
     hash's subtrees, with their order, the subtrees' stored indexes, and which tile holds
     each (_TilePlan's fields). Remembered per tree size, as every read of the tree plans
     them first; the caller copies the dict."""
-    tiles: list[Tile] = []
-    order: dict[Tile, int] = {}
-    stx = _sub_tree_index(0, n, [])
-    stx_tile = []
-    for x in stx:
+    plan = _TilePlan([], {}, _sub_tree_index(0, n, []), [], [])
+    for x in plan.stx:
         tile = _tile_parent(_tile_for_index(h, x)[0], 0, n)
         assert tile is not None
-        if tile not in order:
-            order[tile] = len(tiles)
-            tiles.append(tile)
-        stx_tile.append(order[tile])
-    return tuple(tiles), order, tuple(stx), tuple(stx_tile)
+        plan.stx_tile.append(plan.order[tile] if tile in plan.order else plan.add(tile))
+    return tuple(plan.tiles), plan.order, tuple(plan.stx), tuple(plan.stx_tile)
 
 
 # Proofs remembered by TileHashReader (each holds references to tiles kept anyway).

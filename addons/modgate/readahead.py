@@ -350,7 +350,7 @@ def _unpruned(gomod: bytes) -> bool:
 # 102-103 MiB (issue 13's bound is 100); 2 readers: 1.1x faster, 99.5 MiB.
 ZIP_READERS = 2
 ZIP_QUEUE = 4096  # zips waiting: past it, new ones are dropped
-ZIPS_REMEMBERED = 65_536  # zips handed out once, remembered (the least recent dropped)
+ZIPS_REMEMBERED = 65_536  # zips considered once, remembered (the least recent dropped)
 
 Prefetch = Callable[[Chain, ModRequest], Awaitable[bool]]
 
@@ -375,21 +375,24 @@ class ZipReadAhead(_Readers):
     ) -> None:
         super().__init__(readers)
         self.prefetch, self.has = prefetch, has
-        self._seen: OrderedDict[tuple[Chain, ModRequest], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[Chain, str, str], None] = OrderedDict()
         self.fetched = 0  # zips fetched ahead, for the log
 
     def asked(self, chain: Chain, module: str, version: str) -> None:
-        """A client asked for the `.info` of module@version through `chain`."""
+        """A client asked for the `.info` of module@version through `chain` (on every
+        cached .info hit too: what was handed out once costs one set lookup)."""
+        key = (chain, module, version)
+        if key in self._seen or len(self._due) >= ZIP_QUEUE:
+            return
+        self._seen[key] = None  # stored or not, considered once
+        if len(self._seen) > ZIPS_REMEMBERED:
+            self._seen.popitem(last=False)
         try:
             req = parse_request(f"{escape(module)}/@v/{escape(version)}.zip")
         except ProtocolError:
             return  # not a path go would ask for either
-        key = (chain, req)
-        if key in self._seen or len(self._due) >= ZIP_QUEUE or self.has(chain, req):
+        if self.has(chain, req):
             return
-        self._seen[key] = None
-        if len(self._seen) > ZIPS_REMEMBERED:
-            self._seen.popitem(last=False)
         self._due.append(_Due(chain, req))
         self._start()
 
